@@ -1,0 +1,129 @@
+// Package etcdtest starts a real etcd server on loopback for tests, from the
+// etcd binary Debian's etcd-server package installs.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Server is one etcd process.
+type Server struct {
+	Endpoint string
+	cmd      *exec.Cmd
+	dir      string
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start runs etcd in a temporary directory. It is stopped by Stop.
+func Start() (*Server, error) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		return nil, fmt.Errorf("etcd binary not found (apt-get install etcd-server): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "tabby-etcd-")
+	if err != nil {
+		return nil, err
+	}
+	cp, err1 := freePort()
+	pp, err2 := freePort()
+	if err1 != nil || err2 != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("no free port: %v %v", err1, err2)
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", cp)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", pp)
+	cmd := exec.Command(bin, "--name", "test", "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "test="+peer, "--log-level", "error")
+	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s := &Server{Endpoint: client, cmd: cmd, dir: dir}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := datastore.Open(ctx, datastore.Config{Endpoints: []string{client}, Timeout: time.Second})
+		cancel()
+		if err == nil {
+			st.Close()
+			return s, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.Stop()
+	return nil, fmt.Errorf("etcd on %s did not come up", client)
+}
+
+// Stop kills etcd and removes its data.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+	os.RemoveAll(s.dir)
+}
+
+// Store opens a store on a fresh key space: every test starts from an
+// empty /tabby/v1/ and leaves nothing behind.
+func (s *Server) Store(t testing.TB) *datastore.Store {
+	t.Helper()
+	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{s.Endpoint}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeletePrefix(context.Background(), datastore.Prefix); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.DeletePrefix(context.Background(), datastore.Prefix)
+		st.Close()
+	})
+	return st
+}
+
+// Main runs a package's tests with one shared etcd in s (nil when etcd is
+// missing, so tests that need it skip with the reason in *skip).
+func Main(m *testing.M, s **Server, skip *string) {
+	srv, err := Start()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			fmt.Fprintln(os.Stderr, "CI must run the etcd tests:", err)
+			os.Exit(1)
+		}
+		*skip = err.Error()
+	} else {
+		*s = srv
+	}
+	code := m.Run()
+	if srv != nil {
+		srv.Stop()
+	}
+	os.Exit(code)
+}

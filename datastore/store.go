@@ -1,0 +1,313 @@
+// Package datastore keeps tabby's state in etcd v3: typed JSON resources under
+// one prefix, read-modify-write by compare-and-swap on mod revision, and
+// watches. It is the only package that imports the etcd client, and the place
+// where the driver, IPAM and BGP packages meet.
+package datastore
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+var (
+	// ErrNotFound means the key does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a compare-and-swap lost: someone else wrote first.
+	ErrConflict = errors.New("datastore conflict")
+	// ErrUnavailable means etcd could not be reached.
+	ErrUnavailable = errors.New("datastore unreachable")
+)
+
+// MaxRetries bounds every read-modify-write loop; only conflicts are retried.
+const MaxRetries = 20
+
+// Config says how to reach etcd.
+type Config struct {
+	Endpoints []string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
+	// Timeout bounds each request, so an outage surfaces as an error quickly.
+	Timeout time.Duration
+}
+
+// Store is a typed view of tabby's keys in etcd.
+type Store struct {
+	cli     *clientv3.Client
+	timeout time.Duration
+}
+
+// Open connects to etcd and checks that it answers.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints: set ETCD_ENDPOINTS or leave it empty for the embedded etcd")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	var tlsCfg *tls.Config
+	if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
+		info := transport.TLSInfo{TrustedCAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}
+		var err error
+		if tlsCfg, err = info.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("etcd TLS files (ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE): %w", err)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.Timeout,
+		TLS:         tlsCfg,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w: %w", strings.Join(cfg.Endpoints, ","), ErrUnavailable, err)
+	}
+	s := &Store{cli: cli, timeout: cfg.Timeout}
+	if err := s.Ping(ctx); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the connection.
+func (s *Store) Close() error { return s.cli.Close() }
+
+// Ping checks that etcd answers within the request timeout.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.cli.Get(ctx, Prefix+"ping"); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+func (s *Store) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "Unavailable") {
+		return fmt.Errorf("etcd %s: %w (%v); check that etcd runs and ETCD_ENDPOINTS points at it",
+			strings.Join(s.cli.Endpoints(), ","), ErrUnavailable, err)
+	}
+	return fmt.Errorf("etcd: %w", err)
+}
+
+// Get reads one resource into v and returns its mod revision.
+func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
+// KV is one raw entry of a List.
+type KV struct {
+	Key   string
+	Value []byte
+	Rev   int64
+}
+
+// List returns every entry under a prefix.
+func (s *Store) List(ctx context.Context, prefix string) ([]KV, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	out := make([]KV, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, KV{Key: string(kv.Key), Value: kv.Value, Rev: kv.ModRevision})
+	}
+	return out, nil
+}
+
+// ListKeys returns the keys under a prefix, without values.
+func (s *Store) ListKeys(ctx context.Context, prefix string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	out := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key))
+	}
+	return out, nil
+}
+
+// ListAs decodes every entry under a prefix as T.
+func ListAs[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
+	kvs, err := s.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(kvs))
+	for _, kv := range kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Op is one write of an atomic Commit.
+type Op struct {
+	Key string
+	// Value is JSON-encoded; nil deletes the key.
+	Value any
+	// Rev is the mod revision the key must still have: 0 means it must not
+	// exist, Any skips the check.
+	Rev int64
+}
+
+// Any, as an Op's Rev, writes whatever the key holds.
+const Any int64 = -1
+
+// Commit applies all ops atomically, or none with ErrConflict when one of the
+// compared revisions moved.
+func (s *Store) Commit(ctx context.Context, ops ...Op) error {
+	var cmps []clientv3.Cmp
+	var thens []clientv3.Op
+	for _, op := range ops {
+		if op.Rev != Any {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+		}
+		if op.Value == nil {
+			thens = append(thens, clientv3.OpDelete(op.Key))
+			continue
+		}
+		b, err := json.Marshal(op.Value)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", op.Key, err)
+		}
+		thens = append(thens, clientv3.OpPut(op.Key, string(b)))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(thens...).Commit()
+	if err != nil {
+		return s.wrap(err)
+	}
+	if !resp.Succeeded {
+		return ErrConflict
+	}
+	return nil
+}
+
+// Create writes a new resource; ErrConflict if the key exists.
+func (s *Store) Create(ctx context.Context, key string, v any) error {
+	return s.Commit(ctx, Op{Key: key, Value: v, Rev: 0})
+}
+
+// Put writes a resource unconditionally.
+func (s *Store) Put(ctx context.Context, key string, v any) error {
+	return s.Commit(ctx, Op{Key: key, Value: v, Rev: Any})
+}
+
+// Delete removes a key; a missing key is not an error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	return s.Commit(ctx, Op{Key: key, Rev: Any})
+}
+
+// Update reads key into a fresh T, applies fn and writes it back with a CAS,
+// retrying only on conflict. fn may return ErrNotFound semantics through its
+// own error; a missing key reaches fn as the zero T with exists=false.
+func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exists bool) error) error {
+	for i := 0; i < MaxRetries; i++ {
+		var v T
+		rev, err := s.Get(ctx, key, &v)
+		exists := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if err := fn(&v, exists); err != nil {
+			return err
+		}
+		err = s.Commit(ctx, Op{Key: key, Value: &v, Rev: rev})
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("%s: %w after %d attempts", key, ErrConflict, MaxRetries)
+}
+
+// Event is one change seen by a watch.
+type Event struct {
+	Key     string
+	Value   []byte // nil for a delete
+	Deleted bool
+}
+
+// Watch streams changes under prefix until ctx ends. The channel closes when
+// the watch ends; callers resync with List and watch again.
+func (s *Store) Watch(ctx context.Context, prefix string) <-chan Event {
+	out := make(chan Event, 64)
+	go func() {
+		defer close(out)
+		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix())
+		for resp := range wch {
+			if resp.Err() != nil {
+				return
+			}
+			for _, ev := range resp.Events {
+				e := Event{Key: string(ev.Kv.Key), Deleted: ev.Type == clientv3.EventTypeDelete}
+				if !e.Deleted {
+					e.Value = ev.Kv.Value
+				}
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// RawCAS does one compare-and-swap transaction on key, the unit the IPAM
+// benchmark compares itself against.
+func (s *Store) RawCAS(ctx context.Context, key string, rev int64, value string) (int64, error) {
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, value)).Commit()
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	if !resp.Succeeded {
+		return 0, ErrConflict
+	}
+	return resp.Header.Revision, nil
+}
+
+// DeletePrefix removes every key under prefix (tests and uninstall only).
+func (s *Store) DeletePrefix(ctx context.Context, prefix string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.cli.Delete(ctx, prefix, clientv3.WithPrefix())
+	return s.wrap(err)
+}

@@ -1,0 +1,167 @@
+package datastore
+
+import (
+	"strings"
+)
+
+// Prefix is the root of every key tabby writes; nothing outside it is touched.
+const Prefix = "/tabby/v1/"
+
+// Key layout (see DESIGN.md). Every resource is one JSON document.
+const (
+	poolsDir      = Prefix + "ippools/"
+	nodesDir      = Prefix + "nodes/"
+	networksDir   = Prefix + "networks/"
+	profilesDir   = Prefix + "profiles/"
+	endpointsDir  = Prefix + "workloadendpoints/"
+	blocksDir     = Prefix + "ipam/blocks/"
+	affinitiesDir = Prefix + "ipam/affinities/"
+	handlesDir    = Prefix + "ipam/handles/"
+	bgpConfigKey  = Prefix + "bgpconfiguration/default"
+)
+
+// Encapsulation modes of a pool, as in Calico.
+const (
+	ModeNever       = "Never"
+	ModeAlways      = "Always"
+	ModeCrossSubnet = "CrossSubnet"
+)
+
+// IPPool is a range that container addresses come from, carved into blocks.
+type IPPool struct {
+	Name        string `json:"name"`
+	CIDR        string `json:"cidr"`
+	BlockSize   int    `json:"blockSize"`
+	IPIPMode    string `json:"ipipMode"`
+	VXLANMode   string `json:"vxlanMode"`
+	NATOutgoing bool   `json:"natOutgoing"`
+	Disabled    bool   `json:"disabled,omitempty"`
+}
+
+// Node is one host running tabby.
+type Node struct {
+	Name                    string `json:"name"`
+	IPv4                    string `json:"ipv4Address,omitempty"`
+	IPv6                    string `json:"ipv6Address,omitempty"`
+	ASNumber                uint32 `json:"asNumber,omitempty"`
+	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+}
+
+// Network is a Docker network of driver tabby, keyed by Docker's network ID.
+// Name is empty until the daemon learns it from Docker (Docker never sends it).
+type Network struct {
+	ID      string            `json:"id"`
+	Name    string            `json:"name,omitempty"`
+	Pool    string            `json:"pool"`             // what IPAM handed Docker: a subnet, or 0.0.0.0/0
+	Subnet  string            `json:"subnet,omitempty"` // set when the user chose --subnet
+	MTU     int               `json:"mtu,omitempty"`
+	Options map[string]string `json:"options,omitempty"`
+	Profile string            `json:"profile"`
+	Node    string            `json:"createdOn"`
+}
+
+// Rule is one profile or policy rule (Calico v3 shape, reduced).
+type Rule struct {
+	Action      string     `json:"action"`
+	Protocol    string     `json:"protocol,omitempty"`
+	Source      RuleTarget `json:"source,omitempty"`
+	Destination RuleTarget `json:"destination,omitempty"`
+}
+
+// RuleTarget selects peers of a rule.
+type RuleTarget struct {
+	Selector string   `json:"selector,omitempty"`
+	Nets     []string `json:"nets,omitempty"`
+	Ports    []int    `json:"ports,omitempty"`
+}
+
+// Profile holds the default rules of one network's endpoints.
+type Profile struct {
+	Name    string            `json:"name"`
+	Network string            `json:"networkID"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Ingress []Rule            `json:"ingress"`
+	Egress  []Rule            `json:"egress"`
+}
+
+// WorkloadEndpoint is one container interface on one host.
+type WorkloadEndpoint struct {
+	Node       string            `json:"node"`
+	EndpointID string            `json:"endpointID"`
+	NetworkID  string            `json:"networkID"`
+	Interface  string            `json:"interfaceName"`
+	IPv4       string            `json:"ipv4,omitempty"`
+	IPv6       string            `json:"ipv6,omitempty"`
+	MAC        string            `json:"mac"`
+	MTU        int               `json:"mtu,omitempty"`
+	Profiles   []string          `json:"profiles,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	SandboxKey string            `json:"sandboxKey,omitempty"`
+	Gateway    string            `json:"gateway,omitempty"`
+}
+
+// Block is a power-of-two slice of a pool. Allocations holds, per ordinal,
+// the handle that owns the address, or "" when it is free.
+type Block struct {
+	CIDR        string   `json:"cidr"`
+	Pool        string   `json:"pool"`
+	Affinity    string   `json:"affinity,omitempty"` // node name, "" when none
+	Allocations []string `json:"allocations"`
+}
+
+// Affinity records that a node owns a block; its presence is the claim.
+type Affinity struct {
+	Node  string `json:"node"`
+	Block string `json:"block"`
+}
+
+// Handle lists where the addresses of one allocation live, so a release by
+// handle finds them without scanning every block.
+type Handle struct {
+	ID     string         `json:"id"`
+	Node   string         `json:"node"`
+	Blocks map[string]int `json:"blocks"`
+}
+
+// BGPConfiguration is the cluster-wide BGP setting.
+type BGPConfiguration struct {
+	ASNumber              uint32 `json:"asNumber"`
+	NodeToNodeMeshEnabled bool   `json:"nodeToNodeMeshEnabled"`
+}
+
+// cidrKey turns 10.0.0.0/26 into 10.0.0.0-26, safe as one key segment.
+func cidrKey(cidr string) string { return strings.ReplaceAll(cidr, "/", "-") }
+
+// KeyToCIDR reverses cidrKey.
+func KeyToCIDR(k string) string {
+	i := strings.LastIndex(k, "-")
+	if i < 0 {
+		return k
+	}
+	return k[:i] + "/" + k[i+1:]
+}
+
+// Keys of each resource kind.
+func PoolKey(name string) string          { return poolsDir + name }
+func NodeKey(name string) string          { return nodesDir + name }
+func NetworkKey(id string) string         { return networksDir + id }
+func ProfileKey(name string) string       { return profilesDir + name }
+func EndpointKey(node, id string) string  { return endpointsDir + node + "/" + id }
+func EndpointsOf(node string) string      { return endpointsDir + node + "/" }
+func BlockKey(cidr string) string         { return blocksDir + cidrKey(cidr) }
+func AffinityKey(node, cidr string) string { return affinitiesDir + node + "/" + cidrKey(cidr) }
+func AffinitiesOf(node string) string     { return affinitiesDir + node + "/" }
+func HandleKey(id string) string          { return handlesDir + id }
+func BGPConfigKey() string                { return bgpConfigKey }
+
+// Directories, for List and Watch.
+const (
+	PoolsDir      = poolsDir
+	NodesDir      = nodesDir
+	NetworksDir   = networksDir
+	ProfilesDir   = profilesDir
+	EndpointsDir  = endpointsDir
+	BlocksDir     = blocksDir
+	AffinitiesDir = affinitiesDir
+	HandlesDir    = handlesDir
+)

@@ -1,0 +1,244 @@
+package ipamdriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/datastore/etcdtest"
+)
+
+var (
+	etcd     *etcdtest.Server
+	etcdSkip string
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m, &etcd, &etcdSkip) }
+
+func newStore(t *testing.T) *datastore.Store {
+	t.Helper()
+	if etcd == nil {
+		t.Skip("needs a real etcd: " + etcdSkip)
+	}
+	return etcd.Store(t)
+}
+
+func addPool(t *testing.T, st *datastore.Store, name, cidr string, bs int) {
+	t.Helper()
+	p := datastore.IPPool{Name: name, CIDR: cidr, BlockSize: bs}
+	if err := ValidatePool(&p); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(context.Background(), datastore.PoolKey(name), &p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func blockOf(t *testing.T, st *datastore.Store, cidr string) datastore.Block {
+	t.Helper()
+	var b datastore.Block
+	if _, err := st.Get(context.Background(), datastore.BlockKey(cidr), &b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestAllocatorAffinityThenNewBlockThenBorrow(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "small", "10.1.0.0/29", 30) // two blocks of four
+	a, b := NewAllocator(st, "nodeA"), NewAllocator(st, "nodeB")
+
+	ipA, err := a.AutoAssign(ctx, netip.Prefix{}, "hA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blockA := blockFor(ipA, 30).String()
+	if got := blockOf(t, st, blockA).Affinity; got != "nodeA" {
+		t.Fatalf("block %s has affinity %q, want nodeA", blockA, got)
+	}
+	keys, _ := st.ListKeys(ctx, datastore.AffinitiesOf("nodeA"))
+	if len(keys) != 1 {
+		t.Fatalf("nodeA has %d affinity keys, want 1", len(keys))
+	}
+	var fromB []netip.Addr
+	for i := 0; i < 4; i++ {
+		ip, err := b.AutoAssign(ctx, netip.Prefix{}, fmt.Sprintf("hB%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromB = append(fromB, ip)
+	}
+	blockB := blockFor(fromB[0], 30).String()
+	if blockB == blockA {
+		t.Fatalf("nodeB allocated from nodeA's block %s while a free block existed", blockA)
+	}
+	for _, ip := range fromB {
+		if blockFor(ip, 30).String() != blockB {
+			t.Fatalf("nodeB's first four addresses %v are not all in its own block %s", fromB, blockB)
+		}
+	}
+	// The pool has no free block left: nodeB must borrow from nodeA's block.
+	borrowed, err := b.AutoAssign(ctx, netip.Prefix{}, "hB4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blockFor(borrowed, 30).String() != blockA {
+		t.Fatalf("borrowed %s, want an address in nodeA's block %s", borrowed, blockA)
+	}
+	if got := blockOf(t, st, blockA).Affinity; got != "nodeA" {
+		t.Fatalf("borrowing moved the block's affinity to %q", got)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := a.AutoAssign(ctx, netip.Prefix{}, "more"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = a.AutoAssign(ctx, netip.Prefix{}, "full")
+	if !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "small") {
+		t.Fatalf("a full pool must give ErrExhausted naming the pool, got %v", err)
+	}
+}
+
+func TestAllocatorAssignReleaseIdempotent(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.2.0.0/24", 26)
+	a := NewAllocator(st, "n1")
+	ip := netip.MustParseAddr("10.2.0.77")
+	if err := a.Assign(ctx, ip, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := blockOf(t, st, "10.2.0.64/26").Affinity; got != "n1" {
+		t.Fatalf("assigning into an unclaimed block should claim it for n1, affinity %q", got)
+	}
+	if err := a.Assign(ctx, ip, "h2"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "10.2.0.77") {
+		t.Fatalf("second assign of 10.2.0.77: %v, want ErrInUse naming the address", err)
+	}
+	if err := a.Assign(ctx, netip.MustParseAddr("10.3.0.1"), "h3"); err == nil || !strings.Contains(err.Error(), "outside every tabby IP pool") {
+		t.Fatalf("assign outside pools: %v", err)
+	}
+	// The auto allocator must skip the taken address.
+	for i := 0; i < 63; i++ {
+		got, err := a.AutoAssign(ctx, netip.Prefix{}, fmt.Sprintf("auto%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == ip {
+			t.Fatalf("AutoAssign handed out %s, which --ip already holds", ip)
+		}
+	}
+	if err := a.ReleaseIP(ctx, ip); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReleaseIP(ctx, ip); err != nil {
+		t.Fatalf("releasing a free address must succeed: %v", err)
+	}
+	if _, err := st.Get(ctx, datastore.HandleKey("h1"), &datastore.Handle{}); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("handle h1 should be gone after its only address was released: %v", err)
+	}
+	if err := a.ReleaseHandle(ctx, "auto0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReleaseHandle(ctx, "auto0"); err != nil {
+		t.Fatalf("releasing a released handle must succeed: %v", err)
+	}
+	if err := a.Assign(ctx, ip, "h4"); err != nil {
+		t.Fatalf("a released address must be assignable again: %v", err)
+	}
+}
+
+func TestPoolForSubnet(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "default", "192.168.0.0/16", 26)
+	addPool(t, st, "ten", "10.10.0.0/16", 26)
+	a := NewAllocator(st, "n")
+	for subnet, want := range map[string]string{"192.168.0.0/16": "default", "10.10.4.0/24": "ten"} {
+		p, err := a.PoolFor(ctx, netip.MustParsePrefix(subnet))
+		if err != nil || p.Name != want {
+			t.Fatalf("PoolFor(%s) = %s, %v; want %s", subnet, p.Name, err, want)
+		}
+	}
+	if _, err := a.PoolFor(ctx, netip.MustParsePrefix("192.0.0.0/8")); err == nil || !strings.Contains(err.Error(), "overlaps IP pool default") {
+		t.Fatalf("overlapping subnet: %v", err)
+	}
+	if _, err := a.PoolFor(ctx, netip.MustParsePrefix("172.30.0.0/16")); err == nil || !strings.Contains(err.Error(), "in no tabby IP pool") {
+		t.Fatalf("unknown subnet: %v", err)
+	}
+	ip, err := a.AutoAssign(ctx, netip.MustParsePrefix("10.10.4.0/24"), "h")
+	if err != nil || !netip.MustParsePrefix("10.10.4.0/24").Contains(ip) {
+		t.Fatalf("AutoAssign within 10.10.4.0/24 = %s, %v", ip, err)
+	}
+}
+
+// Two hosts hammer one etcd concurrently; no address may be handed out twice
+// and the stored blocks must hold exactly what was handed out.
+func TestAllocatorConcurrentHostsNoDuplicates(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.9.0.0/24", 28) // 16 blocks of 16: forces claims and borrowing
+	allocs := []*Allocator{NewAllocator(st, "hostA"), NewAllocator(st, "hostB")}
+	// A second Allocator for hostA stands for a restarted daemon racing the old one.
+	allocs = append(allocs, NewAllocator(st, "hostA"))
+	const perWorker = 20
+	var mu sync.Mutex
+	seen := map[netip.Addr]string{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for ai, a := range allocs {
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func(a *Allocator, id string) {
+				defer wg.Done()
+				for i := 0; i < perWorker; i++ {
+					h := fmt.Sprintf("%s-%d", id, i)
+					ip, err := a.AutoAssign(ctx, netip.Prefix{}, h)
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					if prev, dup := seen[ip]; dup {
+						errs <- fmt.Errorf("%s handed to both %s and %s", ip, prev, h)
+					}
+					seen[ip] = h
+					mu.Unlock()
+				}
+			}(a, fmt.Sprintf("a%dw%d", ai, w))
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(seen) != 3*4*perWorker {
+		t.Fatalf("%d addresses handed out, want %d", len(seen), 3*4*perWorker)
+	}
+	blocks, err := datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := 0
+	for _, sb := range blocks {
+		b, err := wrapBlock(&sb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ip, h := range b.inUse() {
+			stored++
+			if seen[ip] != h {
+				t.Fatalf("block %s says %s belongs to %q, the caller got it as %q", b.CIDR, ip, h, seen[ip])
+			}
+		}
+	}
+	if stored != len(seen) {
+		t.Fatalf("blocks hold %d addresses, %d were handed out", stored, len(seen))
+	}
+}
