@@ -1,0 +1,285 @@
+// Package dataplane programs the host side of tabby's Calico-style L3
+// endpoints through netlink: veth pairs, proxy ARP, per-endpoint /32 routes
+// and blackhole routes for the blocks the host owns, every route tagged with
+// tabby's own protocol number. It never switches the daemon thread's
+// namespace: all work goes through a netlink handle bound to one namespace.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol tags every route tabby installs (`ip route` shows "proto 77"),
+// so reconciliation can tell them from everyone else's.
+const RouteProtocol netlink.RouteProtocol = 77
+
+// HostIfPrefix starts the name of every host-side interface.
+const HostIfPrefix = "cali"
+
+// Dataplane is bound to one network namespace.
+type Dataplane struct {
+	h *netlink.Handle
+	// failAfterLink, set only by tests, makes SetupEndpoint fail once the
+	// veth exists, to prove the undo path.
+	failAfterLink error
+	// raw carries the requests netlink.Handle has no call for (devconf,
+	// neighbour table parameters), opened in the same namespace.
+	rawMu sync.Mutex
+	raw   *nl.SocketHandle
+}
+
+// New binds to the namespace at nsPath ("" for the daemon's own).
+func New(nsPath string) (*Dataplane, error) {
+	ns := netns.None()
+	if nsPath != "" {
+		var err error
+		if ns, err = netns.GetFromPath(nsPath); err != nil {
+			return nil, fmt.Errorf("network namespace %s: %w", nsPath, err)
+		}
+		defer ns.Close()
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %q: %w", nsPath, err)
+	}
+	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("netlink socket in %q: %w", nsPath, err)
+	}
+	return &Dataplane{h: h, raw: &nl.SocketHandle{Socket: sock}}, nil
+}
+
+// Close releases the netlink handle.
+func (d *Dataplane) Close() {
+	d.h.Close()
+	d.raw.Close()
+}
+
+// HostIfName is the host side of an endpoint: cali + 11 hex of its ID.
+func HostIfName(endpointID string) string { return HostIfPrefix + short(endpointID) }
+
+// TempIfName is the container side before Docker moves and renames it.
+func TempIfName(endpointID string) string { return "tmp" + short(endpointID) }
+
+func short(id string) string {
+	if len(id) > 11 {
+		return id[:11]
+	}
+	return id
+}
+
+// IsHostIf reports whether name looks like one of tabby's host interfaces.
+func IsHostIf(name string) bool {
+	return strings.HasPrefix(name, HostIfPrefix) && len(name) == len(HostIfPrefix)+11
+}
+
+// Endpoint is what the host needs to know of one container interface.
+type Endpoint struct {
+	HostIf string
+	TempIf string
+	IPv4   netip.Addr
+	MTU    int
+}
+
+// SetupEndpoint creates the veth pair, turns on proxy ARP on the host side
+// and routes the address to it. On any failure it removes what it made.
+func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
+	if !ep.IPv4.Is4() {
+		return fmt.Errorf("endpoint %s: %q is not an IPv4 address", ep.HostIf, ep.IPv4)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = ep.HostIf
+	attrs.MTU = ep.MTU
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.TempIf}
+	if err := d.h.LinkAdd(veth); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+		}
+		// A leftover of an interrupted call: start again from nothing.
+		if err := d.DeleteLink(ep.HostIf); err != nil {
+			return err
+		}
+		if err := d.h.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			_ = d.DeleteLink(ep.HostIf)
+		}
+	}()
+	if d.failAfterLink != nil {
+		return d.failAfterLink
+	}
+	host, err := d.h.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", ep.HostIf, err)
+	}
+	if err := d.EnableProxyARP(host.Attrs().Index); err != nil {
+		return fmt.Errorf("proxy ARP on %s: %w", ep.HostIf, err)
+	}
+	if err := d.h.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
+	}
+	return d.RouteEndpoint(host.Attrs().Index, ep.IPv4)
+}
+
+// RouteEndpoint installs `IP dev caliX scope link proto 77`.
+func (d *Dataplane) RouteEndpoint(linkIndex int, ip netip.Addr) error {
+	r := &netlink.Route{
+		LinkIndex: linkIndex,
+		Dst:       hostNet(ip),
+		Scope:     netlink.SCOPE_LINK,
+		Protocol:  RouteProtocol,
+	}
+	if err := d.h.RouteReplace(r); err != nil {
+		return fmt.Errorf("route %s: %w", ip, err)
+	}
+	return nil
+}
+
+// DeleteLink removes a link by name; a missing link is fine. Deleting the
+// host side of a veth removes its peer and its routes with it.
+func (d *Dataplane) DeleteLink(name string) error {
+	l, err := d.h.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := d.h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// LinkIndex returns the index of a link, or 0 when it does not exist.
+func (d *Dataplane) LinkIndex(name string) int {
+	l, err := d.h.LinkByName(name)
+	if err != nil {
+		return 0
+	}
+	return l.Attrs().Index
+}
+
+// HostLinks lists tabby's host-side interfaces present in the namespace.
+func (d *Dataplane) HostLinks() ([]string, error) {
+	links, err := d.h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		if IsHostIf(l.Attrs().Name) && l.Type() == "veth" {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out, nil
+}
+
+// Blackhole installs `blackhole BLOCK proto 77` for a block this host owns,
+// so addresses of the block that are not in use go nowhere.
+func (d *Dataplane) Blackhole(block netip.Prefix) error {
+	r := &netlink.Route{Dst: prefixNet(block), Type: unix.RTN_BLACKHOLE, Protocol: RouteProtocol}
+	if err := d.h.RouteReplace(r); err != nil {
+		return fmt.Errorf("blackhole %s: %w", block, err)
+	}
+	return nil
+}
+
+// Routes lists the IPv4 routes of the main table that carry tabby's tag.
+func (d *Dataplane) Routes() ([]netlink.Route, error) {
+	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+	rs, err := d.h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	return rs, nil
+}
+
+// DeleteRoute removes one route; a missing route is fine.
+func (d *Dataplane) DeleteRoute(r netlink.Route) error {
+	if err := d.h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete route %s: %w", r.Dst, err)
+	}
+	return nil
+}
+
+// IPv4 devconf index of proxy_arp (include/uapi/linux/ip.h).
+const devconfProxyARP = 3
+
+// Neighbour table attributes (include/uapi/linux/neighbour.h); x/sys/unix
+// does not carry them.
+const (
+	ndtaName        = 1
+	ndtaParms       = 6
+	ndtpaIfindex    = 1
+	ndtpaProxyDelay = 13
+)
+
+// EnableProxyARP sets proxy_arp=1 and proxy_delay=0 on a link through
+// netlink rather than /proc/sys, which is read-only inside a managed plugin.
+func (d *Dataplane) EnableProxyARP(index int) error {
+	// proxy_arp: RTM_SETLINK with IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF.
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	inet := spec.AddRtAttr(unix.AF_INET, nil)
+	conf := inet.AddRtAttr(unix.IFLA_INET_CONF, nil)
+	conf.AddRtAttr(devconfProxyARP, nl.Uint32Attr(1))
+	req.AddData(spec)
+	if err := d.exec(req); err != nil {
+		return fmt.Errorf("proxy_arp: %w", err)
+	}
+	// proxy_delay: RTM_SETNEIGHTBL on the arp_cache parms of this link.
+	req = nl.NewNetlinkRequest(unix.RTM_SETNEIGHTBL, unix.NLM_F_ACK)
+	req.AddData(&ndtmsg{family: unix.AF_INET})
+	req.AddData(nl.NewRtAttr(ndtaName, nl.ZeroTerminated("arp_cache")))
+	parms := nl.NewRtAttr(ndtaParms, nil)
+	parms.AddRtAttr(ndtpaIfindex, nl.Uint32Attr(uint32(index)))
+	parms.AddRtAttr(ndtpaProxyDelay, nl.Uint64Attr(0))
+	req.AddData(parms)
+	if err := d.exec(req); err != nil {
+		return fmt.Errorf("proxy_delay: %w", err)
+	}
+	return nil
+}
+
+// exec sends a raw request on the handle's namespace.
+func (d *Dataplane) exec(req *nl.NetlinkRequest) error {
+	d.rawMu.Lock()
+	defer d.rawMu.Unlock()
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: d.raw}
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+type ndtmsg struct{ family uint8 }
+
+func (m *ndtmsg) Len() int { return 4 }
+func (m *ndtmsg) Serialize() []byte {
+	return []byte{m.family, 0, 0, 0}
+}
+
+func hostNet(ip netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -1,0 +1,182 @@
+package dataplane
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testNS creates a network namespace for one test and removes it after.
+func testNS(t *testing.T) (name string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	name = "tabbyt-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	return name
+}
+
+func inNS(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v %s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func newDP(t *testing.T, ns string) *Dataplane {
+	t.Helper()
+	d, err := New("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+const epID = "0123456789abcdef0123456789abcdef"
+
+func TestSetupEndpointHostSide(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	ep := Endpoint{HostIf: HostIfName(epID), TempIf: TempIfName(epID), IPv4: netip.MustParseAddr("192.168.18.64"), MTU: 1500}
+	if ep.HostIf != "cali0123456789a" || len(ep.HostIf) != 15 {
+		t.Fatalf("host interface name %q, want cali + 11 hex digits", ep.HostIf)
+	}
+	if err := d.SetupEndpoint(ep); err != nil {
+		t.Fatal(err)
+	}
+	if got := inNS(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+ep.HostIf+"/proxy_arp"); got != "1" {
+		t.Fatalf("proxy_arp = %s, want 1", got)
+	}
+	if got := inNS(t, ns, "cat", "/proc/sys/net/ipv4/neigh/"+ep.HostIf+"/proxy_delay"); got != "0" {
+		t.Fatalf("proxy_delay = %s, want 0", got)
+	}
+	routes := inNS(t, ns, "ip", "route", "show", "proto", "77")
+	if !strings.Contains(routes, "192.168.18.64 dev "+ep.HostIf+" scope link") {
+		t.Fatalf("routes %q lack `192.168.18.64 dev %s scope link`", routes, ep.HostIf)
+	}
+	if link := inNS(t, ns, "ip", "-o", "link", "show", ep.HostIf); !strings.Contains(link, ",UP") && !strings.Contains(link, "state UP") && !strings.Contains(link, "<BROADCAST,MULTICAST,UP") {
+		t.Fatalf("host side is not up: %s", link)
+	}
+	// Setting up the same endpoint again (a retried Join) replaces it cleanly.
+	if err := d.SetupEndpoint(ep); err != nil {
+		t.Fatalf("second setup: %v", err)
+	}
+	if err := d.DeleteLink(ep.HostIf); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteLink(ep.HostIf); err != nil {
+		t.Fatalf("deleting a gone link must succeed: %v", err)
+	}
+	if out := inNS(t, ns, "ip", "-o", "link"); strings.Contains(out, "cali") || strings.Contains(out, "tmp") {
+		t.Fatalf("links left after delete: %s", out)
+	}
+	if out := inNS(t, ns, "ip", "route", "show", "proto", "77"); out != "" {
+		t.Fatalf("routes left after delete: %s", out)
+	}
+}
+
+func TestSetupEndpointUndoesOnFailure(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	d.failAfterLink = errors.New("injected")
+	ep := Endpoint{HostIf: HostIfName(epID), TempIf: TempIfName(epID), IPv4: netip.MustParseAddr("10.0.0.1")}
+	if err := d.SetupEndpoint(ep); err == nil {
+		t.Fatal("injected failure not returned")
+	}
+	if out := inNS(t, ns, "ip", "-o", "link"); strings.Contains(out, "cali") || strings.Contains(out, "tmp") {
+		t.Fatalf("failed setup left links behind: %s", out)
+	}
+	d.failAfterLink = nil
+	if err := d.SetupEndpoint(Endpoint{HostIf: "cali0000000000b", TempIf: "tmp0000000000b"}); err == nil {
+		t.Fatal("an endpoint without an IPv4 address must be refused")
+	}
+	if out := inNS(t, ns, "ip", "-o", "link"); strings.Contains(out, "cali") {
+		t.Fatalf("refused setup left links behind: %s", out)
+	}
+}
+
+func TestBlackholeAndRouteListing(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	block := netip.MustParsePrefix("192.168.18.64/26")
+	if err := d.Blackhole(block); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Blackhole(block); err != nil {
+		t.Fatalf("installing a blackhole twice must succeed: %v", err)
+	}
+	if out := inNS(t, ns, "ip", "route", "show", "proto", "77"); out != "blackhole 192.168.18.64/26" {
+		t.Fatalf("routes = %q, want the block's blackhole", out)
+	}
+	rs, err := d.Routes()
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("Routes() = %v, %v; want the one blackhole", rs, err)
+	}
+	if err := d.DeleteRoute(rs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteRoute(rs[0]); err != nil {
+		t.Fatalf("deleting a gone route must succeed: %v", err)
+	}
+}
+
+func TestForwardingRules(t *testing.T) {
+	ns := testNS(t)
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("needs the iptables binary: " + err.Error())
+	}
+	dir := t.TempDir()
+	// go-iptables runs a binary; a wrapper runs it inside the test namespace.
+	wrapper := filepath.Join(dir, "iptables")
+	os.WriteFile(wrapper, []byte("#!/bin/sh\nexec ip netns exec "+ns+" iptables \"$@\"\n"), 0o755)
+	proc := filepath.Join(dir, "proc")
+	os.MkdirAll(filepath.Join(proc, "sys/net/ipv4"), 0o755)
+	os.WriteFile(filepath.Join(proc, "sys/net/ipv4/ip_forward"), []byte("0\n"), 0o644)
+	inNS(t, ns, "iptables", "-P", "FORWARD", "DROP")
+
+	f, err := NewForwarding(wrapper, proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := f.Ensure(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(proc, "sys/net/ipv4/ip_forward")); strings.TrimSpace(string(b)) != "1" {
+		t.Fatalf("ip_forward = %q, want 1", b)
+	}
+	fwd := inNS(t, ns, "iptables", "-S", "FORWARD")
+	if strings.Count(fwd, "-j "+ForwardChain) != 1 {
+		t.Fatalf("FORWARD should jump to %s exactly once:\n%s", ForwardChain, fwd)
+	}
+	chain := inNS(t, ns, "iptables", "-S", ForwardChain)
+	for _, want := range []string{"-i cali+", "-o cali+"} {
+		if !strings.Contains(chain, want) || strings.Count(chain, "-j ACCEPT") != 2 {
+			t.Fatalf("%s lacks %q ACCEPT:\n%s", ForwardChain, want, chain)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := f.Remove(); err != nil {
+			t.Fatalf("remove %d: %v", i, err)
+		}
+	}
+	if out := inNS(t, ns, "iptables", "-S"); strings.Contains(out, ForwardChain) {
+		t.Fatalf("rules left after Remove:\n%s", out)
+	}
+}
