@@ -5,7 +5,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,15 +22,6 @@ type Server struct {
 	dir      string
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Start runs etcd in a temporary directory. It is stopped by Stop.
 func Start() (*Server, error) {
 	bin, err := exec.LookPath("etcd")
@@ -42,18 +32,15 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err1 := freePort()
-	pp, err2 := freePort()
-	if err1 != nil || err2 != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("no free port: %v %v", err1, err2)
-	}
-	client := fmt.Sprintf("http://127.0.0.1:%d", cp)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", pp)
+	// Unix sockets reach every network namespace of the machine, so daemons
+	// in lab hosts share this etcd. etcd insists on host:port and creates the
+	// socket files "etcd:1" and "peer:2" in its working directory.
 	cmd := exec.Command(bin, "--name", "test", "--data-dir", filepath.Join(dir, "data"),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "test="+peer, "--log-level", "error")
+		"--listen-client-urls", "unix://etcd:1", "--advertise-client-urls", "unix://etcd:1",
+		"--listen-peer-urls", "unix://peer:2", "--initial-advertise-peer-urls", "unix://peer:2",
+		"--initial-cluster", "test=unix://peer:2", "--log-level", "error")
+	cmd.Dir = dir
+	client := "unix://" + filepath.Join(dir, "etcd:1")
 	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
 	if err != nil {
 		os.RemoveAll(dir)

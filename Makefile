@@ -1,0 +1,42 @@
+# tabby: `make` builds bin/tabby; `make test` runs every test tier (unit,
+# real etcd, real kernel namespaces, real dockerd); `make bench` measures.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/tabbynet/tabby/plugin.Version=$(VERSION)
+PKGS    := ./...
+DEB     := docker.io etcd-server busybox-static iproute2 iptables
+export CGO_ENABLED ?= 0
+
+.PHONY: all build run deps test unit e2e bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tabby ./plugin/cmd/tabby
+
+# Start tabby against the local Docker with the embedded etcd.
+run: build
+	./bin/tabby daemon
+
+# Install what the tests need from Debian (skipped when already there).
+deps:
+	@missing=""; for b in dockerd etcd busybox ip iptables; do command -v $$b >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB); \
+	fi
+
+# -race needs cgo.
+test: deps build
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+unit:
+	CGO_ENABLED=1 $(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v /e2e)
+
+e2e: deps build
+	CGO_ENABLED=1 $(GO) test -count=1 -timeout 40m -v ./plugin/e2e/
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugin/e2e/ ./ipamdriver/
+
+clean:
+	rm -rf bin

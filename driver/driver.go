@@ -1,0 +1,346 @@
+// Package driver is tabby's Docker NetworkDriver: Calico-style L3 endpoints,
+// each container interface a /32 on a veth whose host side answers ARP for the
+// gateway 169.254.1.1 by proxy ARP, with a host route per address. Networks and
+// endpoints are recorded in etcd; the kernel work is in driver/dataplane.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
+)
+
+const (
+	// ContainerMAC is every container interface's MAC: only L3 matters.
+	ContainerMAC = "ee:ee:ee:ee:ee:ee"
+	// ContainerIfPrefix makes Docker name the container side cali0, cali1...
+	ContainerIfPrefix = "cali"
+	// LabelNetwork is the endpoint label that carries the network's name.
+	LabelNetwork = "tabby.network"
+
+	optGeneric = "com.docker.network.generic"
+	optMTU     = "com.docker.network.driver.mtu"
+	// routeConnected is libnetwork's RouteType for an on-link route.
+	routeConnected = 1
+)
+
+// Driver serves Docker's NetworkDriver API for one node.
+type Driver struct {
+	store   *datastore.Store
+	node    string
+	dp      *dataplane.Dataplane
+	log     *slog.Logger
+	timeout time.Duration
+	// joinMu serialises gateway choice among endpoints of one sandbox.
+	joinMu sync.Mutex
+}
+
+var _ network.Driver = (*Driver)(nil)
+
+// New returns the driver of node, programming the kernel through dp.
+func New(store *datastore.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
+	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second}
+}
+
+func (d *Driver) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.timeout)
+}
+
+// GetCapabilities: scope local, since Docker refuses global without swarm;
+// tabby makes networks cluster-wide itself.
+func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope}, nil
+}
+
+// parseOptions accepts the -o options tabby knows and rejects the rest.
+func parseOptions(opts map[string]interface{}) (map[string]string, int, error) {
+	out := map[string]string{}
+	mtu := 0
+	generic, _ := opts[optGeneric].(map[string]interface{})
+	for k, v := range generic {
+		s := fmt.Sprint(v)
+		switch k {
+		case optMTU:
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 68 || n > 65535 {
+				return nil, 0, fmt.Errorf("option %s=%q must be a number from 68 to 65535", k, s)
+			}
+			mtu = n
+		default:
+			return nil, 0, fmt.Errorf("unknown option %q: tabby accepts only -o %s=N; remove -o %s", k, optMTU, k)
+		}
+		out[k] = s
+	}
+	return out, mtu, nil
+}
+
+// CreateNetwork records the network and its profile.
+func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
+	opts, mtu, err := parseOptions(req.Options)
+	if err != nil {
+		return err
+	}
+	if len(req.IPv6Data) > 0 {
+		return errors.New("tabby does not support IPv6 networks yet: create the network without --ipv6")
+	}
+	if len(req.IPv4Data) != 1 || req.IPv4Data[0] == nil {
+		return fmt.Errorf("tabby networks take exactly one IPv4 subnet, got %d", len(req.IPv4Data))
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	pool := req.IPv4Data[0].Pool
+	n := datastore.Network{ID: req.NetworkID, Pool: pool, MTU: mtu, Options: opts, Profile: req.NetworkID, Node: d.node}
+	if pool != "0.0.0.0/0" {
+		if err := d.checkTabbyPool(ctx, pool); err != nil {
+			return err
+		}
+		n.Subnet = pool
+	}
+	prof := datastore.Profile{Name: req.NetworkID, Network: req.NetworkID,
+		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == '" + req.NetworkID + "'"}}},
+		Egress:  []datastore.Rule{{Action: "Allow"}}}
+	err = d.store.Commit(ctx,
+		datastore.Op{Key: datastore.NetworkKey(n.ID), Value: &n, Rev: datastore.Any},
+		datastore.Op{Key: datastore.ProfileKey(prof.Name), Value: &prof, Rev: datastore.Any})
+	if err != nil {
+		return fmt.Errorf("store network %s: %w", short(n.ID), err)
+	}
+	d.log.Info("network created", "network", short(n.ID), "pool", pool)
+	return nil
+}
+
+// checkTabbyPool refuses subnets that did not come from tabby's IPAM.
+func (d *Driver) checkTabbyPool(ctx context.Context, subnet string) error {
+	sp, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return fmt.Errorf("subnet %q is not a CIDR", subnet)
+	}
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	if err != nil {
+		return err
+	}
+	for _, p := range pools {
+		if pp, err := netip.ParsePrefix(p.CIDR); err == nil && pp.Bits() <= sp.Bits() && pp.Contains(sp.Addr()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("subnet %s is in no tabby IP pool: tabby networks need --ipam-driver tabby", subnet)
+}
+
+// DeleteNetwork removes the network and its profile; a missing one is fine.
+func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var n datastore.Network
+	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); errors.Is(err, datastore.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	ops := []datastore.Op{{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any}}
+	for _, p := range []string{n.Profile, n.ID} {
+		ops = append(ops, datastore.Op{Key: datastore.ProfileKey(p), Rev: datastore.Any})
+	}
+	if err := d.store.Commit(ctx, ops...); err != nil {
+		return fmt.Errorf("delete network %s: %w", short(n.ID), err)
+	}
+	d.log.Info("network deleted", "network", short(n.ID))
+	return nil
+}
+
+// CreateEndpoint records the endpoint; the veth is made at Join.
+func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	if req.Interface == nil || req.Interface.Address == "" {
+		return nil, errors.New("endpoint has no IPv4 address: tabby networks need --ipam-driver tabby")
+	}
+	if req.Interface.AddressIPv6 != "" {
+		return nil, errors.New("tabby does not support IPv6 endpoints yet")
+	}
+	pfx, err := netip.ParsePrefix(req.Interface.Address)
+	if err != nil || !pfx.Addr().Is4() {
+		return nil, fmt.Errorf("endpoint address %q is not an IPv4 CIDR", req.Interface.Address)
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var n datastore.Network
+	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); err != nil {
+		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
+	}
+	resp := &network.CreateEndpointResponse{}
+	mac := req.Interface.MacAddress
+	if mac == "" {
+		mac = ContainerMAC
+		resp.Interface = &network.EndpointInterface{MacAddress: mac}
+	}
+	ep := datastore.WorkloadEndpoint{
+		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
+		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), MAC: mac, MTU: n.MTU,
+		Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
+	}
+	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {
+		return nil, fmt.Errorf("store endpoint %s: %w", short(ep.EndpointID), err)
+	}
+	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", short(ep.EndpointID), "ip", ep.IPv4)
+	return resp, nil
+}
+
+func networkLabel(n datastore.Network) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return n.ID
+}
+
+// DeleteEndpoint removes the endpoint's interface (if Leave did not) and
+// its record; a missing endpoint is fine.
+func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
+	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
+		return err
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if err := d.store.Delete(ctx, datastore.EndpointKey(d.node, req.EndpointID)); err != nil {
+		return fmt.Errorf("delete endpoint %s: %w", short(req.EndpointID), err)
+	}
+	d.log.Info("endpoint deleted", "network", short(req.NetworkID), "endpoint", short(req.EndpointID))
+	return nil
+}
+
+// EndpointInfo reports the endpoint's interface and address.
+func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var ep datastore.WorkloadEndpoint
+	if _, err := d.store.Get(ctx, datastore.EndpointKey(d.node, req.EndpointID), &ep); err != nil {
+		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
+	}
+	return &network.InfoResponse{Value: map[string]string{"ifname": ep.Interface, "ip": ep.IPv4, "mac": ep.MAC}}, nil
+}
+
+// Join creates the veth pair and tells Docker how to set up the container
+// side: cali0 with default via 169.254.1.1, reached over an on-link route.
+func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	d.joinMu.Lock()
+	defer d.joinMu.Unlock()
+	key := datastore.EndpointKey(d.node, req.EndpointID)
+	var ep datastore.WorkloadEndpoint
+	if _, err := d.store.Get(ctx, key, &ep); err != nil {
+		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
+	}
+	gw, err := d.pickGateway(ctx, req.SandboxKey, ep.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	spec := dataplane.Endpoint{HostIf: ep.Interface, TempIf: dataplane.TempIfName(ep.EndpointID),
+		IPv4: netip.MustParseAddr(ep.IPv4), MTU: ep.MTU}
+	if err := d.dp.SetupEndpoint(spec); err != nil {
+		return nil, err
+	}
+	err = datastore.Update(ctx, d.store, key, func(e *datastore.WorkloadEndpoint, exists bool) error {
+		if !exists {
+			return fmt.Errorf("endpoint %s vanished during join", short(ep.EndpointID))
+		}
+		e.SandboxKey, e.Gateway = req.SandboxKey, gw
+		return nil
+	})
+	if err != nil {
+		_ = d.dp.DeleteLink(spec.HostIf)
+		return nil, err
+	}
+	d.log.Info("endpoint joined", "network", short(req.NetworkID), "endpoint", short(ep.EndpointID),
+		"ifname", spec.HostIf, "ip", ep.IPv4, "gateway", gw)
+	return &network.JoinResponse{
+		InterfaceName:         network.InterfaceName{SrcName: spec.TempIf, DstPrefix: ContainerIfPrefix},
+		Gateway:               gw,
+		StaticRoutes:          []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}},
+		DisableGatewayService: true,
+	}, nil
+}
+
+// pickGateway returns 169.254.1.1 for a sandbox's first tabby endpoint and
+// the next free 169.254.1.N for further ones: Docker adds each endpoint's
+// on-link gateway route to the same container table, and a second
+// 169.254.1.1/32 route would fail with "file exists".
+func (d *Driver) pickGateway(ctx context.Context, sandbox, self string) (string, error) {
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	if err != nil {
+		return "", err
+	}
+	used := map[string]bool{}
+	for _, e := range eps {
+		if e.SandboxKey == sandbox && sandbox != "" && e.EndpointID != self {
+			used[e.Gateway] = true
+		}
+	}
+	for i := 1; i < 255; i++ {
+		gw := "169.254.1." + strconv.Itoa(i)
+		if !used[gw] {
+			return gw, nil
+		}
+	}
+	return "", errors.New("a container can join at most 254 tabby networks")
+}
+
+// Leave removes the veth pair (and with it the host route).
+func (d *Driver) Leave(req *network.LeaveRequest) error {
+	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
+		return err
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, req.EndpointID),
+		func(e *datastore.WorkloadEndpoint, exists bool) error {
+			if !exists {
+				return datastore.ErrNotFound
+			}
+			e.SandboxKey, e.Gateway = "", ""
+			return nil
+		})
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return err
+	}
+	d.log.Info("endpoint left", "network", short(req.NetworkID), "endpoint", short(req.EndpointID))
+	return nil
+}
+
+// AllocateNetwork is only called in swarm mode.
+func (d *Driver) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return &network.AllocateNetworkResponse{}, nil
+}
+
+// FreeNetwork is only called in swarm mode.
+func (d *Driver) FreeNetwork(*network.FreeNetworkRequest) error { return nil }
+
+// DiscoverNew is unused: tabby learns peers from etcd.
+func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error { return nil }
+
+// DiscoverDelete is unused: tabby learns peers from etcd.
+func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
+
+// ProgramExternalConnectivity: routed endpoints need no port mapping setup.
+func (d *Driver) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
+	return nil
+}
+
+// RevokeExternalConnectivity: nothing was programmed.
+func (d *Driver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
+	return nil
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,207 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"golang.org/x/sys/unix"
+)
+
+// SetNetworkName records the name Docker gave a network (learned from
+// Docker's events outside any plugin request), renames its profile to it and
+// relabels its endpoints on this host.
+func (d *Driver) SetNetworkName(ctx context.Context, id, name string) error {
+	var old datastore.Network
+	err := datastore.Update(ctx, d.store, datastore.NetworkKey(id), func(n *datastore.Network, exists bool) error {
+		if !exists {
+			return datastore.ErrNotFound
+		}
+		old = *n
+		n.Name, n.Profile = name, name
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("name network %s: %w", short(id), err)
+	}
+	if old.Name == name && old.Profile == name {
+		return nil
+	}
+	prof := datastore.Profile{Name: name, Network: id,
+		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == '" + name + "'"}}},
+		Egress:  []datastore.Rule{{Action: "Allow"}}}
+	ops := []datastore.Op{{Key: datastore.ProfileKey(name), Value: &prof, Rev: datastore.Any}}
+	if old.Profile != name && old.Profile != "" {
+		ops = append(ops, datastore.Op{Key: datastore.ProfileKey(old.Profile), Rev: datastore.Any})
+	}
+	if err := d.store.Commit(ctx, ops...); err != nil {
+		return fmt.Errorf("profile %s: %w", name, err)
+	}
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	if err != nil {
+		return err
+	}
+	for _, e := range eps {
+		if e.NetworkID != id {
+			continue
+		}
+		err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, e.EndpointID),
+			func(e *datastore.WorkloadEndpoint, exists bool) error {
+				if !exists {
+					return datastore.ErrNotFound
+				}
+				e.Profiles = []string{name}
+				if e.Labels == nil {
+					e.Labels = map[string]string{}
+				}
+				e.Labels[LabelNetwork] = name
+				return nil
+			})
+		if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			return err
+		}
+	}
+	d.log.Info("network named", "network", name, "id", short(id))
+	return nil
+}
+
+// Reconcile makes the kernel match etcd for this host: routes and proxy ARP
+// for every joined endpoint whose interface exists, a blackhole for every
+// block the host owns, and nothing else of tabby's (leaked interfaces and
+// stale routes from a crash are removed). It runs before the plugin socket
+// serves, so no request races it.
+func (d *Driver) Reconcile(ctx context.Context) error {
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	if err != nil {
+		return err
+	}
+	wantIf := map[string]netip.Addr{}
+	for _, e := range eps {
+		if ip, err := netip.ParseAddr(e.IPv4); err == nil && e.SandboxKey != "" {
+			wantIf[e.Interface] = ip
+		}
+	}
+	links, err := d.dp.HostLinks()
+	if err != nil {
+		return err
+	}
+	for _, name := range links {
+		ip, ok := wantIf[name]
+		if !ok {
+			d.log.Info("removing leaked interface", "ifname", name)
+			if err := d.dp.DeleteLink(name); err != nil {
+				return err
+			}
+			continue
+		}
+		idx := d.dp.LinkIndex(name)
+		if err := d.dp.EnableProxyARP(idx); err != nil {
+			return fmt.Errorf("proxy ARP on %s: %w", name, err)
+		}
+		if err := d.dp.RouteEndpoint(idx, ip); err != nil {
+			return err
+		}
+	}
+	return d.SyncBlackholes(ctx)
+}
+
+// SyncBlackholes installs a blackhole for each block this host has affinity
+// for and removes tabby's blackholes for blocks it no longer owns. Routes
+// with a gateway belong to BGP and are left alone.
+func (d *Driver) SyncBlackholes(ctx context.Context) error {
+	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesOf(d.node))
+	if err != nil {
+		return err
+	}
+	want := map[netip.Prefix]bool{}
+	for _, k := range keys {
+		if p, err := netip.ParsePrefix(datastore.KeyToCIDR(k[strings.LastIndex(k, "/")+1:])); err == nil {
+			want[p] = true
+		}
+	}
+	routes, err := d.dp.Routes()
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Type != unix.RTN_BLACKHOLE || r.Dst == nil {
+			continue
+		}
+		p, ok := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		pfx := netip.PrefixFrom(p.Unmap(), ones)
+		if ok && want[pfx] {
+			delete(want, pfx)
+			continue
+		}
+		if err := d.dp.DeleteRoute(r); err != nil {
+			return err
+		}
+	}
+	for p := range want {
+		if err := d.dp.Blackhole(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RunBlackholes keeps blackholes current from a watch on this host's
+// affinities, with a periodic full resync for anything a watch missed.
+func (d *Driver) RunBlackholes(ctx context.Context, resync time.Duration) {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		events := d.store.Watch(wctx, datastore.AffinitiesOf(d.node))
+		if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("blackhole sync failed", "err", err)
+		}
+		tick := time.NewTicker(resync)
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				break loop
+			case _, ok := <-events:
+				if !ok {
+					break loop // watch ended: resync and watch again
+				}
+			case <-tick.C:
+			}
+			if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("blackhole sync failed", "err", err)
+			}
+		}
+		tick.Stop()
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// LocalEndpoints counts this host's endpoints in etcd.
+func (d *Driver) LocalEndpoints(ctx context.Context) (int, error) {
+	keys, err := d.store.ListKeys(ctx, datastore.EndpointsOf(d.node))
+	return len(keys), err
+}
+
+// RemoveBlackholes deletes every blackhole tabby installed (uninstall).
+func (d *Driver) RemoveBlackholes() error {
+	routes, err := d.dp.Routes()
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Type == unix.RTN_BLACKHOLE {
+			if err := d.dp.DeleteRoute(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// NewCLI builds the tabby command tree; getenv supplies the environment.
+func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
+	cfg := DefaultConfig()
+	cfg.FromEnv(getenv)
+	root := &cobra.Command{
+		Use:           "tabby",
+		Short:         "Calico-style routed networking for Docker",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", cfg.EtcdEndpoints, "etcd URLs, comma separated (env ETCD_ENDPOINTS; empty: embedded etcd)")
+	pf.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded etcd data (env TABBY_DATA_DIR)")
+	pf.StringVar(&cfg.EmbeddedEtcdAddr, "embedded-etcd-addr", cfg.EmbeddedEtcdAddr, "address of the embedded etcd (env TABBY_EMBEDDED_ETCD_ADDR)")
+	pf.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of the control socket (env TABBY_RUN_DIR)")
+	pf.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (env TABBY_LOG_LEVEL)")
+
+	root.AddCommand(daemonCmd(&cfg), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg))
+	return root
+}
+
+func daemonCmd(cfg *Config) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Serve the Docker network and IPAM plugin",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			level, err := cfg.Level()
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			d, err := New(*cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return d.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "plugin socket (env TABBY_SOCKET)")
+	f.StringVar(&cfg.NodeName, "nodename", cfg.NodeName, "this host's name (env NODENAME)")
+	f.StringVar(&cfg.IP, "ip", cfg.IP, "this host's IPv4 address or autodetect (env IP)")
+	f.StringVar(&cfg.IP6, "ip6", cfg.IP6, "this host's IPv6 address or autodetect (env IP6)")
+	f.StringVar(&cfg.IPAutodetection, "ip-autodetection-method", cfg.IPAutodetection, "how to find the host address (env IP_AUTODETECTION_METHOD)")
+	f.StringVar(&cfg.AS, "as", cfg.AS, "this host's AS number (env AS)")
+	f.StringVar(&cfg.PoolCIDR, "ipv4pool-cidr", cfg.PoolCIDR, "default pool, made at first start (env TABBY_IPV4POOL_CIDR)")
+	f.StringVar(&cfg.PoolIPIP, "ipv4pool-ipip", cfg.PoolIPIP, "default pool IPIP mode (env TABBY_IPV4POOL_IPIP)")
+	f.StringVar(&cfg.PoolVXLAN, "ipv4pool-vxlan", cfg.PoolVXLAN, "default pool VXLAN mode (env TABBY_IPV4POOL_VXLAN)")
+	f.StringVar(&cfg.DockerHost, "docker-host", cfg.DockerHost, "the local Docker API (env DOCKER_HOST)")
+	f.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "cluster name resolver address or off (env TABBY_DNS_ADDR)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "metrics and health address (env TABBY_METRICS_ADDR)")
+	return cmd
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print tabby's version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tabby", Version) },
+	}
+}
+
+// cliStore connects the CLI to the daemon's etcd: the configured endpoints,
+// or the embedded etcd's address.
+func cliStore(cfg *Config) (*datastore.Store, error) {
+	eps := cfg.EtcdEndpoints
+	if len(eps) == 0 {
+		eps = []string{"http://" + cfg.EmbeddedEtcdAddr}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return datastore.Open(ctx, datastore.Config{Endpoints: eps, CAFile: cfg.EtcdCAFile,
+		CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Timeout: 5 * time.Second})
+}
+
+func applyCmd(cfg *Config) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or update resources from a YAML or JSON file (- for stdin)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("apply needs -f FILE (or -f - for standard input)")
+			}
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			docs, err := parseDocuments(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			st, err := cliStore(cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return apply(cmd.Context(), st, docs, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "resource file")
+	return cmd
+}
+
+func getCmd(cfg *Config) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "get KIND [NAME]",
+		Short: "List resources: nodes, ippools, networks, profiles, workloadendpoints",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := kindOf(args[0])
+			if err != nil {
+				return err
+			}
+			st, err := cliStore(cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			name := ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			return get(cmd.Context(), st, k, name, output, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table, wide, yaml or json")
+	return cmd
+}
+
+func deleteCmd(cfg *Config) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete KIND NAME",
+		Short: "Delete a resource (this version: ippool)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := kindOf(args[0])
+			if err != nil {
+				return err
+			}
+			if k.name != "IPPool" {
+				return fmt.Errorf("kind %s cannot be deleted with the CLI in this version: Docker owns networks and endpoints", k.name)
+			}
+			st, err := cliStore(cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			var p datastore.IPPool
+			if _, err := st.Get(cmd.Context(), datastore.PoolKey(args[1]), &p); err != nil {
+				return fmt.Errorf("IPPool %q: %w", args[1], err)
+			}
+			if poolInUse(cmd.Context(), st, mustPrefix(p.CIDR)) {
+				return fmt.Errorf("IPPool %s still has addresses in use: remove its containers first", p.Name)
+			}
+			if err := st.Delete(cmd.Context(), datastore.PoolKey(p.Name)); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "IPPool %s deleted\n", p.Name)
+			return nil
+		},
+	}
+}

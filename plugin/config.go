@@ -1,0 +1,143 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Config is every setting of the daemon and the CLI. Defaults live in
+// DefaultConfig, environment overrides in FromEnv, checks in Validate.
+type Config struct {
+	Socket           string
+	RunDir           string
+	DataDir          string
+	EtcdEndpoints    []string
+	EtcdCAFile       string
+	EtcdCertFile     string
+	EtcdKeyFile      string
+	EmbeddedEtcdAddr string
+	NodeName         string
+	IP               string
+	IP6              string
+	IPAutodetection  string
+	AS               string
+	PoolCIDR         string
+	PoolIPIP         string
+	PoolVXLAN        string
+	DockerHost       string
+	DNSAddr          string
+	MetricsAddr      string
+	LogLevel         string
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Socket:           "/run/docker/plugins/tabby.sock",
+		RunDir:           "/run/tabby",
+		DataDir:          "/var/lib/tabby",
+		EmbeddedEtcdAddr: "127.0.0.1:12379",
+		NodeName:         host,
+		IP:               "autodetect",
+		IPAutodetection:  "first-found",
+		PoolCIDR:         "192.168.0.0/16",
+		PoolIPIP:         "Never",
+		PoolVXLAN:        "Never",
+		DockerHost:       "unix:///var/run/docker.sock",
+		MetricsAddr:      "127.0.0.1:9091",
+		LogLevel:         "info",
+	}
+}
+
+// envVars maps each setting to its environment variable.
+func (c *Config) envVars() map[string]*string {
+	return map[string]*string{
+		"TABBY_SOCKET": &c.Socket, "TABBY_RUN_DIR": &c.RunDir, "TABBY_DATA_DIR": &c.DataDir,
+		"ETCD_CA_CERT_FILE": &c.EtcdCAFile, "ETCD_CERT_FILE": &c.EtcdCertFile, "ETCD_KEY_FILE": &c.EtcdKeyFile,
+		"TABBY_EMBEDDED_ETCD_ADDR": &c.EmbeddedEtcdAddr,
+		"NODENAME":                 &c.NodeName, "IP": &c.IP, "IP6": &c.IP6, "IP_AUTODETECTION_METHOD": &c.IPAutodetection,
+		"AS": &c.AS, "TABBY_IPV4POOL_CIDR": &c.PoolCIDR, "TABBY_IPV4POOL_IPIP": &c.PoolIPIP,
+		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DNS_ADDR": &c.DNSAddr,
+		"TABBY_METRICS_ADDR": &c.MetricsAddr, "TABBY_LOG_LEVEL": &c.LogLevel,
+	}
+}
+
+// FromEnv overrides defaults with the environment (flags come after).
+func (c *Config) FromEnv(getenv func(string) string) {
+	for name, p := range c.envVars() {
+		if v := getenv(name); v != "" {
+			*p = v
+		}
+	}
+	if v := getenv("ETCD_ENDPOINTS"); v != "" {
+		c.EtcdEndpoints = splitList(v)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Validate checks every setting and names the bad one and its fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for name, p := range map[string]string{"--socket": c.Socket, "--run-dir": c.RunDir, "--data-dir": c.DataDir} {
+		if !filepath.IsAbs(p) {
+			bad("%s %q must be an absolute path", name, p)
+		}
+	}
+	if c.NodeName == "" {
+		bad("--nodename is empty: set NODENAME or give the host a hostname")
+	}
+	if c.IP != "autodetect" {
+		if a, err := netip.ParseAddr(c.IP); err != nil || !a.Is4() {
+			bad("--ip %q must be an IPv4 address or 'autodetect'", c.IP)
+		}
+	}
+	if c.AS != "" {
+		if _, err := strconv.ParseUint(c.AS, 10, 32); err != nil {
+			bad("--as %q must be a number from 1 to 4294967295", c.AS)
+		}
+	}
+	if p, err := netip.ParsePrefix(c.PoolCIDR); err != nil || !p.Addr().Is4() || p.Masked() != p {
+		bad("--ipv4pool-cidr %q must be an IPv4 CIDR without host bits, like 192.168.0.0/16", c.PoolCIDR)
+	}
+	for name, v := range map[string]string{"--ipv4pool-ipip": c.PoolIPIP, "--ipv4pool-vxlan": c.PoolVXLAN} {
+		if v != "Always" && v != "CrossSubnet" && v != "Never" {
+			bad("%s %q must be Always, CrossSubnet or Never", name, v)
+		}
+	}
+	if c.PoolIPIP != "Never" && c.PoolVXLAN != "Never" {
+		bad("--ipv4pool-ipip and --ipv4pool-vxlan cannot both be on: set one to Never")
+	}
+	if _, err := c.Level(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Level parses LogLevel.
+func (c *Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("--log-level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	return l, nil
+}
+
+// ControlSocket is where the daemon answers the CLI's node status.
+func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.sock") }

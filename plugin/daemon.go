@@ -1,0 +1,165 @@
+// Package plugin is tabby's daemon and CLI: configuration, one unix socket
+// serving both of Docker's plugin APIs, the datastore connection (embedded
+// etcd by default) and the lifecycle of the background loops.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver"
+	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/ipamdriver"
+)
+
+// Daemon is one host's tabby.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks the configuration and returns a daemon ready to Run.
+func New(cfg Config, log *slog.Logger) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Daemon{cfg: cfg, log: log}, nil
+}
+
+// openStore connects to etcd, starting the embedded one when no endpoints
+// are configured. The returned stop closes both.
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*datastore.Store, func(), error) {
+	endpoints := cfg.EtcdEndpoints
+	stopEmbedded := func() {}
+	if len(endpoints) == 0 {
+		dir := filepath.Join(cfg.DataDir, "etcd")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		}
+		emb, err := datastore.StartEmbedded(dir, cfg.EmbeddedEtcdAddr)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("embedded etcd started", "dir", dir, "endpoint", emb.Endpoint)
+		endpoints, stopEmbedded = []string{emb.Endpoint}, emb.Close
+	}
+	st, err := datastore.Open(ctx, datastore.Config{Endpoints: endpoints,
+		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile})
+	if err != nil {
+		stopEmbedded()
+		return nil, nil, err
+	}
+	return st, func() { st.Close(); stopEmbedded() }, nil
+}
+
+// Run serves until ctx ends, then shuts down cleanly.
+func (d *Daemon) Run(ctx context.Context) error {
+	cfg := d.cfg
+	st, closeStore, err := openStore(ctx, cfg, d.log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if err := ipamdriver.EnsureDefaultPool(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN); err != nil {
+		return fmt.Errorf("default pool: %w", err)
+	}
+	node := datastore.Node{Name: cfg.NodeName}
+	if cfg.IP != "autodetect" {
+		node.IPv4 = cfg.IP
+	}
+	if err := st.Put(ctx, datastore.NodeKey(node.Name), &node); err != nil {
+		return fmt.Errorf("register node %s: %w", node.Name, err)
+	}
+	dp, err := dataplane.New("")
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	fwd, err := dataplane.NewForwarding("", "")
+	if err != nil {
+		return err
+	}
+	if err := fwd.Ensure(); err != nil {
+		return err
+	}
+	drv := driver.New(st, cfg.NodeName, dp, d.log)
+	if err := drv.Reconcile(ctx); err != nil {
+		return fmt.Errorf("reconcile kernel state with etcd: %w", err)
+	}
+	ln, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: NewHandler(drv, ipamdriver.New(st, cfg.NodeName), d.log), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	go drv.RunBlackholes(bg, 30*time.Second)
+	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return fmt.Errorf("--docker-host %s: %w", cfg.DockerHost, err)
+	}
+	defer docker.Close()
+	go syncNames(bg, docker, drv, d.log)
+	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("plugin socket %s: %w", cfg.Socket, err)
+	}
+	stopBG()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	os.Remove(cfg.Socket)
+	return d.uninstallIfIdle(sctx, drv, fwd)
+}
+
+// uninstallIfIdle removes tabby's forwarding rules and blackholes when no
+// endpoint is left on this host; with endpoints they stay, so a restart
+// keeps containers connected.
+func (d *Daemon) uninstallIfIdle(ctx context.Context, drv *driver.Driver, fwd *dataplane.Forwarding) error {
+	n, err := drv.LocalEndpoints(ctx)
+	if err != nil || n > 0 {
+		d.log.Info("tabby daemon stopped; kernel state kept for running endpoints", "endpoints", n)
+		return nil
+	}
+	if err := errors.Join(fwd.Remove(), drv.RemoveBlackholes()); err != nil {
+		return fmt.Errorf("remove tabby's rules: %w", err)
+	}
+	d.log.Info("tabby daemon stopped; no endpoints left, rules removed")
+	return nil
+}
+
+// listen opens the plugin socket, replacing a stale one, not world-writable.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("--socket %s is in use by another process: stop the other tabby first", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	return ln, nil
+}

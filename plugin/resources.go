@@ -1,0 +1,266 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipamdriver"
+	"sigs.k8s.io/yaml"
+)
+
+// APIVersion is the apiVersion of every resource document.
+const APIVersion = "tabby/v1"
+
+// document is one resource as users write it.
+type document struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   metadata        `json:"metadata"`
+	Spec       json.RawMessage `json:"spec"`
+}
+
+type metadata struct {
+	Name string `json:"name"`
+}
+
+// poolSpec is IPPool's spec as written (the name lives in metadata).
+type poolSpec struct {
+	CIDR        string `json:"cidr"`
+	BlockSize   int    `json:"blockSize,omitempty"`
+	IPIPMode    string `json:"ipipMode,omitempty"`
+	VXLANMode   string `json:"vxlanMode,omitempty"`
+	NATOutgoing *bool  `json:"natOutgoing,omitempty"`
+	Disabled    bool   `json:"disabled,omitempty"`
+}
+
+// parseDocuments splits a YAML (or JSON) stream into resource documents.
+func parseDocuments(data []byte) ([]document, error) {
+	var docs []document
+	for i, part := range bytes.Split(append([]byte("\n"), data...), []byte("\n---")) {
+		if len(bytes.TrimSpace(part)) == 0 {
+			continue
+		}
+		js, err := yaml.YAMLToJSON(part)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: not valid YAML: %w", i+1, err)
+		}
+		var d document
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&d); err != nil {
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if d.APIVersion != APIVersion {
+			return nil, fmt.Errorf("document %d: apiVersion %q must be %s", i+1, d.APIVersion, APIVersion)
+		}
+		if d.Metadata.Name == "" {
+			return nil, fmt.Errorf("document %d (%s): metadata.name is required", i+1, d.Kind)
+		}
+		docs = append(docs, d)
+	}
+	if len(docs) == 0 {
+		return nil, errors.New("no resources in input")
+	}
+	return docs, nil
+}
+
+func decodeSpec(d document, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(d.Spec))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s %s: spec: %w", d.Kind, d.Metadata.Name, err)
+	}
+	return nil
+}
+
+// apply creates or updates each document's resource.
+func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Writer) error {
+	for _, d := range docs {
+		switch d.Kind {
+		case "IPPool":
+			var s poolSpec
+			if err := decodeSpec(d, &s); err != nil {
+				return err
+			}
+			p := datastore.IPPool{Name: d.Metadata.Name, CIDR: s.CIDR, BlockSize: s.BlockSize,
+				IPIPMode: s.IPIPMode, VXLANMode: s.VXLANMode, NATOutgoing: s.NATOutgoing == nil || *s.NATOutgoing, Disabled: s.Disabled}
+			if err := applyPool(ctx, st, &p); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("kind %q cannot be applied yet: this version applies IPPool", d.Kind)
+		}
+		fmt.Fprintf(out, "%s %s applied\n", d.Kind, d.Metadata.Name)
+	}
+	return nil
+}
+
+// applyPool validates a pool and refuses overlaps with other pools and
+// CIDR or block-size changes while its blocks exist.
+func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) error {
+	if err := ipamdriver.ValidatePool(p); err != nil {
+		return err
+	}
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
+	if err != nil {
+		return err
+	}
+	np := netip.MustParsePrefix(p.CIDR)
+	for _, o := range pools {
+		op, err := netip.ParsePrefix(o.CIDR)
+		if err != nil {
+			continue
+		}
+		if o.Name == p.Name {
+			if (o.CIDR != p.CIDR || o.BlockSize != p.BlockSize) && poolInUse(ctx, st, op) {
+				return fmt.Errorf("IPPool %s: spec.cidr and spec.blockSize cannot change while its addresses are in use", p.Name)
+			}
+			continue
+		}
+		if op.Overlaps(np) {
+			return fmt.Errorf("IPPool %s: spec.cidr %s overlaps IPPool %s (%s); pick a CIDR that does not", p.Name, p.CIDR, o.Name, o.CIDR)
+		}
+	}
+	return st.Put(ctx, datastore.PoolKey(p.Name), p)
+}
+
+func poolInUse(ctx context.Context, st *datastore.Store, pool netip.Prefix) bool {
+	blocks, err := datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir)
+	if err != nil {
+		return true
+	}
+	for _, b := range blocks {
+		if bp, err := netip.ParsePrefix(b.CIDR); err == nil && pool.Overlaps(bp) {
+			for _, h := range b.Allocations {
+				if h != "" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// kind describes one resource kind for get and delete.
+type kind struct {
+	name, dir string
+	columns   []string
+	row       func(json.RawMessage) ([]string, string, error) // cells, name
+}
+
+func field(m map[string]any, k string) string {
+	if v, ok := m[k]; ok && v != nil {
+		return fmt.Sprint(v)
+	}
+	return ""
+}
+
+func rowOf(cols ...string) func(json.RawMessage) ([]string, string, error) {
+	return func(raw json.RawMessage) ([]string, string, error) {
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, "", err
+		}
+		cells := make([]string, len(cols))
+		for i, c := range cols {
+			cells[i] = field(m, c)
+		}
+		return cells, cells[0], nil
+	}
+}
+
+var kinds = map[string]kind{
+	"IPPool":           {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
+	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "ASN"}, rowOf("name", "ipv4Address", "asNumber")},
+	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
+	"Profile":          {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
+	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK"}, rowOf("endpointID", "node", "interfaceName", "ipv4", "networkID")},
+}
+
+// kindOf maps what users type (nodes, ippool, wep...) to a kind.
+func kindOf(s string) (kind, error) {
+	alias := map[string]string{
+		"ippool": "IPPool", "ippools": "IPPool", "pool": "IPPool", "pools": "IPPool",
+		"node": "Node", "nodes": "Node", "network": "Network", "networks": "Network",
+		"profile": "Profile", "profiles": "Profile",
+		"workloadendpoint": "WorkloadEndpoint", "workloadendpoints": "WorkloadEndpoint", "wep": "WorkloadEndpoint",
+	}
+	if k, ok := kinds[alias[strings.ToLower(s)]]; ok {
+		return k, nil
+	}
+	names := make([]string, 0, len(alias))
+	for a := range alias {
+		if strings.HasSuffix(a, "s") {
+			names = append(names, a)
+		}
+	}
+	sort.Strings(names)
+	return kind{}, fmt.Errorf("unknown resource kind %q: use one of %s", s, strings.Join(names, ", "))
+}
+
+// get prints the resources of a kind (one when name is set).
+func get(ctx context.Context, st *datastore.Store, k kind, name, format string, out io.Writer) error {
+	kvs, err := st.List(ctx, k.dir)
+	if err != nil {
+		return err
+	}
+	type item struct {
+		name  string
+		cells []string
+		raw   json.RawMessage
+	}
+	var items []item
+	for _, kv := range kvs {
+		cells, n, err := k.row(kv.Value)
+		if err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		if name == "" || n == name {
+			items = append(items, item{n, cells, kv.Value})
+		}
+	}
+	if name != "" && len(items) == 0 {
+		return fmt.Errorf("%s %q not found", k.name, name)
+	}
+	switch format {
+	case "", "table", "wide":
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(k.columns, "\t"))
+		for _, it := range items {
+			fmt.Fprintln(tw, strings.Join(it.cells, "\t"))
+		}
+		return tw.Flush()
+	case "json", "yaml":
+		var docs []map[string]any
+		for _, it := range items {
+			docs = append(docs, map[string]any{"apiVersion": APIVersion, "kind": k.name,
+				"metadata": map[string]string{"name": it.name}, "spec": it.raw})
+		}
+		b, err := json.MarshalIndent(docs, "", "  ")
+		if err != nil {
+			return err
+		}
+		if format == "yaml" {
+			if b, err = yaml.JSONToYAML(b); err != nil {
+				return err
+			}
+		}
+		_, err = out.Write(append(b, '\n'))
+		return err
+	}
+	return fmt.Errorf("output format %q: use table, wide, yaml or json", format)
+}
+
+func mustPrefix(s string) netip.Prefix {
+	p, _ := netip.ParsePrefix(s)
+	return p
+}
