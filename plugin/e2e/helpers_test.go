@@ -1,0 +1,83 @@
+// Package e2e drives tabby the way a user does: the real docker CLI against
+// real dockerd daemons in lab hosts, a real etcd, real kernel routes.
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+func must(t *testing.T, h *lab.Host, args ...string) string {
+	t.Helper()
+	out, err := h.Docker(args...)
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func mustExec(t *testing.T, h *lab.Host, args ...string) string {
+	t.Helper()
+	out, err := h.Exec(args...)
+	if err != nil {
+		t.Fatalf("%s on %s: %v\n%s", strings.Join(args, " "), h.Name, err, out)
+	}
+	return out
+}
+
+func mustTabby(t *testing.T, h *lab.Host, args ...string) string {
+	t.Helper()
+	out, err := h.Tabby(args...)
+	if err != nil {
+		t.Fatalf("tabby %s on %s: %v\n%s", strings.Join(args, " "), h.Name, err, out)
+	}
+	return out
+}
+
+// ipOf returns a container's address on a network.
+func ipOf(t *testing.T, h *lab.Host, ctr, netName string) string {
+	t.Helper()
+	return must(t, h, "inspect", "-f", fmt.Sprintf("{{(index .NetworkSettings.Networks %q).IPAddress}}", netName), ctr)
+}
+
+// endpointOf returns a container's endpoint ID on a network.
+func endpointOf(t *testing.T, h *lab.Host, ctr, netName string) string {
+	t.Helper()
+	return must(t, h, "inspect", "-f", fmt.Sprintf("{{(index .NetworkSettings.Networks %q).EndpointID}}", netName), ctr)
+}
+
+func hostIf(endpointID string) string { return "cali" + endpointID[:11] }
+
+// pings reports whether ctr reaches ip.
+func pings(h *lab.Host, ctr, ip string) (string, bool) {
+	out, err := h.Docker("exec", ctr, "ping", "-c", "2", "-W", "2", ip)
+	return out, err == nil && strings.Contains(out, " 0% packet loss")
+}
+
+func mustPing(t *testing.T, h *lab.Host, ctr, ip string) {
+	t.Helper()
+	if out, ok := pings(h, ctr, ip); !ok {
+		t.Fatalf("%s cannot ping %s:\n%s", ctr, ip, out)
+	}
+}
+
+// eventually polls cond for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() (string, bool)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last string
+	for {
+		var ok bool
+		if last, ok = cond(); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s; last seen:\n%s", what, d, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,354 @@
+// Package lab builds Docker hosts on one machine for tabby's end-to-end
+// tests and examples: each host is a network namespace with its own dockerd
+// and tabby daemon, all joined by a bridge that lives in a namespace of its
+// own, sharing one etcd over a unix socket. Nothing is put in the root
+// namespace but processes, and Close removes everything, even after a failure.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore/etcdtest"
+)
+
+// Subnet of the lab's underlay; host i is .10+i, the bridge is .1.
+const underlay = "10.99.0."
+
+// Lab is a set of hosts sharing one etcd.
+type Lab struct {
+	t      testing.TB
+	Dir    string
+	Bin    string
+	Etcd   *etcdtest.Server
+	Hosts  []*Host
+	id     string
+	switch_ string
+	rootfs string
+}
+
+// Options shape a lab.
+type Options struct {
+	Hosts int
+	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
+	// shared one (single-host default).
+	EmbeddedEtcd bool
+}
+
+// Requirements returns why a lab cannot run here, or "".
+func Requirements() string {
+	if os.Geteuid() != 0 {
+		return "the lab needs root (network namespaces, dockerd)"
+	}
+	for _, b := range []string{"dockerd", "docker", "etcd", "busybox", "nsenter", "unshare", "ip", "iptables"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return "the lab needs " + b + " (make deps installs it)"
+		}
+	}
+	return ""
+}
+
+// New builds a lab; t.Cleanup tears it down.
+func New(t testing.TB, opt Options) *Lab {
+	t.Helper()
+	if why := Requirements(); why != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	bin, err := filepath.Abs("../../bin/tabby")
+	if err != nil || !exists(bin) {
+		t.Fatalf("bin/tabby not built: run make build (looked at %s)", bin)
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	dir, err := os.MkdirTemp("", "tabby-lab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Lab{t: t, Dir: dir, Bin: bin, id: id, switch_: "tlsw-" + id}
+	t.Cleanup(l.Close)
+	l.must("ip", "netns", "add", l.switch_)
+	l.must("ip", "-n", l.switch_, "link", "add", "br0", "type", "bridge")
+	l.must("ip", "-n", l.switch_, "addr", "add", underlay+"1/24", "dev", "br0")
+	l.must("ip", "-n", l.switch_, "link", "set", "br0", "up")
+	l.must("ip", "-n", l.switch_, "link", "set", "lo", "up")
+	if !opt.EmbeddedEtcd {
+		if l.Etcd, err = etcdtest.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.rootfs = l.makeRootfs()
+	for i := 0; i < opt.Hosts; i++ {
+		l.Hosts = append(l.Hosts, l.addHost(i, opt))
+	}
+	return l
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func (l *Lab) must(args ...string) string {
+	l.t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// makeRootfs lays out a busybox image to import into each host's Docker.
+func (l *Lab) makeRootfs() string {
+	root := filepath.Join(l.Dir, "rootfs")
+	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	bb, _ := exec.LookPath("busybox")
+	l.must("cp", bb, filepath.Join(root, "bin/busybox"))
+	for _, c := range []string{"sh", "ping", "ip", "sleep", "cat", "nc", "ls", "grep", "hostname", "wget", "httpd", "true"} {
+		os.Symlink("busybox", filepath.Join(root, "bin", c))
+	}
+	tarball := filepath.Join(l.Dir, "busybox.tar")
+	l.must("tar", "-C", root, "-cf", tarball, ".")
+	return tarball
+}
+
+// Host is one Docker host.
+type Host struct {
+	lab        *Lab
+	Name       string
+	NS         string
+	Addr       string
+	Dir        string
+	DockerSock string
+	PluginDir  string
+	embedded   bool
+	dockerd    *exec.Cmd
+	tabby      *exec.Cmd
+	tabbyDone  chan struct{}
+	tabbyLog   *os.File
+}
+
+func (l *Lab) addHost(i int, opt Options) *Host {
+	h := &Host{lab: l, Name: fmt.Sprintf("node%02d", i), NS: fmt.Sprintf("tl%d-%s", i, l.id),
+		Addr: underlay + strconv.Itoa(10+i), Dir: filepath.Join(l.Dir, fmt.Sprintf("node%02d", i)), embedded: opt.EmbeddedEtcd}
+	h.DockerSock = filepath.Join(h.Dir, "docker.sock")
+	h.PluginDir = filepath.Join(h.Dir, "plugins")
+	for _, d := range []string{h.PluginDir, filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "run")} {
+		os.MkdirAll(d, 0o755)
+	}
+	veth := fmt.Sprintf("tl%dh-%s", i, l.id)
+	l.must("ip", "netns", "add", h.NS)
+	l.must("ip", "-n", h.NS, "link", "set", "lo", "up")
+	l.must("ip", "-n", l.switch_, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS)
+	l.must("ip", "-n", l.switch_, "link", "set", veth, "master", "br0", "up")
+	l.must("ip", "-n", h.NS, "addr", "add", h.Addr+"/24", "dev", "eth0")
+	l.must("ip", "-n", h.NS, "link", "set", "eth0", "up")
+	// A default route, as every real host has: proxy ARP answers for
+	// 169.254.1.1 only when the host can route to it.
+	l.must("ip", "-n", h.NS, "route", "add", "default", "via", underlay+"1")
+	h.StartDocker()
+	h.StartTabby()
+	if out, err := h.DockerIn(l.rootfs, "import", "-", "busybox:latest"); err != nil {
+		l.t.Fatalf("import busybox into %s: %v %s", h.Name, err, out)
+	}
+	return h
+}
+
+// Close tears the lab down: containers, daemons (by PID), namespaces, files.
+func (l *Lab) Close() {
+	for _, h := range l.Hosts {
+		if h.dockerd != nil {
+			if ids, err := h.Docker("ps", "-aq"); err == nil && strings.TrimSpace(ids) != "" {
+				h.Docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+			}
+		}
+		h.StopTabby()
+		h.StopDocker()
+		exec.Command("ip", "netns", "del", h.NS).Run()
+	}
+	exec.Command("ip", "netns", "del", l.switch_).Run()
+	if l.Etcd != nil {
+		l.Etcd.Stop()
+	}
+	if l.t.Failed() || os.Getenv("TABBY_LAB_KEEP") != "" {
+		for _, h := range l.Hosts {
+			if b, err := os.ReadFile(filepath.Join(h.Dir, "tabby.log")); err == nil {
+				l.t.Logf("--- %s tabby.log (last 4 KiB):\n%s", h.Name, tail(b, 4096))
+			}
+		}
+	}
+	os.RemoveAll(l.Dir)
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// StartDocker runs dockerd inside the host: its own network namespace, a
+// private mount namespace whose /run/docker/plugins is this host's plugin
+// directory, and its own data, exec root, pid file and socket.
+func (h *Host) StartDocker() {
+	os.MkdirAll("/run/docker/plugins", 0o755)
+	script := fmt.Sprintf("mount --bind %s /run/docker/plugins && exec dockerd --data-root %s --exec-root %s --pidfile %s -H unix://%s --storage-driver overlay2",
+		h.PluginDir, filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "docker.pid"), h.DockerSock)
+	logf, _ := os.OpenFile(filepath.Join(h.Dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		h.lab.t.Fatalf("start dockerd on %s: %v", h.Name, err)
+	}
+	h.dockerd = cmd
+	h.waitFor("dockerd", 30*time.Second, func() bool { _, err := h.Docker("version"); return err == nil })
+}
+
+// StopDocker stops dockerd by PID and waits for it.
+func (h *Host) StopDocker() {
+	if h.dockerd == nil {
+		return
+	}
+	h.dockerd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { h.dockerd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		h.dockerd.Process.Kill()
+		<-done
+	}
+	h.dockerd = nil
+}
+
+// TabbyEnv is the environment the host's daemon and CLI run with.
+func (h *Host) TabbyEnv() []string {
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"NODENAME=" + h.Name,
+		"IP=" + h.Addr,
+		"TABBY_SOCKET=" + filepath.Join(h.PluginDir, "tabby.sock"),
+		"TABBY_RUN_DIR=" + filepath.Join(h.Dir, "run"),
+		"TABBY_DATA_DIR=" + filepath.Join(h.Dir, "tabbydata"),
+		"DOCKER_HOST=unix://" + h.DockerSock,
+		"TABBY_LOG_LEVEL=debug",
+	}
+	if !h.embedded {
+		env = append(env, "ETCD_ENDPOINTS="+h.lab.Etcd.Endpoint)
+	}
+	return env
+}
+
+// StartTabby runs the tabby daemon inside the host and waits for its socket.
+func (h *Host) StartTabby(extraEnv ...string) {
+	logf, _ := os.OpenFile(filepath.Join(h.Dir, "tabby.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+h.NS, h.lab.Bin, "daemon")
+	cmd.Env = append(h.TabbyEnv(), extraEnv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		h.lab.t.Fatalf("start tabby on %s: %v", h.Name, err)
+	}
+	h.tabby, h.tabbyLog = cmd, logf
+	exited := make(chan struct{})
+	h.tabbyDone = exited
+	go func() { cmd.Wait(); close(exited) }()
+	sock := filepath.Join(h.PluginDir, "tabby.sock")
+	h.waitFor("tabby socket", 60*time.Second, func() bool {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(filepath.Join(h.Dir, "tabby.log"))
+			h.lab.t.Fatalf("tabby on %s exited at start:\n%s", h.Name, tail(b, 2048))
+		default:
+		}
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// StopTabby stops the daemon with SIGTERM (a clean shutdown) and waits.
+func (h *Host) StopTabby() { h.signalTabby(syscall.SIGTERM) }
+
+// KillTabby kills the daemon with SIGKILL (a crash).
+func (h *Host) KillTabby() { h.signalTabby(syscall.SIGKILL) }
+
+func (h *Host) signalTabby(sig syscall.Signal) {
+	if h.tabby == nil {
+		return
+	}
+	h.tabby.Process.Signal(sig)
+	select {
+	case <-h.tabbyDone:
+	case <-time.After(30 * time.Second):
+		h.tabby.Process.Kill()
+		<-h.tabbyDone
+	}
+	h.tabby = nil
+	h.tabbyLog.Close()
+}
+
+func (h *Host) waitFor(what string, d time.Duration, ok func() bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.lab.t.Fatalf("%s on %s not ready after %s", what, h.Name, d)
+}
+
+// Docker runs the docker CLI against this host's daemon.
+func (h *Host) Docker(args ...string) (string, error) { return h.DockerIn("", args...) }
+
+// DockerIn is Docker with a file as standard input.
+func (h *Host) DockerIn(stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"-H", "unix://" + h.DockerSock}, args...)...)
+	if stdin != "" {
+		f, err := os.Open(stdin)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return strings.TrimSpace(out.String()), err
+}
+
+// Exec runs a command inside the host's network namespace.
+func (h *Host) Exec(args ...string) (string, error) {
+	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.NS}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// Tabby runs the tabby CLI inside the host with the daemon's settings.
+func (h *Host) Tabby(args ...string) (string, error) {
+	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.NS, h.lab.Bin}, args...)...)
+	cmd.Env = h.TabbyEnv()
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
