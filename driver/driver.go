@@ -42,6 +42,9 @@ type Driver struct {
 	timeout time.Duration
 	// joinMu serialises gateway choice among endpoints of one sandbox.
 	joinMu sync.Mutex
+	// testHookAfterSetup, set only by tests, runs between creating the veth
+	// and recording the join, to prove the undo path.
+	testHookAfterSetup func()
 }
 
 var _ network.Driver = (*Driver)(nil)
@@ -246,6 +249,9 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		IPv4: netip.MustParseAddr(ep.IPv4), MTU: ep.MTU}
 	if err := d.dp.SetupEndpoint(spec); err != nil {
 		return nil, err
+	}
+	if d.testHookAfterSetup != nil {
+		d.testHookAfterSetup()
 	}
 	err = datastore.Update(ctx, d.store, key, func(e *datastore.WorkloadEndpoint, exists bool) error {
 		if !exists {

@@ -1,0 +1,241 @@
+package driver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/datastore/etcdtest"
+	"github.com/tabbynet/tabby/driver/dataplane"
+)
+
+var (
+	etcd     *etcdtest.Server
+	etcdSkip string
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m, &etcd, &etcdSkip) }
+
+// fixture is a driver on a real etcd and a fresh network namespace.
+type fixture struct {
+	d  *Driver
+	st *datastore.Store
+	ns string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	if etcd == nil {
+		t.Skip("needs a real etcd: " + etcdSkip)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	st := etcd.Store(t)
+	b := make([]byte, 4)
+	rand.Read(b)
+	ns := "tabbyd-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	dp, err := dataplane.New("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dp.Close)
+	pool := datastore.IPPool{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26}
+	if err := st.Put(context.Background(), datastore.PoolKey("p"), &pool); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{d: New(st, "node00", dp, slog.New(slog.NewTextHandler(io.Discard, nil))), st: st, ns: ns}
+}
+
+func (f *fixture) sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"-n", f.ns}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %v: %v %s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (f *fixture) network(t *testing.T, id string) {
+	t.Helper()
+	err := f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: id,
+		IPv4Data: []*network.IPAMData{{Pool: "0.0.0.0/0", Gateway: "169.254.1.1/32"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) endpoint(t *testing.T, netID, epID, ip string) {
+	t.Helper()
+	resp, err := f.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: netID, EndpointID: epID,
+		Interface: &network.EndpointInterface{Address: ip + "/32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Interface == nil || resp.Interface.MacAddress != ContainerMAC {
+		t.Fatalf("CreateEndpoint should hand Docker the MAC %s, got %+v", ContainerMAC, resp.Interface)
+	}
+}
+
+const (
+	net1 = "n1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	ep1  = "e1111111111111111111111111111111"
+	ep2  = "e2222222222222222222222222222222"
+)
+
+func TestCreateNetworkRejectsUnknownOptionAndStoresNothing(t *testing.T) {
+	f := newFixture(t)
+	err := f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: net1,
+		Options:  map[string]interface{}{optGeneric: map[string]interface{}{"color": "blue"}},
+		IPv4Data: []*network.IPAMData{{Pool: "0.0.0.0/0"}}})
+	if err == nil || !strings.Contains(err.Error(), `unknown option "color"`) {
+		t.Fatalf("unknown -o: %v", err)
+	}
+	err = f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: net1,
+		IPv4Data: []*network.IPAMData{{Pool: "172.18.0.0/16"}}})
+	if err == nil || !strings.Contains(err.Error(), "--ipam-driver tabby") {
+		t.Fatalf("a subnet from another IPAM driver must be refused: %v", err)
+	}
+	keys, _ := f.st.ListKeys(context.Background(), datastore.Prefix)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, datastore.PoolsDir) {
+			t.Fatalf("a refused CreateNetwork left %s in etcd", k)
+		}
+	}
+}
+
+func TestJoinTwoNetworksPicksDistinctGatewaysAndDeletesAreIdempotent(t *testing.T) {
+	f := newFixture(t)
+	f.network(t, net1)
+	f.network(t, "n2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	f.endpoint(t, "n2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", ep2, "192.168.1.2")
+	j1, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "/var/run/docker/netns/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2, err := f.d.Join(&network.JoinRequest{NetworkID: "n2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", EndpointID: ep2, SandboxKey: "/var/run/docker/netns/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j1.Gateway != "169.254.1.1" || j2.Gateway != "169.254.1.2" {
+		t.Fatalf("gateways %s and %s, want 169.254.1.1 then 169.254.1.2 in one sandbox", j1.Gateway, j2.Gateway)
+	}
+	if j1.InterfaceName.DstPrefix != "cali" || j1.StaticRoutes[0].Destination != "169.254.1.1/32" || j1.StaticRoutes[0].RouteType != 1 {
+		t.Fatalf("join response %+v", j1)
+	}
+	if r := f.sh(t, "route", "show", "proto", "77"); !strings.Contains(r, "192.168.1.1 dev cali"+ep1[:11]) {
+		t.Fatalf("routes after join: %s", r)
+	}
+	for i := 0; i < 2; i++ {
+		if err := f.d.Leave(&network.LeaveRequest{NetworkID: net1, EndpointID: ep1}); err != nil {
+			t.Fatalf("leave %d: %v", i, err)
+		}
+		if err := f.d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: net1, EndpointID: ep1}); err != nil {
+			t.Fatalf("delete endpoint %d: %v", i, err)
+		}
+		if err := f.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: net1}); err != nil {
+			t.Fatalf("delete network %d: %v", i, err)
+		}
+	}
+	if l := f.sh(t, "-o", "link"); strings.Contains(l, "cali"+ep1[:11]) {
+		t.Fatalf("link left after leave: %s", l)
+	}
+	// The sandbox's first gateway is free again for the next network.
+	f.network(t, net1)
+	f.endpoint(t, net1, ep1, "192.168.1.3")
+	j3, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "/var/run/docker/netns/x"})
+	if err != nil || j3.Gateway != "169.254.1.1" {
+		t.Fatalf("rejoin gateway %v %v, want 169.254.1.1", j3, err)
+	}
+}
+
+func TestJoinUndoesVethWhenRecordingFails(t *testing.T) {
+	f := newFixture(t)
+	f.network(t, net1)
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	f.d.testHookAfterSetup = func() { f.st.Delete(context.Background(), datastore.EndpointKey("node00", ep1)) }
+	if _, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "sb"}); err == nil {
+		t.Fatal("join must fail when its endpoint record vanishes")
+	}
+	if l := f.sh(t, "-o", "link"); strings.Contains(l, "cali") || strings.Contains(l, "tmp") {
+		t.Fatalf("failed join left links: %s", l)
+	}
+	if r := f.sh(t, "route", "show", "proto", "77"); r != "" {
+		t.Fatalf("failed join left routes: %s", r)
+	}
+}
+
+func TestSetNetworkNameRenamesProfileAndRelabels(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.network(t, net1)
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	if err := f.d.SetNetworkName(ctx, net1, "net1"); err != nil {
+		t.Fatal(err)
+	}
+	var p datastore.Profile
+	if _, err := f.st.Get(ctx, datastore.ProfileKey("net1"), &p); err != nil || p.Network != net1 {
+		t.Fatalf("profile net1: %+v %v", p, err)
+	}
+	if _, err := f.st.Get(ctx, datastore.ProfileKey(net1), &p); err == nil {
+		t.Fatal("the placeholder profile named by ID should be gone")
+	}
+	var ep datastore.WorkloadEndpoint
+	f.st.Get(ctx, datastore.EndpointKey("node00", ep1), &ep)
+	if ep.Labels[LabelNetwork] != "net1" || len(ep.Profiles) != 1 || ep.Profiles[0] != "net1" {
+		t.Fatalf("endpoint not relabelled: %+v", ep)
+	}
+	if err := f.d.SetNetworkName(ctx, "unknown", "x"); err == nil {
+		t.Fatal("naming a network tabby does not know must fail")
+	}
+}
+
+func TestReconcileRemovesLeaksAndRestoresRoutes(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.network(t, net1)
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	if _, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	// A crash left: a veth of an endpoint etcd does not know, a stale
+	// blackhole, a missing endpoint route and a block claim with no blackhole.
+	f.sh(t, "link", "add", "cali99999999999", "type", "veth", "peer", "name", "tmp99999999999")
+	f.sh(t, "route", "add", "blackhole", "10.0.0.0/26", "proto", "77")
+	f.sh(t, "route", "del", "192.168.1.1/32")
+	f.st.Put(ctx, datastore.AffinityKey("node00", "192.168.1.0/26"), &datastore.Affinity{Node: "node00", Block: "192.168.1.0/26"})
+	// A route with a gateway is BGP's and must survive.
+	f.sh(t, "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp")
+	f.sh(t, "addr", "add", "10.2.0.1/24", "dev", "uplink")
+	f.sh(t, "link", "set", "uplinkp", "up")
+	f.sh(t, "link", "set", "uplink", "up")
+	f.sh(t, "route", "add", "10.1.0.0/24", "via", "10.2.0.2", "proto", "77")
+	if err := f.d.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := f.sh(t, "route", "show", "proto", "77")
+	for _, want := range []string{"192.168.1.1 dev cali" + ep1[:11], "blackhole 192.168.1.0/26", "10.1.0.0/24 via 10.2.0.2"} {
+		if !strings.Contains(r, want) {
+			t.Fatalf("after reconcile routes lack %q:\n%s", want, r)
+		}
+	}
+	if strings.Contains(r, "10.0.0.0/26") {
+		t.Fatalf("stale blackhole survived reconcile:\n%s", r)
+	}
+	if l := f.sh(t, "-o", "link"); strings.Contains(l, "cali99999999999") {
+		t.Fatalf("leaked veth survived reconcile:\n%s", l)
+	}
+}
