@@ -142,17 +142,17 @@ func KeyToCIDR(k string) string {
 }
 
 // Keys of each resource kind.
-func PoolKey(name string) string          { return poolsDir + name }
-func NodeKey(name string) string          { return nodesDir + name }
-func NetworkKey(id string) string         { return networksDir + id }
-func ProfileKey(name string) string       { return profilesDir + name }
-func EndpointKey(node, id string) string  { return endpointsDir + node + "/" + id }
-func EndpointsOf(node string) string      { return endpointsDir + node + "/" }
-func BlockKey(cidr string) string         { return blocksDir + cidrKey(cidr) }
+func PoolKey(name string) string           { return poolsDir + name }
+func NodeKey(name string) string           { return nodesDir + name }
+func NetworkKey(id string) string          { return networksDir + id }
+func ProfileKey(name string) string        { return profilesDir + name }
+func EndpointKey(node, id string) string   { return endpointsDir + node + "/" + id }
+func EndpointsOf(node string) string       { return endpointsDir + node + "/" }
+func BlockKey(cidr string) string          { return blocksDir + cidrKey(cidr) }
 func AffinityKey(node, cidr string) string { return affinitiesDir + node + "/" + cidrKey(cidr) }
-func AffinitiesOf(node string) string     { return affinitiesDir + node + "/" }
-func HandleKey(id string) string          { return handlesDir + id }
-func BGPConfigKey() string                { return bgpConfigKey }
+func AffinitiesOf(node string) string      { return affinitiesDir + node + "/" }
+func HandleKey(id string) string           { return handlesDir + id }
+func BGPConfigKey() string                 { return bgpConfigKey }
 
 // Directories, for List and Watch.
 const (

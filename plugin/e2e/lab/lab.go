@@ -29,14 +29,14 @@ const underlay = "10.99.0."
 
 // Lab is a set of hosts sharing one etcd.
 type Lab struct {
-	t      testing.TB
-	Dir    string
-	Bin    string
-	Etcd   *etcdtest.Server
-	Hosts  []*Host
-	id     string
+	t       testing.TB
+	Dir     string
+	Bin     string
+	Etcd    *etcdtest.Server
+	Hosts   []*Host
+	id      string
 	switch_ string
-	rootfs string
+	rootfs  string
 }
 
 // Options shape a lab.

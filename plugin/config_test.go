@@ -1,0 +1,56 @@
+package plugin
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestEnvWinsOverDefaultAndFlagOverBoth(t *testing.T) {
+	env := map[string]string{"TABBY_SOCKET": "/env/tabby.sock", "NODENAME": "envnode", "ETCD_ENDPOINTS": "http://a:2379, http://b:2379"}
+	getenv := func(k string) string { return env[k] }
+	cfg := DefaultConfig()
+	cfg.FromEnv(getenv)
+	if cfg.Socket != "/env/tabby.sock" || cfg.NodeName != "envnode" || len(cfg.EtcdEndpoints) != 2 || cfg.EtcdEndpoints[1] != "http://b:2379" {
+		t.Fatalf("env not applied: %+v", cfg)
+	}
+	if cfg.PoolCIDR != "192.168.0.0/16" || cfg.RunDir != "/run/tabby" {
+		t.Fatalf("defaults lost: %+v", cfg)
+	}
+	// A flag beats the environment: run the CLI's flag parsing for real.
+	var out bytes.Buffer
+	cmd := NewCLI(&out, &out, getenv)
+	cmd.SetArgs([]string{"daemon", "--socket", "/flag/tabby.sock", "--ipv4pool-cidr", "bogus"})
+	err := cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), `--ipv4pool-cidr "bogus"`) {
+		t.Fatalf("a bad flag must fail validation naming it: %v", err)
+	}
+}
+
+func TestValidateNamesEveryBadSetting(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Socket = "relative.sock"
+	cfg.IP = "300.1.1.1"
+	cfg.AS = "x"
+	cfg.PoolIPIP = "Sometimes"
+	cfg.LogLevel = "loud"
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error does not name %s:\n%v", want, err)
+		}
+	}
+	good := DefaultConfig()
+	good.NodeName = "n"
+	if err := good.Validate(); err != nil {
+		t.Fatalf("defaults must validate: %v", err)
+	}
+	both := DefaultConfig()
+	both.PoolIPIP, both.PoolVXLAN = "Always", "Always"
+	if err := both.Validate(); err == nil || !strings.Contains(err.Error(), "cannot both be on") {
+		t.Fatalf("IPIP and VXLAN together: %v", err)
+	}
+}
