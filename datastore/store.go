@@ -183,6 +183,8 @@ type Op struct {
 	// Rev is the mod revision the key must still have: 0 means it must not
 	// exist, Any skips the check.
 	Rev int64
+	// CheckOnly compares Rev without writing the key.
+	CheckOnly bool
 }
 
 // Any, as an Op's Rev, writes whatever the key holds.
@@ -191,11 +193,21 @@ const Any int64 = -1
 // Commit applies all ops atomically, or none with ErrConflict when one of the
 // compared revisions moved.
 func (s *Store) Commit(ctx context.Context, ops ...Op) error {
+	_, err := s.CommitRev(ctx, ops...)
+	return err
+}
+
+// CommitRev is Commit that also returns the revision of the transaction,
+// which is the new mod revision of every key it wrote.
+func (s *Store) CommitRev(ctx context.Context, ops ...Op) (int64, error) {
 	var cmps []clientv3.Cmp
 	var thens []clientv3.Op
 	for _, op := range ops {
 		if op.Rev != Any {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+		}
+		if op.CheckOnly {
+			continue
 		}
 		if op.Value == nil {
 			thens = append(thens, clientv3.OpDelete(op.Key))
@@ -203,7 +215,7 @@ func (s *Store) Commit(ctx context.Context, ops ...Op) error {
 		}
 		b, err := json.Marshal(op.Value)
 		if err != nil {
-			return fmt.Errorf("encode %s: %w", op.Key, err)
+			return 0, fmt.Errorf("encode %s: %w", op.Key, err)
 		}
 		thens = append(thens, clientv3.OpPut(op.Key, string(b)))
 	}
@@ -211,12 +223,12 @@ func (s *Store) Commit(ctx context.Context, ops ...Op) error {
 	defer cancel()
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(thens...).Commit()
 	if err != nil {
-		return s.wrap(err)
+		return 0, s.wrap(err)
 	}
 	if !resp.Succeeded {
-		return ErrConflict
+		return 0, ErrConflict
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // Create writes a new resource; ErrConflict if the key exists.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -29,9 +30,20 @@ const maxClaimProbes = 1 << 16
 type Allocator struct {
 	store *datastore.Store
 	node  string
-	// mu serialises this host's allocations: they all contend for the same
-	// affine block, and a CAS lost to ourselves is wasted work.
-	mu sync.Mutex
+	// mu serialises this host's writes: they all contend for the same
+	// affine block, and a CAS lost to ourselves is wasted work. It guards
+	// blocks, the cache of blocks as of their last known revision.
+	mu     sync.Mutex
+	blocks map[netip.Prefix]*cachedBlock
+	// pools and affine cache the pool list and this node's blocks between
+	// batches; nil means read them again.
+	pools  []datastore.KV
+	affine []netip.Prefix
+	// qmu guards the queue of AutoAssign calls and whether a caller is
+	// already committing batches for everyone (the leader).
+	qmu     sync.Mutex
+	queue   []*autoReq
+	leading bool
 }
 
 // NewAllocator returns the allocator of one node.
@@ -89,69 +101,6 @@ func (a *Allocator) PoolFor(ctx context.Context, subnet netip.Prefix) (datastore
 		"(kind: IPPool, spec.cidr: %s), or use a subnet inside an existing pool ('tabby get ippools')", subnet, subnet)
 }
 
-// AutoAssign allocates one address for handle, inside within when it is
-// valid (a --subnet), else from any pool of within's family (4 when invalid).
-func (a *Allocator) AutoAssign(ctx context.Context, within netip.Prefix, handle string) (netip.Addr, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	fam := 4
-	if within.IsValid() && within.Addr().Is6() {
-		fam = 6
-	}
-	pools, err := a.Pools(ctx, fam)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	var cands []datastore.IPPool
-	for _, p := range pools {
-		if !within.IsValid() || overlaps(netip.MustParsePrefix(p.CIDR), within) {
-			cands = append(cands, p)
-		}
-	}
-	if len(cands) == 0 {
-		return netip.Addr{}, fmt.Errorf("%w: no enabled IPv%d pool%s; create one with 'tabby apply -f'", ErrExhausted, fam, inText(within))
-	}
-	// 1. Our own blocks.
-	affine, err := a.affineBlocks(ctx, a.node)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	for _, bp := range affine {
-		if !inPools(bp, cands) || (within.IsValid() && !overlaps(bp, within)) {
-			continue
-		}
-		if addr, ok, err := a.allocIn(ctx, bp, handle, within); err != nil || ok {
-			return addr, err
-		}
-	}
-	// 2. A new block, claimed for us.
-	existing, err := a.existingBlocks(ctx)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	for _, p := range cands {
-		addr, ok, err := a.claimAndAlloc(ctx, p, existing, handle, within)
-		if err != nil || ok {
-			return addr, err
-		}
-	}
-	// 3. Borrow from anyone's block.
-	for _, bp := range sortedPrefixes(existing) {
-		if !inPools(bp, cands) || (within.IsValid() && !overlaps(bp, within)) {
-			continue
-		}
-		if addr, ok, err := a.allocIn(ctx, bp, handle, within); err != nil || ok {
-			return addr, err
-		}
-	}
-	names := make([]string, len(cands))
-	for i, p := range cands {
-		names[i] = p.Name + " (" + p.CIDR + ")"
-	}
-	return netip.Addr{}, fmt.Errorf("%w in pool %s%s: release addresses or add a pool with 'tabby apply -f'",
-		ErrExhausted, strings.Join(names, ", "), inText(within))
-}
-
 func inText(p netip.Prefix) string {
 	if p.IsValid() {
 		return " inside " + p.String()
@@ -163,6 +112,7 @@ func inText(p netip.Prefix) string {
 func (a *Allocator) Assign(ctx context.Context, addr netip.Addr, handle string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.invalidate() // this write moves revisions the batch cache holds
 	pool, err := a.poolOf(ctx, addr)
 	if err != nil {
 		return err
@@ -191,6 +141,7 @@ func (a *Allocator) Assign(ctx context.Context, addr netip.Addr, handle string) 
 func (a *Allocator) ReleaseIP(ctx context.Context, addr netip.Addr) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.invalidate() // this write moves revisions the batch cache holds
 	pool, err := a.poolOf(ctx, addr)
 	if err != nil {
 		return nil // outside every pool: nothing of ours to release
@@ -219,6 +170,7 @@ func (a *Allocator) ReleaseIP(ctx context.Context, addr netip.Addr) error {
 func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.invalidate() // this write moves revisions the batch cache holds
 	for i := 0; i < datastore.MaxRetries; i++ {
 		var h datastore.Handle
 		if _, err := a.store.Get(ctx, datastore.HandleKey(handle), &h); errors.Is(err, datastore.ErrNotFound) {
@@ -277,64 +229,24 @@ func (a *Allocator) readBlock(ctx context.Context, p netip.Prefix) (*block, int6
 	return b, rev, err
 }
 
-// allocIn tries one existing block, retrying only on conflict.
-func (a *Allocator) allocIn(ctx context.Context, bp netip.Prefix, handle string, within netip.Prefix) (netip.Addr, bool, error) {
-	for i := 0; i < datastore.MaxRetries; i++ {
-		b, rev, err := a.readBlock(ctx, bp)
-		if errors.Is(err, datastore.ErrNotFound) {
-			return netip.Addr{}, false, nil
-		} else if err != nil {
-			return netip.Addr{}, false, err
-		}
-		addr, ok := b.allocate(handle, within)
-		if !ok {
-			return netip.Addr{}, false, nil
-		}
-		err = a.commitAlloc(ctx, b, rev, handle, false)
-		if err == nil {
-			return addr, true, nil
-		}
-		if !errors.Is(err, datastore.ErrConflict) {
-			return netip.Addr{}, false, err
-		}
-	}
-	return netip.Addr{}, false, fmt.Errorf("block %s: %w", bp, datastore.ErrConflict)
-}
-
-// claimAndAlloc claims the first unclaimed block of pool (starting at a
-// per-node offset so hosts spread out) and allocates from it in one txn.
-func (a *Allocator) claimAndAlloc(ctx context.Context, pool datastore.IPPool, existing map[netip.Prefix]bool, handle string, within netip.Prefix) (netip.Addr, bool, error) {
-	pp := netip.MustParsePrefix(pool.CIDR)
-	if pool.BlockSize < pp.Bits() {
-		return netip.Addr{}, false, fmt.Errorf("pool %s: block size /%d is larger than the pool", pool.Name, pool.BlockSize)
+// unclaimedBlock returns the first block of pool that no one has claimed,
+// searching from a per-node offset so hosts spread over the pool, that can
+// hold an address inside within.
+func (a *Allocator) unclaimedBlock(pool datastore.IPPool, existing map[netip.Prefix]bool, within netip.Prefix) (netip.Prefix, bool) {
+	pp, err := netip.ParsePrefix(pool.CIDR)
+	if err != nil || pool.BlockSize < pp.Bits() {
+		return netip.Prefix{}, false
 	}
 	nblocks := uint64(1) << min(uint(pool.BlockSize-pp.Bits()), 62)
 	step := uint64(1) << (pp.Addr().BitLen() - pool.BlockSize)
 	start := nodeHash(a.node) % nblocks
-	probes := min(nblocks, maxClaimProbes)
-	for i := uint64(0); i < probes; i++ {
-		idx := (start + i) % nblocks
-		bp := netip.PrefixFrom(addOffset(pp.Addr(), idx*step), pool.BlockSize)
-		if existing[bp] || (within.IsValid() && !overlaps(bp, within)) {
-			continue
+	for i := uint64(0); i < min(nblocks, maxClaimProbes); i++ {
+		bp := netip.PrefixFrom(addOffset(pp.Addr(), ((start+i)%nblocks)*step), pool.BlockSize)
+		if !existing[bp] && (!within.IsValid() || overlaps(bp, within)) {
+			return bp, true
 		}
-		b := newBlock(bp, pool.Name, a.node)
-		addr, ok := b.allocate(handle, within)
-		if !ok {
-			continue
-		}
-		err := a.commitAlloc(ctx, b, 0, handle, true)
-		if errors.Is(err, datastore.ErrConflict) {
-			existing[bp] = true // another host claimed it first
-			continue
-		}
-		if err != nil {
-			return netip.Addr{}, false, err
-		}
-		existing[bp] = true
-		return addr, true, nil
 	}
-	return netip.Addr{}, false, nil
+	return netip.Prefix{}, false
 }
 
 // commitAlloc writes the block (CAS on rev; 0 = new block with our
@@ -430,6 +342,11 @@ func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
 	sort.Slice(out, func(i, j int) bool { return out[i].Addr().Less(out[j].Addr()) })
 	return out
 }
+
+// invalidate drops everything cached between batches.
+func (a *Allocator) invalidate() { a.blocks, a.pools, a.affine = nil, nil, nil }
+
+func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func nodeHash(node string) uint64 {
 	h := fnv.New64a()

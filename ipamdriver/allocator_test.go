@@ -242,3 +242,33 @@ func TestAllocatorConcurrentHostsNoDuplicates(t *testing.T) {
 		t.Fatalf("blocks hold %d addresses, %d were handed out", stored, len(seen))
 	}
 }
+
+// The allocator caches pools and blocks between batches; a pool added later
+// must be usable at once, and a deleted pool never allocated from again.
+func TestAllocatorCacheSeesPoolChanges(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "first", "10.30.0.0/16", 26)
+	a := NewAllocator(st, "n1")
+	if _, err := a.AutoAssign(ctx, netip.Prefix{}, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	addPool(t, st, "second", "10.40.0.0/16", 26)
+	within := netip.MustParsePrefix("10.40.1.0/24")
+	ip, err := a.AutoAssign(ctx, within, "new-pool")
+	if err != nil || !within.Contains(ip) {
+		t.Fatalf("allocation in a pool added after the cache warmed: %s %v", ip, err)
+	}
+	if err := st.Delete(ctx, datastore.PoolKey("first")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		ip, err := a.AutoAssign(ctx, netip.Prefix{}, fmt.Sprintf("after-delete-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if netip.MustParsePrefix("10.30.0.0/16").Contains(ip) {
+			t.Fatalf("allocated %s from deleted pool first", ip)
+		}
+	}
+}
