@@ -17,12 +17,7 @@ import (
 	"github.com/tabbynet/tabby/driver/dataplane"
 )
 
-var (
-	etcd     *etcdtest.Server
-	etcdSkip string
-)
-
-func TestMain(m *testing.M) { etcdtest.Main(m, &etcd, &etcdSkip) }
+func TestMain(m *testing.M) { etcdtest.Main(m) }
 
 // fixture is a driver on a real etcd and a fresh network namespace.
 type fixture struct {
@@ -33,13 +28,10 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	if etcd == nil {
-		t.Skip("needs a real etcd: " + etcdSkip)
-	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
-	st := etcd.Store(t)
+	st := etcdtest.NewStore(t)
 	b := make([]byte, 4)
 	rand.Read(b)
 	ns := "tabbyd-" + hex.EncodeToString(b)

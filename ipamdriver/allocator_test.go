@@ -13,20 +13,9 @@ import (
 	"github.com/tabbynet/tabby/datastore/etcdtest"
 )
 
-var (
-	etcd     *etcdtest.Server
-	etcdSkip string
-)
+func TestMain(m *testing.M) { etcdtest.Main(m) }
 
-func TestMain(m *testing.M) { etcdtest.Main(m, &etcd, &etcdSkip) }
-
-func newStore(t *testing.T) *datastore.Store {
-	t.Helper()
-	if etcd == nil {
-		t.Skip("needs a real etcd: " + etcdSkip)
-	}
-	return etcd.Store(t)
-}
+func newStore(t testing.TB) *datastore.Store { return etcdtest.NewStore(t) }
 
 func addPool(t *testing.T, st *datastore.Store, name, cidr string, bs int) {
 	t.Helper()

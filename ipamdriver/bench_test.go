@@ -45,10 +45,7 @@ func runFor(d time.Duration, op func(worker, i int) error) (float64, error) {
 // per second from 16 concurrent callers against raw compare-and-swap
 // transactions per second from 16 callers (the ceiling). Target: ratio >= 0.5.
 func BenchmarkIPAMvsRawCAS(b *testing.B) {
-	if etcd == nil {
-		b.Skip("needs a real etcd: " + etcdSkip)
-	}
-	st := etcd.Store(b)
+	st := newStore(b)
 	ctx := context.Background()
 	p := datastore.IPPool{Name: "bench", CIDR: "10.64.0.0/12", BlockSize: 26}
 	if err := st.Put(ctx, datastore.PoolKey(p.Name), &p); err != nil {

@@ -95,22 +95,38 @@ func (s *Server) Store(t testing.TB) *datastore.Store {
 	return st
 }
 
-// Main runs a package's tests with one shared etcd in s (nil when etcd is
-// missing, so tests that need it skip with the reason in *skip).
-func Main(m *testing.M, s **Server, skip *string) {
+// shared is the etcd of the running test binary, started by Main.
+var (
+	shared     *Server
+	sharedSkip string
+)
+
+// Main runs a package's tests with one shared etcd. Without an etcd binary
+// the tests that need it skip with the reason, except under CI, which must
+// run them.
+func Main(m *testing.M) {
 	srv, err := Start()
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			fmt.Fprintln(os.Stderr, "CI must run the etcd tests:", err)
 			os.Exit(1)
 		}
-		*skip = err.Error()
-	} else {
-		*s = srv
+		sharedSkip = err.Error()
 	}
+	shared = srv
 	code := m.Run()
 	if srv != nil {
 		srv.Stop()
 	}
 	os.Exit(code)
+}
+
+// NewStore returns a store on the shared etcd with an empty key space, or
+// skips the test when there is no etcd.
+func NewStore(t testing.TB) *datastore.Store {
+	t.Helper()
+	if shared == nil {
+		t.Skip("needs a real etcd: " + sharedSkip)
+	}
+	return shared.Store(t)
 }

@@ -162,7 +162,7 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 	l.must("ip", "-n", h.NS, "route", "add", "default", "via", underlay+"1")
 	h.StartDocker()
 	h.StartTabby()
-	if out, err := h.DockerIn(l.rootfs, "import", "-", "busybox:latest"); err != nil {
+	if out, err := h.DockerIn(l.rootfs, "import", "-c", `CMD ["sh"]`, "-", "busybox:latest"); err != nil {
 		l.t.Fatalf("import busybox into %s: %v %s", h.Name, err, out)
 	}
 	return h
