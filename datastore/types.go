@@ -18,6 +18,7 @@ const (
 	affinitiesDir = Prefix + "ipam/affinities/"
 	handlesDir    = Prefix + "ipam/handles/"
 	bgpConfigKey  = Prefix + "bgpconfiguration/default"
+	bgpPeersDir   = Prefix + "bgppeers/"
 )
 
 // Encapsulation modes of a pool, as in Calico.
@@ -41,7 +42,7 @@ type IPPool struct {
 // Node is one host running tabby.
 type Node struct {
 	Name                    string `json:"name"`
-	IPv4                    string `json:"ipv4Address,omitempty"`
+	IPv4                    string `json:"ipv4Address,omitempty"` // address/prefix-length, like Calico's
 	IPv6                    string `json:"ipv6Address,omitempty"`
 	ASNumber                uint32 `json:"asNumber,omitempty"`
 	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
@@ -58,6 +59,11 @@ type Network struct {
 	Options map[string]string `json:"options,omitempty"`
 	Profile string            `json:"profile"`
 	Node    string            `json:"createdOn"`
+	// Origin is the ID of the network this one replicates on another host;
+	// empty for a network a user created.
+	Origin string `json:"origin,omitempty"`
+	// Driver is the name Docker knows the driver by (tabby or tabby:latest).
+	Driver string `json:"driver,omitempty"`
 }
 
 // Rule is one profile or policy rule (Calico v3 shape, reduced).
@@ -123,10 +129,36 @@ type Handle struct {
 	Blocks map[string]int `json:"blocks"`
 }
 
-// BGPConfiguration is the cluster-wide BGP setting.
+// BGPConfiguration is the cluster-wide BGP setting. The mesh is on unless
+// NodeToNodeMeshEnabled is set to false.
 type BGPConfiguration struct {
-	ASNumber              uint32 `json:"asNumber"`
-	NodeToNodeMeshEnabled bool   `json:"nodeToNodeMeshEnabled"`
+	ASNumber              uint32 `json:"asNumber,omitempty"`
+	NodeToNodeMeshEnabled *bool  `json:"nodeToNodeMeshEnabled,omitempty"`
+}
+
+// DefaultASNumber is Calico's default AS for every node.
+const DefaultASNumber = 64512
+
+// MeshEnabled reports whether the node-to-node mesh is on (the default).
+func (c BGPConfiguration) MeshEnabled() bool {
+	return c.NodeToNodeMeshEnabled == nil || *c.NodeToNodeMeshEnabled
+}
+
+// AS returns the configured AS or the default.
+func (c BGPConfiguration) AS() uint32 {
+	if c.ASNumber == 0 {
+		return DefaultASNumber
+	}
+	return c.ASNumber
+}
+
+// BGPPeer is an external BGP peer, for every node (Node empty) or one.
+type BGPPeer struct {
+	Name     string `json:"name"`
+	PeerIP   string `json:"peerIP"`
+	ASNumber uint32 `json:"asNumber"`
+	Node     string `json:"node,omitempty"`
+	Password string `json:"password,omitempty"`
 }
 
 // cidrKey turns 10.0.0.0/26 into 10.0.0.0-26, safe as one key segment.
@@ -153,6 +185,7 @@ func AffinityKey(node, cidr string) string { return affinitiesDir + node + "/" +
 func AffinitiesOf(node string) string      { return affinitiesDir + node + "/" }
 func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
+func BGPPeerKey(name string) string        { return bgpPeersDir + name }
 
 // Directories, for List and Watch.
 const (
@@ -164,4 +197,6 @@ const (
 	BlocksDir     = blocksDir
 	AffinitiesDir = affinitiesDir
 	HandlesDir    = handlesDir
+	BGPPeersDir   = bgpPeersDir
+	BGPConfigDir  = Prefix + "bgpconfiguration/"
 )

@@ -29,6 +29,8 @@ const (
 
 	optGeneric = "com.docker.network.generic"
 	optMTU     = "com.docker.network.driver.mtu"
+	// optOrigin marks a network tabby mirrored from another host.
+	optOrigin = "tabby.origin"
 	// routeConnected is libnetwork's RouteType for an on-link route.
 	routeConnected = 1
 )
@@ -64,10 +66,16 @@ func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
 	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope}, nil
 }
 
+// netOptions are the -o options of a network, parsed.
+type netOptions struct {
+	opts   map[string]string // what other hosts repeat when mirroring it
+	mtu    int
+	origin string
+}
+
 // parseOptions accepts the -o options tabby knows and rejects the rest.
-func parseOptions(opts map[string]interface{}) (map[string]string, int, error) {
-	out := map[string]string{}
-	mtu := 0
+func parseOptions(opts map[string]interface{}) (netOptions, error) {
+	out := netOptions{opts: map[string]string{}}
 	generic, _ := opts[optGeneric].(map[string]interface{})
 	for k, v := range generic {
 		s := fmt.Sprint(v)
@@ -75,20 +83,22 @@ func parseOptions(opts map[string]interface{}) (map[string]string, int, error) {
 		case optMTU:
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 68 || n > 65535 {
-				return nil, 0, fmt.Errorf("option %s=%q must be a number from 68 to 65535", k, s)
+				return out, fmt.Errorf("option %s=%q must be a number from 68 to 65535", k, s)
 			}
-			mtu = n
+			out.mtu = n
+			out.opts[k] = s
+		case optOrigin:
+			out.origin = s
 		default:
-			return nil, 0, fmt.Errorf("unknown option %q: tabby accepts only -o %s=N; remove -o %s", k, optMTU, k)
+			return out, fmt.Errorf("unknown option %q: tabby accepts only -o %s=N; remove -o %s", k, optMTU, k)
 		}
-		out[k] = s
 	}
-	return out, mtu, nil
+	return out, nil
 }
 
 // CreateNetwork records the network and its profile.
 func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
-	opts, mtu, err := parseOptions(req.Options)
+	o, err := parseOptions(req.Options)
 	if err != nil {
 		return err
 	}
@@ -101,7 +111,8 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	pool := req.IPv4Data[0].Pool
-	n := datastore.Network{ID: req.NetworkID, Pool: pool, MTU: mtu, Options: opts, Profile: req.NetworkID, Node: d.node}
+	n := datastore.Network{ID: req.NetworkID, Pool: pool, MTU: o.mtu, Options: o.opts, Profile: req.NetworkID,
+		Node: d.node, Origin: o.origin}
 	if pool != "0.0.0.0/0" {
 		if err := d.checkTabbyPool(ctx, pool); err != nil {
 			return err
@@ -149,15 +160,32 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	} else if err != nil {
 		return err
 	}
-	ops := []datastore.Op{{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any}}
-	for _, p := range []string{n.Profile, n.ID} {
-		ops = append(ops, datastore.Op{Key: datastore.ProfileKey(p), Rev: datastore.Any})
+	ops := []datastore.Op{{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any},
+		{Key: datastore.ProfileKey(n.ID), Rev: datastore.Any}}
+	// The profile is named after the network, which other hosts mirror
+	// under the same name: it goes with the last of them.
+	if n.Profile != n.ID && !d.nameInUse(ctx, n.Profile, n.ID) {
+		ops = append(ops, datastore.Op{Key: datastore.ProfileKey(n.Profile), Rev: datastore.Any})
 	}
 	if err := d.store.Commit(ctx, ops...); err != nil {
 		return fmt.Errorf("delete network %s: %w", short(n.ID), err)
 	}
 	d.log.Info("network deleted", "network", short(n.ID))
 	return nil
+}
+
+// nameInUse reports whether a network other than id carries name.
+func (d *Driver) nameInUse(ctx context.Context, name, id string) bool {
+	nets, err := datastore.ListAs[datastore.Network](ctx, d.store, datastore.NetworksDir)
+	if err != nil {
+		return true // keep the profile when in doubt
+	}
+	for _, o := range nets {
+		if o.ID != id && o.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // CreateEndpoint records the endpoint; the veth is made at Join.

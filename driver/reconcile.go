@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SetNetworkName records the name Docker gave a network (learned from
-// Docker's events outside any plugin request), renames its profile to it and
-// relabels its endpoints on this host.
-func (d *Driver) SetNetworkName(ctx context.Context, id, name string) error {
+// SetNetworkName records the name Docker gave a network and the driver
+// name Docker used (learned from Docker outside any plugin request), renames
+// its profile to it and relabels its endpoints on this host.
+func (d *Driver) SetNetworkName(ctx context.Context, id, name, driverName string) error {
 	var old datastore.Network
 	err := datastore.Update(ctx, d.store, datastore.NetworkKey(id), func(n *datastore.Network, exists bool) error {
 		if !exists {
@@ -23,12 +23,15 @@ func (d *Driver) SetNetworkName(ctx context.Context, id, name string) error {
 		}
 		old = *n
 		n.Name, n.Profile = name, name
+		if driverName != "" {
+			n.Driver = driverName
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("name network %s: %w", short(id), err)
 	}
-	if old.Name == name && old.Profile == name {
+	if old.Name == name && old.Profile == name && old.Driver == driverName {
 		return nil
 	}
 	prof := datastore.Profile{Name: name, Network: id,

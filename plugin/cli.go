@@ -37,7 +37,7 @@ func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command
 	pf.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of the control socket (env TABBY_RUN_DIR)")
 	pf.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (env TABBY_LOG_LEVEL)")
 
-	root.AddCommand(daemonCmd(&cfg), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg))
+	root.AddCommand(daemonCmd(&cfg), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg), nodeCmd(&cfg))
 	return root
 }
 
@@ -197,4 +197,23 @@ func deleteCmd(cfg *Config) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func nodeCmd(cfg *Config) *cobra.Command {
+	node := &cobra.Command{Use: "node", Short: "This host's tabby"}
+	node.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "Show the BGP sessions of the local daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := fetchStatus(cfg.ControlSocket())
+			if err != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "tabby process is not running.")
+				return fmt.Errorf("no answer on %s (is tabby daemon running with this --run-dir?): %w", cfg.ControlSocket(), err)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	})
+	return node
 }

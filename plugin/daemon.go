@@ -12,13 +12,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/tabbynet/tabby/bgp"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver"
 	"github.com/tabbynet/tabby/driver/dataplane"
 	"github.com/tabbynet/tabby/ipamdriver"
+	"github.com/tabbynet/tabby/plugin/autodetect"
 )
 
 // Daemon is one host's tabby.
@@ -72,13 +75,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := ipamdriver.EnsureDefaultPool(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN); err != nil {
 		return fmt.Errorf("default pool: %w", err)
 	}
-	node := datastore.Node{Name: cfg.NodeName}
-	if cfg.IP != "autodetect" {
-		node.IPv4 = cfg.IP
+	host, err := autodetect.Host(cfg.IP, cfg.IPAutodetection)
+	if err != nil {
+		return fmt.Errorf("this host's address: %w", err)
 	}
-	if err := st.Put(ctx, datastore.NodeKey(node.Name), &node); err != nil {
-		return fmt.Errorf("register node %s: %w", node.Name, err)
+	if err := registerNode(ctx, st, cfg, host); err != nil {
+		return err
 	}
+	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.Addr.String(), "ifname", host.Iface)
 	dp, err := dataplane.New("")
 	if err != nil {
 		return err
@@ -106,12 +110,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	go drv.RunBlackholes(bg, 30*time.Second)
+	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
+	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.Addr.Addr(), ASN: uint32(asn)}, dp, d.log)
+	if err := speaker.Start(bg); err != nil {
+		return err
+	}
+	go speaker.Run(bg)
+	ctl, err := serveControl(cfg.ControlSocket(), speaker)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		return fmt.Errorf("--docker-host %s: %w", cfg.DockerHost, err)
 	}
 	defer docker.Close()
 	go syncNames(bg, docker, drv, d.log)
+	go replicate(bg, docker, st, cfg.NodeName, d.log)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
 	select {
@@ -125,6 +141,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 	_ = srv.Shutdown(sctx)
 	os.Remove(cfg.Socket)
 	return d.uninstallIfIdle(sctx, drv, fwd)
+}
+
+// registerNode records this host in etcd with its detected address, keeping
+// what users set on the Node (route reflector cluster ID, AS).
+func registerNode(ctx context.Context, st *datastore.Store, cfg Config, host autodetect.Result) error {
+	err := datastore.Update(ctx, st, datastore.NodeKey(cfg.NodeName), func(n *datastore.Node, _ bool) error {
+		n.Name, n.IPv4 = cfg.NodeName, host.Addr.String()
+		if cfg.AS != "" {
+			asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
+			n.ASNumber = uint32(asn)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("register node %s: %w", cfg.NodeName, err)
+	}
+	return nil
 }
 
 // uninstallIfIdle removes tabby's forwarding rules and blackholes when no

@@ -15,7 +15,7 @@ import (
 
 // Namer records a network's Docker name.
 type Namer interface {
-	SetNetworkName(ctx context.Context, id, name string) error
+	SetNetworkName(ctx context.Context, id, name, driver string) error
 }
 
 // driverNames are the names Docker knows tabby by.
@@ -50,7 +50,7 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 		return err
 	}
 	for _, n := range nets {
-		nameOne(ctx, namer, n.ID, n.Name)
+		nameOne(ctx, namer, n.ID, n.Name, n.Driver)
 	}
 	for {
 		select {
@@ -60,7 +60,7 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 			return err
 		case m := <-msgs:
 			if isTabby(m.Actor.Attributes["type"]) {
-				nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"])
+				nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"], m.Actor.Attributes["type"])
 			}
 		}
 	}
@@ -77,9 +77,9 @@ func isTabby(driver string) bool {
 
 // nameOne retries briefly: the event can overtake nothing, but etcd may be
 // slow, and a network tabby never stored (another driver's) is skipped.
-func nameOne(ctx context.Context, namer Namer, id, name string) {
+func nameOne(ctx context.Context, namer Namer, id, name, driver string) {
 	for i := 0; i < 5 && name != ""; i++ {
-		err := namer.SetNetworkName(ctx, id, name)
+		err := namer.SetNetworkName(ctx, id, name, driver)
 		if err == nil || errors.Is(err, datastore.ErrNotFound) {
 			return
 		}

@@ -96,8 +96,59 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 			if err := applyPool(ctx, st, &p); err != nil {
 				return err
 			}
+		case "BGPPeer":
+			var sp struct {
+				PeerIP   string `json:"peerIP"`
+				ASNumber uint32 `json:"asNumber"`
+				Node     string `json:"node,omitempty"`
+				Password string `json:"password,omitempty"`
+			}
+			if err := decodeSpec(d, &sp); err != nil {
+				return err
+			}
+			if a, err := netip.ParseAddr(sp.PeerIP); err != nil || !a.Is4() {
+				return fmt.Errorf("BGPPeer %s: spec.peerIP %q must be an IPv4 address", d.Metadata.Name, sp.PeerIP)
+			}
+			p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: sp.PeerIP, ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password}
+			if err := st.Put(ctx, datastore.BGPPeerKey(p.Name), &p); err != nil {
+				return err
+			}
+		case "BGPConfiguration":
+			if d.Metadata.Name != "default" {
+				return fmt.Errorf("BGPConfiguration %s: metadata.name must be default", d.Metadata.Name)
+			}
+			var c datastore.BGPConfiguration
+			if err := decodeSpec(d, &c); err != nil {
+				return err
+			}
+			if err := st.Put(ctx, datastore.BGPConfigKey(), &c); err != nil {
+				return err
+			}
+		case "Node":
+			var sp struct {
+				BGP struct {
+					RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+					ASNumber                uint32 `json:"asNumber,omitempty"`
+				} `json:"bgp"`
+			}
+			if err := decodeSpec(d, &sp); err != nil {
+				return err
+			}
+			if id := sp.BGP.RouteReflectorClusterID; id != "" {
+				if a, err := netip.ParseAddr(id); err != nil || !a.Is4() {
+					return fmt.Errorf("Node %s: spec.bgp.routeReflectorClusterID %q must look like an IPv4 address (e.g. 224.0.0.1)", d.Metadata.Name, id)
+				}
+			}
+			err := datastore.Update(ctx, st, datastore.NodeKey(d.Metadata.Name), func(n *datastore.Node, _ bool) error {
+				n.Name = d.Metadata.Name
+				n.RouteReflectorClusterID, n.ASNumber = sp.BGP.RouteReflectorClusterID, sp.BGP.ASNumber
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		default:
-			return fmt.Errorf("kind %q cannot be applied yet: this version applies IPPool", d.Kind)
+			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPConfiguration or Node", d.Kind)
 		}
 		fmt.Fprintf(out, "%s %s applied\n", d.Kind, d.Metadata.Name)
 	}
@@ -180,7 +231,9 @@ func rowOf(cols ...string) func(json.RawMessage) ([]string, string, error) {
 
 var kinds = map[string]kind{
 	"IPPool":           {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
-	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "ASN"}, rowOf("name", "ipv4Address", "asNumber")},
+	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "asNumber", "routeReflectorClusterID")},
+	"BGPPeer":          {"BGPPeer", datastore.BGPPeersDir, []string{"NAME", "PEERIP", "ASN", "NODE"}, rowOf("name", "peerIP", "asNumber", "node")},
+	"BGPConfiguration": {"BGPConfiguration", datastore.BGPConfigDir, []string{"ASN", "MESH"}, rowOf("asNumber", "nodeToNodeMeshEnabled")},
 	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
 	"Profile":          {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
 	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK"}, rowOf("endpointID", "node", "interfaceName", "ipv4", "networkID")},
@@ -193,6 +246,8 @@ func kindOf(s string) (kind, error) {
 		"node": "Node", "nodes": "Node", "network": "Network", "networks": "Network",
 		"profile": "Profile", "profiles": "Profile",
 		"workloadendpoint": "WorkloadEndpoint", "workloadendpoints": "WorkloadEndpoint", "wep": "WorkloadEndpoint",
+		"bgppeer": "BGPPeer", "bgppeers": "BGPPeer", "bgpconfig": "BGPConfiguration", "bgpconfigs": "BGPConfiguration",
+		"bgpconfiguration": "BGPConfiguration", "bgpconfigurations": "BGPConfiguration",
 	}
 	if k, ok := kinds[alias[strings.ToLower(s)]]; ok {
 		return k, nil

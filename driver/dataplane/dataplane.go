@@ -283,3 +283,49 @@ func hostNet(ip netip.Addr) *net.IPNet {
 func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
+
+// ReplaceVia installs `dst via gw proto 77`, the route to a block another
+// host owns; the kernel picks the interface that reaches gw.
+func (d *Dataplane) ReplaceVia(dst netip.Prefix, gw netip.Addr) error {
+	r := &netlink.Route{Dst: prefixNet(dst), Gw: gw.AsSlice(), Protocol: RouteProtocol}
+	if err := d.h.RouteReplace(r); err != nil {
+		return fmt.Errorf("route %s via %s: %w", dst, gw, err)
+	}
+	return nil
+}
+
+// DeleteVia removes tabby's gateway route to dst; a missing one is fine.
+func (d *Dataplane) DeleteVia(dst netip.Prefix) error {
+	rs, err := d.Routes()
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.Gw != nil && r.Dst != nil && r.Dst.String() == dst.String() {
+			if err := d.DeleteRoute(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ListVia returns the destinations of tabby's gateway routes.
+func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
+	rs, err := d.Routes()
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Prefix]netip.Addr{}
+	for _, r := range rs {
+		if r.Gw == nil || r.Dst == nil {
+			continue
+		}
+		p, err := netip.ParsePrefix(r.Dst.String())
+		gw, ok := netip.AddrFromSlice(r.Gw)
+		if err == nil && ok {
+			out[p] = gw.Unmap()
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,100 @@
+// Package bgp is tabby's in-process BGP speaker (GoBGP v3, the only package
+// that imports it). It peers with the other hosts (node-to-node mesh or route
+// reflectors) and with BGPPeer resources, advertises the blocks this host owns
+// and its borrowed addresses, and installs what it learns as kernel routes.
+package bgp
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Peer types, as `tabby node status` prints them.
+const (
+	TypeMesh      = "node-to-node mesh"
+	TypeGlobal    = "global"
+	TypeNode      = "node specific"
+	TypeReflector = "route reflector"
+)
+
+// PeerSpec is one BGP session this host wants.
+type PeerSpec struct {
+	Address  netip.Addr
+	ASN      uint32
+	Type     string
+	Password string
+	// RRClient makes the peer a client of this host, the reflector.
+	RRClient  bool
+	ClusterID string
+}
+
+// NodeAddr returns a node's IPv4 address (stored as address/prefix).
+func NodeAddr(n datastore.Node) (netip.Addr, bool) {
+	s := n.IPv4
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		s = s[:i]
+	}
+	a, err := netip.ParseAddr(s)
+	return a, err == nil && a.Is4()
+}
+
+// DesiredPeers computes the sessions of node me: the full mesh when it is
+// on; with it off, reflectors peer with every node (non-reflectors as their
+// clients) and the others peer only with reflectors; plus global BGPPeers and
+// those for this node.
+func DesiredPeers(me string, nodes []datastore.Node, peers []datastore.BGPPeer, cfg datastore.BGPConfiguration) map[netip.Addr]PeerSpec {
+	out := map[netip.Addr]PeerSpec{}
+	var self datastore.Node
+	for _, n := range nodes {
+		if n.Name == me {
+			self = n
+		}
+	}
+	selfAddr, _ := NodeAddr(self)
+	asOf := func(n datastore.Node) uint32 {
+		if n.ASNumber != 0 {
+			return n.ASNumber
+		}
+		return cfg.AS()
+	}
+	sorted := append([]datastore.Node(nil), nodes...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	for _, n := range sorted {
+		addr, ok := NodeAddr(n)
+		if n.Name == me || !ok || addr == selfAddr {
+			continue
+		}
+		switch {
+		case cfg.MeshEnabled():
+			out[addr] = PeerSpec{Address: addr, ASN: asOf(n), Type: TypeMesh}
+		case self.RouteReflectorClusterID != "":
+			// A reflector: other reflectors are plain peers, the rest clients.
+			spec := PeerSpec{Address: addr, ASN: asOf(n), Type: TypeReflector}
+			if n.RouteReflectorClusterID == "" {
+				spec.RRClient, spec.ClusterID = true, self.RouteReflectorClusterID
+			}
+			out[addr] = spec
+		case n.RouteReflectorClusterID != "":
+			out[addr] = PeerSpec{Address: addr, ASN: asOf(n), Type: TypeReflector}
+		}
+	}
+	for _, p := range peers {
+		addr, err := netip.ParseAddr(p.PeerIP)
+		if err != nil || addr == selfAddr || (p.Node != "" && p.Node != me) {
+			continue
+		}
+		typ := TypeGlobal
+		if p.Node != "" {
+			typ = TypeNode
+		}
+		asn := p.ASNumber
+		if asn == 0 {
+			asn = cfg.AS()
+		}
+		out[addr] = PeerSpec{Address: addr, ASN: asn, Type: typ, Password: p.Password}
+	}
+	return out
+}

@@ -1,0 +1,395 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Routes programs the kernel routes BGP learns (a leaf helper shared with
+// the driver's dataplane; tests may fake it).
+type Routes interface {
+	ReplaceVia(dst netip.Prefix, gw netip.Addr) error
+	DeleteVia(dst netip.Prefix) error
+	ListVia() (map[netip.Prefix]netip.Addr, error)
+}
+
+// Config is what the speaker needs to know of its host.
+type Config struct {
+	Node     string
+	RouterID netip.Addr // the host's IPv4 address
+	// ASN overrides the AS of BGPConfiguration (the --as setting).
+	ASN        uint32
+	ListenPort int32
+	// Resync is how often the whole state is recomputed besides watches.
+	Resync time.Duration
+	// RestartTime is how long peers keep our routes while we restart.
+	RestartTime uint32
+}
+
+// Speaker is one host's BGP speaker.
+type Speaker struct {
+	store  *datastore.Store
+	cfg    Config
+	routes Routes
+	log    *slog.Logger
+	srv    *server.BgpServer
+
+	mu      sync.Mutex
+	peers   map[netip.Addr]PeerSpec
+	adv     map[netip.Prefix][]byte // path UUIDs of what we advertise
+	learned map[netip.Prefix]netip.Addr
+	asn     uint32
+	started bool
+}
+
+// New returns a speaker; Run starts it.
+func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *Speaker {
+	if cfg.ListenPort == 0 {
+		cfg.ListenPort = bgp.BGP_PORT
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 10 * time.Second
+	}
+	if cfg.RestartTime == 0 {
+		cfg.RestartTime = 120
+	}
+	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
+		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{}}
+}
+
+// Start brings the BGP server up; Run then keeps it current.
+func (s *Speaker) Start(ctx context.Context) error {
+	if !s.cfg.RouterID.Is4() {
+		return errors.New("BGP needs this host's IPv4 address: set IP or IP_AUTODETECTION_METHOD")
+	}
+	var bc datastore.BGPConfiguration
+	if _, err := s.store.Get(ctx, datastore.BGPConfigKey(), &bc); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return err
+	}
+	s.asn = bc.AS()
+	if s.cfg.ASN != 0 {
+		s.asn = s.cfg.ASN
+	}
+	s.srv = server.NewBgpServer(server.LoggerOption(&logAdapter{s.log}))
+	go s.srv.Serve()
+	err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn: s.asn, RouterId: s.cfg.RouterID.String(), ListenPort: s.cfg.ListenPort,
+		ListenAddresses: []string{s.cfg.RouterID.String()},
+	}})
+	if err != nil {
+		s.srv.Stop()
+		return fmt.Errorf("start BGP on %s:%d (AS %d): %w", s.cfg.RouterID, s.cfg.ListenPort, s.asn, err)
+	}
+	s.started = true
+	filter := &api.WatchEventRequest_Table_Filter{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}
+	return s.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
+		Filters: []*api.WatchEventRequest_Table_Filter{filter}}}, func(r *api.WatchEventResponse) {
+		for _, p := range r.GetTable().GetPaths() {
+			s.onBest(p)
+		}
+	})
+}
+
+// Run keeps peers and advertisements current from etcd watches and a
+// periodic resync until ctx ends. It leaves the session up on the way out
+// without a NOTIFICATION, so peers keep our routes (graceful restart) while
+// the daemon restarts.
+func (s *Speaker) Run(ctx context.Context) {
+	kick := make(chan struct{}, 1)
+	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir,
+		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node)} {
+		go func(dir string) {
+			for ctx.Err() == nil {
+				for range s.store.Watch(ctx, dir) {
+					select {
+					case kick <- struct{}{}:
+					default:
+					}
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}(dir)
+	}
+	sweep := time.After(2 * s.cfg.Resync) // stale routes of a previous run
+	tick := time.NewTicker(s.cfg.Resync)
+	defer tick.Stop()
+	for {
+		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("BGP sync failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		case <-sweep:
+			s.sweepStale()
+		}
+	}
+}
+
+// Sync makes the sessions and the advertised prefixes match etcd.
+func (s *Speaker) Sync(ctx context.Context) error {
+	nodes, err := datastore.ListAs[datastore.Node](ctx, s.store, datastore.NodesDir)
+	if err != nil {
+		return err
+	}
+	peers, err := datastore.ListAs[datastore.BGPPeer](ctx, s.store, datastore.BGPPeersDir)
+	if err != nil {
+		return err
+	}
+	var bc datastore.BGPConfiguration
+	if _, err := s.store.Get(ctx, datastore.BGPConfigKey(), &bc); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return err
+	}
+	want, err := s.wantedPrefixes(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.syncPeers(ctx, DesiredPeers(s.cfg.Node, nodes, peers, bc)), s.syncAdverts(ctx, want))
+}
+
+// wantedPrefixes are the blocks this host owns and its addresses that lie
+// outside them (borrowed from another host's block).
+func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, error) {
+	keys, err := s.store.ListKeys(ctx, datastore.AffinitiesOf(s.cfg.Node))
+	if err != nil {
+		return nil, err
+	}
+	want := map[netip.Prefix]bool{}
+	var blocks []netip.Prefix
+	for _, k := range keys {
+		if p, err := netip.ParsePrefix(datastore.KeyToCIDR(k[strings.LastIndex(k, "/")+1:])); err == nil {
+			want[p] = true
+			blocks = append(blocks, p)
+		}
+	}
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, s.store, datastore.EndpointsOf(s.cfg.Node))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range eps {
+		a, err := netip.ParseAddr(e.IPv4)
+		if err != nil {
+			continue
+		}
+		inside := false
+		for _, b := range blocks {
+			inside = inside || b.Contains(a)
+		}
+		if !inside {
+			want[netip.PrefixFrom(a, 32)] = true
+		}
+	}
+	return want, nil
+}
+
+func (s *Speaker) syncPeers(ctx context.Context, want map[netip.Addr]PeerSpec) error {
+	var errs []error
+	for addr, have := range s.peers {
+		if w, ok := want[addr]; ok && w == have {
+			continue
+		}
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("remove peer %s: %w", addr, err))
+			continue
+		}
+		delete(s.peers, addr)
+		s.log.Info("BGP peer removed", "peer", addr.String())
+	}
+	for addr, w := range want {
+		if _, ok := s.peers[addr]; ok {
+			continue
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.peerConf(w)}); err != nil {
+			errs = append(errs, fmt.Errorf("add peer %s: %w", addr, err))
+			continue
+		}
+		s.peers[addr] = w
+		s.log.Info("BGP peer added", "peer", addr.String(), "type", w.Type, "as", w.ASN)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) peerConf(w PeerSpec) *api.Peer {
+	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	p := &api.Peer{
+		Conf:      &api.PeerConf{NeighborAddress: w.Address.String(), PeerAsn: w.ASN, AuthPassword: w.Password},
+		Transport: &api.Transport{LocalAddress: s.cfg.RouterID.String()},
+		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 2, HoldTime: 90, KeepaliveInterval: 30}},
+		// Graceful restart both ways: peers keep our routes while we
+		// restart, and we keep theirs.
+		GracefulRestart: &api.GracefulRestart{Enabled: true, RestartTime: s.cfg.RestartTime},
+		AfiSafis: []*api.AfiSafi{{
+			Config:            &api.AfiSafiConfig{Family: family, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+		}},
+	}
+	if w.RRClient {
+		p.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: w.ClusterID}
+	}
+	return p
+}
+
+func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) error {
+	var errs []error
+	for p, uuid := range s.adv {
+		if want[p] {
+			continue
+		}
+		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: uuid}); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
+			continue
+		}
+		delete(s.adv, p)
+		s.log.Info("BGP withdrew", "prefix", p.String())
+	}
+	for p := range want {
+		if _, ok := s.adv[p]; ok {
+			continue
+		}
+		path, err := apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false,
+			[]bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP),
+				bgp.NewPathAttributeNextHop(s.cfg.RouterID.String())}, time.Now())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		resp, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("advertise %s: %w", p, err))
+			continue
+		}
+		s.adv[p] = resp.Uuid
+		s.log.Info("BGP advertised", "prefix", p.String())
+	}
+	return errors.Join(errs...)
+}
+
+// onBest installs or removes the kernel route for one best-path change.
+func (s *Speaker) onBest(p *api.Path) {
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		return
+	}
+	prefix, err := netip.ParsePrefix(nlri.String())
+	if err != nil || !prefix.Addr().Is4() {
+		return
+	}
+	var nh netip.Addr
+	if attrs, err := apiutil.GetNativePathAttributes(p); err == nil {
+		for _, a := range attrs {
+			if n, ok := a.(*bgp.PathAttributeNextHop); ok {
+				nh, _ = netip.AddrFromSlice(n.Value.To4())
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.IsWithdraw || !nh.IsValid() || nh == s.cfg.RouterID {
+		// Withdrawn, or our own path: no route via anyone for it.
+		if _, ok := s.learned[prefix]; ok {
+			if err := s.routes.DeleteVia(prefix); err != nil {
+				s.log.Warn("remove learned route failed", "prefix", prefix.String(), "err", err)
+			}
+			delete(s.learned, prefix)
+			s.log.Info("route removed", "prefix", prefix.String())
+		}
+		return
+	}
+	if err := s.routes.ReplaceVia(prefix, nh); err != nil {
+		s.log.Warn("install learned route failed", "prefix", prefix.String(), "peer", nh.String(), "err", err)
+		return
+	}
+	s.learned[prefix] = nh
+	s.log.Info("route installed", "prefix", prefix.String(), "peer", nh.String())
+}
+
+// sweepStale removes gateway routes left by a previous run that no peer
+// has announced again since this one started.
+func (s *Speaker) sweepStale() {
+	have, err := s.routes.ListVia()
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range have {
+		if _, ok := s.learned[p]; !ok {
+			_ = s.routes.DeleteVia(p)
+			s.log.Info("stale route removed", "prefix", p.String())
+		}
+	}
+}
+
+// PeerStatus is one row of `tabby node status`.
+type PeerStatus struct {
+	Address string `json:"address"`
+	Type    string `json:"type"`
+	State   string `json:"state"`
+	Since   string `json:"since"`
+	Info    string `json:"info"`
+}
+
+// Status lists the sessions with their state, as BIRD's `show protocols`.
+func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
+	if !s.started {
+		return nil, errors.New("BGP is not running")
+	}
+	s.mu.Lock()
+	types := map[string]string{}
+	for a, p := range s.peers {
+		types[a.String()] = p.Type
+	}
+	s.mu.Unlock()
+	var out []PeerStatus
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: false}, func(p *api.Peer) {
+		st := p.GetState()
+		row := PeerStatus{Address: st.GetNeighborAddress(), Type: types[st.GetNeighborAddress()], State: "start"}
+		if st.GetSessionState() == api.PeerState_ESTABLISHED {
+			row.State, row.Info = "up", "Established"
+			if up := p.GetTimers().GetState().GetUptime(); up != nil {
+				row.Since = up.AsTime().UTC().Format("2006-01-02")
+			}
+		} else {
+			name := strings.ToLower(st.GetSessionState().String())
+			row.Info = strings.ToUpper(name[:1]) + name[1:]
+			if down := p.GetTimers().GetState().GetDowntime(); down != nil && down.AsTime().Unix() > 0 {
+				row.Since = down.AsTime().UTC().Format("2006-01-02")
+			}
+		}
+		out = append(out, row)
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
+	return out, err
+}
+
+// Learned returns the routes installed from peers (for tests and metrics).
+func (s *Speaker) Learned() map[netip.Prefix]netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[netip.Prefix]netip.Addr, len(s.learned))
+	for k, v := range s.learned {
+		out[k] = v
+	}
+	return out
+}
+

@@ -1,0 +1,72 @@
+package autodetect
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Interfaces reads the host's interfaces and IPv4 addresses in index order.
+func Interfaces() ([]Iface, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	var out []Iface
+	for _, l := range links {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
+		}
+		i := Iface{Name: l.Attrs().Name}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP.To4())
+			ones, _ := a.Mask.Size()
+			if ok {
+				i.Addrs = append(i.Addrs, netip.PrefixFrom(ip, ones))
+			}
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+// KernelRoute asks the kernel which source address reaches dest.
+func KernelRoute(dest netip.Addr) (netip.Addr, error) {
+	rs, err := netlink.RouteGet(net.IP(dest.AsSlice()))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, r := range rs {
+		if src, ok := netip.AddrFromSlice(r.Src.To4()); ok {
+			return src, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no source address towards %s", dest)
+}
+
+// Host finds this host's address by method, or parses a fixed one; a fixed
+// address takes its prefix length from the interface that holds it.
+func Host(ip, method string) (Result, error) {
+	ifaces, err := Interfaces()
+	if err != nil {
+		return Result{}, err
+	}
+	if ip != "" && ip != "autodetect" {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return Result{}, fmt.Errorf("IP %q is not an IPv4 address", ip)
+		}
+		for _, i := range ifaces {
+			for _, p := range i.Addrs {
+				if p.Addr() == a {
+					return Result{Addr: p, Iface: i.Name}, nil
+				}
+			}
+		}
+		return Result{Addr: netip.PrefixFrom(a, 32)}, nil
+	}
+	return Detect(method, ifaces, KernelRoute)
+}

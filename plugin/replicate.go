@@ -1,0 +1,109 @@
+package plugin
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	dnetwork "github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// originOption marks a network tabby created to mirror one made on another
+// host; the driver records it as the network's Origin.
+const originOption = "tabby.origin"
+
+// replicate makes tabby networks cluster-wide, since Docker without a
+// cluster store only knows its own: a network a user creates on any host is
+// created here too, with the same name, subnet and options, and removed here
+// once it is removed where it was made. Runs apart from plugin requests.
+func replicate(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {
+	kick := make(chan struct{}, 1)
+	go func() {
+		for ctx.Err() == nil {
+			for range st.Watch(ctx, datastore.NetworksDir) {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		replicateOnce(ctx, docker, st, node, log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {
+	nets, err := datastore.ListAs[datastore.Network](ctx, st, datastore.NetworksDir)
+	if err != nil {
+		log.Debug("replicate: list networks", "err", err)
+		return
+	}
+	lf := filters.NewArgs()
+	for _, d := range driverNames {
+		lf.Add("driver", d)
+	}
+	local, err := docker.NetworkList(ctx, dnetwork.ListOptions{Filters: lf})
+	if err != nil {
+		log.Debug("replicate: docker network list", "err", err)
+		return
+	}
+	byID := map[string]datastore.Network{}
+	for _, n := range nets {
+		byID[n.ID] = n
+	}
+	localByName := map[string]bool{}
+	for _, l := range local {
+		localByName[l.Name] = true
+		rec, ok := byID[l.ID]
+		if !ok || rec.Origin == "" {
+			continue
+		}
+		if _, alive := byID[rec.Origin]; alive {
+			continue
+		}
+		if err := docker.NetworkRemove(ctx, l.ID); err != nil {
+			log.Warn("network removed on its origin host is still in use here", "network", l.Name, "err", err)
+			continue
+		}
+		log.Info("network removed after its origin", "network", l.Name)
+	}
+	for _, n := range nets {
+		if n.Origin != "" || n.Name == "" || n.Node == node || localByName[n.Name] {
+			continue
+		}
+		drv := n.Driver
+		if drv == "" {
+			drv = "tabby"
+		}
+		opts := map[string]string{originOption: n.ID}
+		for k, v := range n.Options {
+			opts[k] = v
+		}
+		ipam := &dnetwork.IPAM{Driver: drv}
+		if n.Subnet != "" {
+			ipam.Config = []dnetwork.IPAMConfig{{Subnet: n.Subnet}}
+		}
+		if _, err := docker.NetworkCreate(ctx, n.Name, dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts}); err != nil {
+			log.Warn("could not mirror network", "network", n.Name, "err", err)
+			continue
+		}
+		localByName[n.Name] = true
+		log.Info("network mirrored from another host", "network", n.Name, "origin", n.Node)
+	}
+}
