@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// blockOf returns the /26 that holds ip.
+func blockOf(ip string) string {
+	p, _ := netip.MustParseAddr(ip).Prefix(26)
+	return p.String()
+}
+
+// Seed 001's lab: node00..node02 share one etcd; net1 and net2 made on
+// node00 appear everywhere; containerA,B on node00 and C,D on node01 reach
+// each other across hosts over routes learned by BGP.
+func TestSeed001ThreeHosts(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 3})
+	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+
+	t.Run("networks created on one host appear on every host", func(t *testing.T) {
+		must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
+		must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net2")
+		for _, h := range []*lab.Host{n1, n2} {
+			eventually(t, 15*time.Second, "net1 and net2 on "+h.Name, func() (string, bool) {
+				out, _ := h.Docker("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+				return out, strings.Contains(out, "net1 tabby") && strings.Contains(out, "net2 tabby")
+			})
+		}
+	})
+
+	var ipA, ipB, ipC, ipD string
+	t.Run("containers of one network ping each other across hosts", func(t *testing.T) {
+		must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+		must(t, n0, "run", "--net", "net2", "--name", "containerB", "-tid", "busybox")
+		must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
+		must(t, n1, "run", "--net", "net2", "--name", "containerD", "-tid", "busybox")
+		ipA, ipB = ipOf(t, n0, "containerA", "net1"), ipOf(t, n0, "containerB", "net2")
+		ipC, ipD = ipOf(t, n1, "containerC", "net1"), ipOf(t, n1, "containerD", "net2")
+		eventually(t, 30*time.Second, "containerA reaches containerC across hosts", func() (string, bool) {
+			return pings(n0, "containerA", ipC)
+		})
+		mustPing(t, n1, "containerC", ipA)
+		mustPing(t, n0, "containerB", ipD)
+		mustPing(t, n1, "containerD", ipB)
+	})
+
+	t.Run("host routes: other hosts' blocks via their address, our block blackholed", func(t *testing.T) {
+		r0 := mustExec(t, n0, "ip", "route")
+		r1 := mustExec(t, n1, "ip", "route")
+		if !strings.Contains(r0, blockOf(ipC)+" via "+n1.Addr+" dev eth0 proto 77") {
+			t.Fatalf("node00 lacks `%s via %s dev eth0 proto 77`:\n%s", blockOf(ipC), n1.Addr, r0)
+		}
+		if !strings.Contains(r1, blockOf(ipA)+" via "+n0.Addr+" dev eth0 proto 77") {
+			t.Fatalf("node01 lacks `%s via %s`:\n%s", blockOf(ipA), n0.Addr, r1)
+		}
+		if !strings.Contains(r0, "blackhole "+blockOf(ipA)+" proto 77") {
+			t.Fatalf("node00 lacks the blackhole of its block %s:\n%s", blockOf(ipA), r0)
+		}
+		r2 := mustExec(t, n2, "ip", "route")
+		for _, want := range []string{blockOf(ipA) + " via " + n0.Addr, blockOf(ipC) + " via " + n1.Addr} {
+			if !strings.Contains(r2, want) {
+				t.Fatalf("node02 (no containers) lacks %q:\n%s", want, r2)
+			}
+		}
+	})
+
+	t.Run("node status shows two established mesh peers", func(t *testing.T) {
+		eventually(t, 30*time.Second, "two Established mesh peers on node00", func() (string, bool) {
+			out, _ := n0.Tabby("node", "status")
+			ok := strings.HasPrefix(out, "tabby process is running.") &&
+				regexp.MustCompile(`\| `+regexp.QuoteMeta(n1.Addr)+` +\| node-to-node mesh \| up +\| \d{4}-\d\d-\d\d \| Established \|`).MatchString(out) &&
+				regexp.MustCompile(`\| `+regexp.QuoteMeta(n2.Addr)+` +\| node-to-node mesh \| up +\| \d{4}-\d\d-\d\d \| Established \|`).MatchString(out) &&
+				strings.Contains(out, "IPv6 BGP status\nNo IPv6 peers found.")
+			return out, ok
+		})
+		t.Log("\n" + mustTabby(t, n0, "node", "status"))
+		t.Log("\n" + mustExec(t, n0, "ip", "route"))
+		nodes := mustTabby(t, n0, "get", "nodes")
+		for _, h := range l.Hosts {
+			if !strings.Contains(nodes, h.Name) || !strings.Contains(nodes, h.Addr+"/24") {
+				t.Fatalf("get nodes lacks %s %s/24:\n%s", h.Name, h.Addr, nodes)
+			}
+		}
+	})
+
+	t.Run("a block's route stays after its last container goes", func(t *testing.T) {
+		must(t, n1, "rm", "-f", "containerC")
+		mustPing(t, n0, "containerB", ipD) // the block (and its route) stay with node01
+	})
+
+	t.Run("network removed where it was made is removed everywhere", func(t *testing.T) {
+		must(t, n1, "rm", "-f", "containerD")
+		must(t, n0, "rm", "-f", "containerB")
+		must(t, n0, "network", "rm", "net2")
+		for _, h := range []*lab.Host{n1, n2} {
+			eventually(t, 15*time.Second, "net2 gone from "+h.Name, func() (string, bool) {
+				out, _ := h.Docker("network", "ls", "--format", "{{.Name}}")
+				return out, !strings.Contains(out, "net2")
+			})
+		}
+		if p := mustTabby(t, n0, "get", "profiles"); strings.Contains(p, "net2") {
+			t.Fatalf("profile net2 left after the network was removed everywhere:\n%s", p)
+		}
+		if p := mustTabby(t, n0, "get", "profiles"); !strings.Contains(p, "net1") {
+			t.Fatalf("profile net1 must stay:\n%s", p)
+		}
+	})
+}
