@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,11 +38,25 @@ type Lab struct {
 	id      string
 	switch_ string
 	rootfs  string
+	bridges map[string]string // subnet -> bridge name in the switch namespace
+	opt     Options
+}
+
+// NIC is one interface of a host: its name and address/prefix. Hosts'
+// NICs in one subnet share a bridge whose .1 is the subnet's gateway.
+type NIC struct {
+	Name string
+	CIDR string
 }
 
 // Options shape a lab.
 type Options struct {
 	Hosts int
+	// NICs lists each host's interfaces (nil: eth0 on 10.99.0.0/24); the
+	// first one carries the default route.
+	NICs [][]NIC
+	// Env is added to every daemon's environment.
+	Env []string
 	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
 	// shared one (single-host default).
 	EmbeddedEtcd bool
@@ -80,12 +95,9 @@ func New(t testing.TB, opt Options) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Lab{t: t, Dir: dir, Bin: bin, id: id, switch_: "tlsw-" + id}
+	l := &Lab{t: t, Dir: dir, Bin: bin, id: id, switch_: "tlsw-" + id, bridges: map[string]string{}, opt: opt}
 	t.Cleanup(l.Close)
 	l.must("ip", "netns", "add", l.switch_)
-	l.must("ip", "-n", l.switch_, "link", "add", "br0", "type", "bridge")
-	l.must("ip", "-n", l.switch_, "addr", "add", underlay+"1/24", "dev", "br0")
-	l.must("ip", "-n", l.switch_, "link", "set", "br0", "up")
 	l.must("ip", "-n", l.switch_, "link", "set", "lo", "up")
 	if !opt.EmbeddedEtcd {
 		if l.Etcd, err = etcdtest.Start(); err != nil {
@@ -142,26 +154,50 @@ type Host struct {
 	tabbyLog   *os.File
 }
 
+// bridge returns the switch's bridge for a subnet, made on first use with
+// the subnet's .1 as its address (the hosts' default gateway).
+func (l *Lab) bridge(cidr string) string {
+	p := netip.MustParsePrefix(cidr).Masked()
+	if br, ok := l.bridges[p.String()]; ok {
+		return br
+	}
+	br := fmt.Sprintf("br%d", len(l.bridges))
+	gw := p.Addr().Next()
+	l.must("ip", "-n", l.switch_, "link", "add", br, "type", "bridge")
+	l.must("ip", "-n", l.switch_, "addr", "add", netip.PrefixFrom(gw, p.Bits()).String(), "dev", br)
+	l.must("ip", "-n", l.switch_, "link", "set", br, "up")
+	l.bridges[p.String()] = br
+	return br
+}
+
 func (l *Lab) addHost(i int, opt Options) *Host {
+	nics := []NIC{{Name: "eth0", CIDR: underlay + strconv.Itoa(10+i) + "/24"}}
+	if i < len(opt.NICs) && opt.NICs[i] != nil {
+		nics = opt.NICs[i]
+	}
+	first := netip.MustParsePrefix(nics[0].CIDR)
 	h := &Host{lab: l, Name: fmt.Sprintf("node%02d", i), NS: fmt.Sprintf("tl%d-%s", i, l.id),
-		Addr: underlay + strconv.Itoa(10+i), Dir: filepath.Join(l.Dir, fmt.Sprintf("node%02d", i)), embedded: opt.EmbeddedEtcd}
+		Addr: first.Addr().String(), Dir: filepath.Join(l.Dir, fmt.Sprintf("node%02d", i)), embedded: opt.EmbeddedEtcd}
 	h.DockerSock = filepath.Join(h.Dir, "docker.sock")
 	h.PluginDir = filepath.Join(h.Dir, "plugins")
 	for _, d := range []string{h.PluginDir, filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "run")} {
 		os.MkdirAll(d, 0o755)
 	}
-	veth := fmt.Sprintf("tl%dh-%s", i, l.id)
 	l.must("ip", "netns", "add", h.NS)
 	l.must("ip", "-n", h.NS, "link", "set", "lo", "up")
-	l.must("ip", "-n", l.switch_, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS)
-	l.must("ip", "-n", l.switch_, "link", "set", veth, "master", "br0", "up")
-	l.must("ip", "-n", h.NS, "addr", "add", h.Addr+"/24", "dev", "eth0")
-	l.must("ip", "-n", h.NS, "link", "set", "eth0", "up")
+	for k, nic := range nics {
+		veth := fmt.Sprintf("tl%d%c-%s", i, 'a'+k, l.id)
+		br := l.bridge(nic.CIDR)
+		l.must("ip", "-n", l.switch_, "link", "add", veth, "type", "veth", "peer", "name", nic.Name, "netns", h.NS)
+		l.must("ip", "-n", l.switch_, "link", "set", veth, "master", br, "up")
+		l.must("ip", "-n", h.NS, "addr", "add", nic.CIDR, "dev", nic.Name)
+		l.must("ip", "-n", h.NS, "link", "set", nic.Name, "up")
+	}
 	// A default route, as every real host has: proxy ARP answers for
 	// 169.254.1.1 only when the host can route to it.
-	l.must("ip", "-n", h.NS, "route", "add", "default", "via", underlay+"1")
+	l.must("ip", "-n", h.NS, "route", "add", "default", "via", first.Masked().Addr().Next().String())
 	h.StartDocker()
-	h.StartTabby()
+	h.StartTabby(opt.Env...)
 	if out, err := h.DockerIn(l.rootfs, "import", "-c", `CMD ["sh"]`, "-", "busybox:latest"); err != nil {
 		l.t.Fatalf("import busybox into %s: %v %s", h.Name, err, out)
 	}
