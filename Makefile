@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/tabbynet/tabby/plugin.Version=$(VERSION)
 PKGS    := ./...
-DEB     := docker.io etcd-server busybox-static iproute2 iptables
+DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd
 export CGO_ENABLED ?= 0
 
 .PHONY: all build run deps test unit e2e bench clean
@@ -20,7 +20,7 @@ run: build
 
 # Install what the tests need from Debian (skipped when already there).
 deps:
-	@missing=""; for b in dockerd etcd busybox ip iptables; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in dockerd etcd busybox ip iptables gobgpd; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB); \
 	fi

@@ -122,6 +122,12 @@ func (l *Lab) must(args ...string) string {
 	return string(out)
 }
 
+// InSwitch runs a command in the namespace of the lab's bridges, where the
+// subnets' .1 addresses live (a stand-in for a top-of-rack router).
+func (l *Lab) InSwitch(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + l.switch_}, args...)...)
+}
+
 // makeRootfs lays out a busybox image to import into each host's Docker.
 func (l *Lab) makeRootfs() string {
 	root := filepath.Join(l.Dir, "rootfs")

@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+func applyYAML(t *testing.T, l *lab.Lab, h *lab.Host, name, doc string) {
+	t.Helper()
+	f := filepath.Join(l.Dir, name)
+	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustTabby(t, h, "apply", "-f", f)
+}
+
+// With the mesh off, node02 reflects: node00 and node01 peer only with it,
+// and still learn each other's blocks (next hop kept) and reach each other.
+func TestRouteReflectorTopology(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 3})
+	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	applyYAML(t, l, n0, "rr.yaml", "apiVersion: tabby/v1\nkind: Node\nmetadata: {name: node02}\nspec: {bgp: {routeReflectorClusterID: 224.0.0.1}}\n"+
+		"---\napiVersion: tabby/v1\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {asNumber: 64512, nodeToNodeMeshEnabled: false}\n")
+	rr := regexp.MustCompile(`\| ` + regexp.QuoteMeta(n2.Addr) + ` +\| route reflector \| up +\| \S+ +\| Established \|`)
+	for _, h := range []*lab.Host{n0, n1} {
+		eventually(t, 30*time.Second, h.Name+" peers only with the reflector", func() (string, bool) {
+			out, _ := h.Tabby("node", "status")
+			return out, rr.MatchString(out) && strings.Count(out, "Established") == 1
+		})
+	}
+	eventually(t, 30*time.Second, "the reflector has both clients", func() (string, bool) {
+		out, _ := n2.Tabby("node", "status")
+		return out, strings.Count(out, "| route reflector | up") == 2
+	})
+	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
+	eventually(t, 15*time.Second, "net1 on node01", func() (string, bool) {
+		out, _ := n1.Docker("network", "ls")
+		return out, strings.Contains(out, "net1")
+	})
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
+	ipA, ipC := ipOf(t, n0, "containerA", "net1"), ipOf(t, n1, "containerC", "net1")
+	eventually(t, 30*time.Second, "node00 learns node01's block through the reflector", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, blockOf(ipC)+" via "+n1.Addr+" dev eth0 proto 77")
+	})
+	mustPing(t, n0, "containerA", ipC)
+	mustPing(t, n1, "containerC", ipA)
+}
+
+// Debian's gobgpd stands for a top-of-rack router: configured as a global
+// BGPPeer it learns every host's blocks, and a route it announces reaches the
+// hosts' kernels.
+func TestExternalBGPPeer(t *testing.T) {
+	if _, err := exec.LookPath("gobgpd"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must install gobgpd")
+		}
+		t.Skip("needs Debian's gobgpd: " + err.Error())
+	}
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	conf := "[global.config]\n  as = 65000\n  router-id = \"10.99.0.1\"\n  local-address-list = [\"10.99.0.1\"]\n"
+	for _, h := range l.Hosts {
+		conf += fmt.Sprintf("[[neighbors]]\n  [neighbors.config]\n    neighbor-address = %q\n    peer-as = 64512\n", h.Addr)
+	}
+	cf := filepath.Join(l.Dir, "gobgpd.toml")
+	os.WriteFile(cf, []byte(conf), 0o644)
+	logf, _ := os.Create(filepath.Join(l.Dir, "gobgpd.log"))
+	tor := l.InSwitch("gobgpd", "-f", cf, "--api-hosts", "127.0.0.1:50151")
+	tor.Stdout, tor.Stderr = logf, logf
+	tor.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := tor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tor.Process.Kill(); tor.Wait() })
+	gobgp := func(args ...string) (string, error) {
+		out, err := l.InSwitch(append([]string{"gobgp", "-u", "127.0.0.1", "-p", "50151"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000}\n")
+
+	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	ipA := ipOf(t, n0, "containerA", "net1")
+	eventually(t, 30*time.Second, "the router learns node00's block from node00", func() (string, bool) {
+		out, _ := gobgp("global", "rib")
+		return out, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipA)) + ` +` + regexp.QuoteMeta(n0.Addr)).MatchString(out)
+	})
+	if out, err := gobgp("global", "rib", "add", "10.200.0.0/24", "nexthop", "10.99.0.1"); err != nil {
+		t.Fatalf("announce from gobgpd: %v %s", err, out)
+	}
+	for _, h := range []*lab.Host{n0, n1} {
+		eventually(t, 30*time.Second, h.Name+" installs the router's route", func() (string, bool) {
+			r, _ := h.Exec("ip", "route")
+			return r, strings.Contains(r, "10.200.0.0/24 via 10.99.0.1 dev eth0 proto 77")
+		})
+	}
+	eventually(t, 30*time.Second, "node status lists the router as a global peer", func() (string, bool) {
+		out, _ := n1.Tabby("node", "status")
+		return out, regexp.MustCompile(`\| 10\.99\.0\.1 +\| global +\| up`).MatchString(out)
+	})
+	if out, err := gobgp("global", "rib", "del", "10.200.0.0/24"); err != nil {
+		t.Fatalf("withdraw from gobgpd: %v %s", err, out)
+	}
+	eventually(t, 30*time.Second, "withdrawn route leaves the kernel", func() (string, bool) {
+		r, _ := n1.Exec("ip", "route")
+		return r, !strings.Contains(r, "10.200.0.0/24")
+	})
+}
