@@ -311,7 +311,7 @@ func (s *Speaker) onBest(p *api.Path) {
 				s.log.Warn("remove learned route failed", "prefix", prefix.String(), "err", err)
 			}
 			delete(s.learned, prefix)
-			s.log.Info("route removed", "prefix", prefix.String())
+			s.log.Debug("route removed", "prefix", prefix.String())
 		}
 		return
 	}
@@ -320,7 +320,7 @@ func (s *Speaker) onBest(p *api.Path) {
 		return
 	}
 	s.learned[prefix] = nh
-	s.log.Info("route installed", "prefix", prefix.String(), "peer", nh.String())
+	s.log.Debug("route installed", "prefix", prefix.String(), "peer", nh.String())
 }
 
 // sweepStale removes gateway routes left by a previous run that no peer

@@ -128,6 +128,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer docker.Close()
 	go syncNames(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
+	go d.keepNode(bg, st, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
 	select {
@@ -141,6 +142,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	_ = srv.Shutdown(sctx)
 	os.Remove(cfg.Socket)
 	return d.uninstallIfIdle(sctx, drv, fwd)
+}
+
+// keepNode re-registers the node periodically, so a deleted or edited
+// record comes back; an address change takes a restart to reach BGP.
+func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host autodetect.Result) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now, err := autodetect.Host(d.cfg.IP, d.cfg.IPAutodetection); err == nil && now.Addr != host.Addr {
+			d.log.Warn("host address changed; restart tabby to move BGP to it", "ip", now.Addr.String(), "was", host.Addr.String())
+		}
+		if err := registerNode(ctx, st, d.cfg, host); err != nil && ctx.Err() == nil {
+			d.log.Warn("node registration failed", "err", err)
+		}
+	}
 }
 
 // registerNode records this host in etcd with its detected address, keeping

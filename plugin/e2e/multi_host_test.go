@@ -112,3 +112,50 @@ func TestSeed001ThreeHosts(t *testing.T) {
 		}
 	})
 }
+
+// A host's daemon crashes and comes back while its containers are pinged
+// from another host: peers keep its routes by graceful restart, so no
+// packet is lost, and the route is still there after the restart.
+func TestGracefulRestartKeepsRoutes(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
+	eventually(t, 15*time.Second, "net1 on node01", func() (string, bool) {
+		out, _ := n1.Docker("network", "ls")
+		return out, strings.Contains(out, "net1")
+	})
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
+	ipC := ipOf(t, n1, "containerC", "net1")
+	route := blockOf(ipC) + " via " + n1.Addr
+	eventually(t, 30*time.Second, "route to node01's block", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, route)
+	})
+	for _, stop := range []func(){n1.KillTabby, n1.StopTabby} {
+		// ~6 s of pings at 0.2 s spacing straddle the outage and the restart.
+		done := make(chan string, 1)
+		go func() {
+			out, _ := n0.Docker("exec", "containerA", "ping", "-c", "30", "-i", "0.2", "-W", "1", ipC)
+			done <- out
+		}()
+		time.Sleep(time.Second)
+		stop()
+		time.Sleep(2 * time.Second)
+		if r, _ := n0.Exec("ip", "route"); !strings.Contains(r, route) {
+			t.Fatalf("node00 dropped %q while node01's daemon was down:\n%s", route, r)
+		}
+		n1.StartTabby()
+		out := <-done
+		if !strings.Contains(out, "30 packets transmitted, 30 packets received") {
+			t.Fatalf("packets lost across node01's daemon restart:\n%s", out)
+		}
+	}
+	eventually(t, 30*time.Second, "sessions re-established", func() (string, bool) {
+		out, _ := n0.Tabby("node", "status")
+		return out, strings.Contains(out, "Established")
+	})
+	if r, _ := n0.Exec("ip", "route"); !strings.Contains(r, route) {
+		t.Fatalf("route gone after the restart:\n%s", r)
+	}
+}
