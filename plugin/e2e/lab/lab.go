@@ -40,6 +40,7 @@ type Lab struct {
 	rootfs  string
 	bridges map[string]string // subnet -> bridge name in the switch namespace
 	opt     Options
+	restore map[string]string // kernel settings changed for the lab, with their old values
 }
 
 // NIC is one interface of a host: its name and address/prefix. Hosts'
@@ -57,6 +58,8 @@ type Options struct {
 	NICs [][]NIC
 	// Env is added to every daemon's environment.
 	Env []string
+	// NoDocker runs tabby alone on each host (BGP benchmarks at scale).
+	NoDocker bool
 	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
 	// shared one (single-host default).
 	EmbeddedEtcd bool
@@ -99,12 +102,15 @@ func New(t testing.TB, opt Options) *Lab {
 	t.Cleanup(l.Close)
 	l.must("ip", "netns", "add", l.switch_)
 	l.must("ip", "-n", l.switch_, "link", "set", "lo", "up")
+	l.sizeNeighbourTable(opt.Hosts)
 	if !opt.EmbeddedEtcd {
 		if l.Etcd, err = etcdtest.Start(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	l.rootfs = l.makeRootfs()
+	if !opt.NoDocker {
+		l.rootfs = l.makeRootfs()
+	}
 	for i := 0; i < opt.Hosts; i++ {
 		l.Hosts = append(l.Hosts, l.addHost(i, opt))
 	}
@@ -120,6 +126,32 @@ func (l *Lab) must(args ...string) string {
 		l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// sizeNeighbourTable makes room in the kernel's ARP table, which is shared
+// by every namespace: a lab of n hosts puts n*(n-1) entries in one kernel
+// where a real cluster has n-1 per host, and past gc_thresh3 (1024 by
+// default) new neighbours fail with "neighbor table overflow". The old
+// values come back at Close.
+func (l *Lab) sizeNeighbourTable(hosts int) {
+	need := 2 * hosts * hosts
+	for _, k := range []string{"gc_thresh2", "gc_thresh3"} {
+		path := "/proc/sys/net/ipv4/neigh/default/" + k
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		old := strings.TrimSpace(string(b))
+		if n, _ := strconv.Atoi(old); n >= need {
+			continue
+		}
+		if os.WriteFile(path, []byte(strconv.Itoa(need)), 0o644) == nil {
+			if l.restore == nil {
+				l.restore = map[string]string{}
+			}
+			l.restore[path] = old
+		}
+	}
 }
 
 // InSwitch runs a command in the namespace of the lab's bridges, where the
@@ -202,6 +234,10 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 	// A default route, as every real host has: proxy ARP answers for
 	// 169.254.1.1 only when the host can route to it.
 	l.must("ip", "-n", h.NS, "route", "add", "default", "via", first.Masked().Addr().Next().String())
+	if opt.NoDocker {
+		h.StartTabby(opt.Env...)
+		return h
+	}
 	h.StartDocker()
 	h.StartTabby(opt.Env...)
 	if out, err := h.DockerIn(l.rootfs, "import", "-c", `CMD ["sh"]`, "-", "busybox:latest"); err != nil {
@@ -223,6 +259,9 @@ func (l *Lab) Close() {
 		exec.Command("ip", "netns", "del", h.NS).Run()
 	}
 	exec.Command("ip", "netns", "del", l.switch_).Run()
+	for path, old := range l.restore {
+		os.WriteFile(path, []byte(old), 0o644)
+	}
 	if l.Etcd != nil {
 		l.Etcd.Stop()
 	}

@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// claim writes a block with node's affinity, as the allocator does when the
+// host claims it.
+func claim(b *testing.B, st *datastore.Store, node, cidr string) {
+	b.Helper()
+	blk := datastore.Block{CIDR: cidr, Affinity: node, Allocations: make([]string, 64)}
+	err := st.Commit(context.Background(),
+		datastore.Op{Key: datastore.BlockKey(cidr), Value: &blk, Rev: 0},
+		datastore.Op{Key: datastore.AffinityKey(node, cidr), Value: &datastore.Affinity{Node: node, Block: cidr}, Rev: datastore.Any})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// waitEverywhere returns how long it took until every host but the first
+// had a route to prefix in its kernel.
+func waitEverywhere(b *testing.B, dps []*dataplane.Dataplane, prefix netip.Prefix, start time.Time, limit time.Duration) time.Duration {
+	b.Helper()
+	pending := map[int]bool{}
+	for i := range dps {
+		pending[i] = true
+	}
+	for len(pending) > 0 {
+		for i := range pending {
+			if rs, err := dps[i].ListVia(); err == nil {
+				if _, ok := rs[prefix]; ok {
+					delete(pending, i)
+				}
+			}
+		}
+		if time.Since(start) > limit {
+			b.Fatalf("%d hosts still lack %s after %s", len(pending), prefix, limit)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// others returns every dataplane but the claimer's.
+func others(dps []*dataplane.Dataplane, skip int) []*dataplane.Dataplane {
+	out := append([]*dataplane.Dataplane(nil), dps[:skip]...)
+	return append(out, dps[skip+1:]...)
+}
+
+// BenchmarkConvergence: time from a block claimed on one host to its route
+// in every other host's kernel. Target: 50-host mesh under 1 s.
+func BenchmarkConvergence(b *testing.B) {
+	for _, n := range []int{3, 20, 50} {
+		for _, topo := range []string{"mesh", "2rr"} {
+			b.Run(fmt.Sprintf("%s-%dhosts", topo, n), func(b *testing.B) {
+				l := lab.New(b, lab.Options{Hosts: n, NoDocker: true, Env: []string{"TABBY_LOG_LEVEL=info"}})
+				st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer st.Close()
+				if topo == "2rr" {
+					off := false
+					st.Put(context.Background(), datastore.BGPConfigKey(), &datastore.BGPConfiguration{NodeToNodeMeshEnabled: &off})
+					for _, rr := range []string{"node00", "node01"} {
+						datastore.Update(context.Background(), st, datastore.NodeKey(rr), func(nd *datastore.Node, _ bool) error {
+							nd.RouteReflectorClusterID = "224.0.0.1"
+							return nil
+						})
+					}
+				}
+				var dps []*dataplane.Dataplane
+				for _, h := range l.Hosts {
+					dp, err := dataplane.New("/run/netns/" + h.NS)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer dp.Close()
+					dps = append(dps, dp)
+				}
+				// Warm up: every session is up once a first claim is everywhere.
+				claim(b, st, l.Hosts[n-1].Name, "10.250.0.0/26")
+				waitEverywhere(b, others(dps, n-1), netip.MustParsePrefix("10.250.0.0/26"), time.Now(), 120*time.Second)
+				// A fixed number of claims per lab: a lab is too costly to rebuild
+				// for every b.N the benchmark framework tries.
+				var took []time.Duration
+				for i := 0; i < 5; i++ {
+					cidr := fmt.Sprintf("10.251.%d.0/26", i)
+					start := time.Now()
+					claim(b, st, l.Hosts[i%n].Name, cidr)
+					took = append(took, waitEverywhere(b, others(dps, i%n), netip.MustParsePrefix(cidr), start, 30*time.Second))
+				}
+				worst := took[0]
+				for _, d := range took {
+					worst = max(worst, d)
+				}
+				b.ReportMetric(float64(median(took).Microseconds())/1000, "median-ms-to-all-hosts")
+				b.ReportMetric(float64(worst.Microseconds())/1000, "max-ms(target<1000)")
+			})
+		}
+	}
+}
