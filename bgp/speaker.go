@@ -53,6 +53,9 @@ type Speaker struct {
 	learned map[netip.Prefix]netip.Addr
 	asn     uint32
 	started bool
+	// installs carries best-path changes from GoBGP's callback to the
+	// kernel installer.
+	installs chan install
 }
 
 // New returns a speaker; Run starts it.
@@ -67,7 +70,8 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 		cfg.RestartTime = 120
 	}
 	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
-		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{}}
+		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
+		installs: make(chan install, 4096)}
 }
 
 // Start brings the BGP server up; Run then keeps it current.
@@ -94,6 +98,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 		return fmt.Errorf("start BGP on %s:%d (AS %d): %w", s.cfg.RouterID, s.cfg.ListenPort, s.asn, err)
 	}
 	s.started = true
+	go s.runInstaller(ctx)
 	filter := &api.WatchEventRequest_Table_Filter{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}
 	return s.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
 		Filters: []*api.WatchEventRequest_Table_Filter{filter}}}, func(r *api.WatchEventResponse) {
@@ -164,7 +169,11 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return errors.Join(s.syncPeers(ctx, DesiredPeers(s.cfg.Node, nodes, peers, bc)), s.syncAdverts(ctx, want))
+	// Advertise before adding peers: a session that comes up before our
+	// paths exist would end with an empty End-of-RIB, and a peer helping us
+	// through a restart would flush the routes it kept for us.
+	advErr := s.syncAdverts(ctx, want)
+	return errors.Join(advErr, s.syncPeers(ctx, DesiredPeers(s.cfg.Node, nodes, peers, bc)))
 }
 
 // wantedPrefixes are the blocks this host owns and its addresses that lie
@@ -251,6 +260,7 @@ func (s *Speaker) peerConf(w PeerSpec) *api.Peer {
 
 func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) error {
 	var errs []error
+	added, withdrawn := 0, 0
 	for p, uuid := range s.adv {
 		if want[p] {
 			continue
@@ -260,7 +270,8 @@ func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) e
 			continue
 		}
 		delete(s.adv, p)
-		s.log.Info("BGP withdrew", "prefix", p.String())
+		withdrawn++
+		s.log.Debug("BGP withdrew", "prefix", p.String())
 	}
 	for p := range want {
 		if _, ok := s.adv[p]; ok {
@@ -279,32 +290,64 @@ func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) e
 			continue
 		}
 		s.adv[p] = resp.Uuid
-		s.log.Info("BGP advertised", "prefix", p.String())
+		added++
+		s.log.Debug("BGP advertised", "prefix", p.String())
+	}
+	if added+withdrawn > 0 {
+		s.log.Info("BGP advertisements changed", "advertised", added, "withdrawn", withdrawn, "total", len(s.adv))
 	}
 	return errors.Join(errs...)
 }
 
 // onBest installs or removes the kernel route for one best-path change.
+// It decodes only the prefix and the next hop: this runs once per learned
+// route, and full attribute decoding dominated the install rate.
 func (s *Speaker) onBest(p *api.Path) {
-	nlri, err := apiutil.GetNativeNlri(p)
-	if err != nil {
+	var pfx api.IPAddressPrefix
+	if err := p.GetNlri().UnmarshalTo(&pfx); err != nil {
 		return
 	}
-	prefix, err := netip.ParsePrefix(nlri.String())
-	if err != nil || !prefix.Addr().Is4() {
+	a, err := netip.ParseAddr(pfx.Prefix)
+	if err != nil || !a.Is4() {
 		return
 	}
+	prefix := netip.PrefixFrom(a, int(pfx.PrefixLen))
 	var nh netip.Addr
-	if attrs, err := apiutil.GetNativePathAttributes(p); err == nil {
-		for _, a := range attrs {
-			if n, ok := a.(*bgp.PathAttributeNextHop); ok {
-				nh, _ = netip.AddrFromSlice(n.Value.To4())
-			}
+	var nha api.NextHopAttribute
+	for _, attr := range p.GetPattrs() {
+		if attr.MessageIs(&nha) && attr.UnmarshalTo(&nha) == nil {
+			nh, _ = netip.ParseAddr(nha.NextHop)
 		}
 	}
+	s.installs <- install{prefix: prefix, nh: nh, withdraw: p.IsWithdraw}
+}
+
+// install is one kernel change decided by a best-path event.
+type install struct {
+	prefix   netip.Prefix
+	nh       netip.Addr
+	withdraw bool
+}
+
+// runInstaller applies best-path changes to the kernel in arrival order. It
+// runs apart from GoBGP's event callback, so BGP keeps decoding while the
+// kernel is programmed.
+func (s *Speaker) runInstaller(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-s.installs:
+			s.apply(in)
+		}
+	}
+}
+
+func (s *Speaker) apply(in install) {
+	prefix, nh := in.prefix, in.nh
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p.IsWithdraw || !nh.IsValid() || nh == s.cfg.RouterID {
+	if in.withdraw || !nh.IsValid() || nh == s.cfg.RouterID {
 		// Withdrawn, or our own path: no route via anyone for it.
 		if _, ok := s.learned[prefix]; ok {
 			if err := s.routes.DeleteVia(prefix); err != nil {
@@ -392,4 +435,3 @@ func (s *Speaker) Learned() map[netip.Prefix]netip.Addr {
 	}
 	return out
 }
-

@@ -172,6 +172,11 @@ func (d *Driver) RunBlackholes(ctx context.Context, resync time.Duration) {
 				if !ok {
 					break loop // watch ended: resync and watch again
 				}
+				// One sync covers every change queued so far: a burst of
+				// claims must not cost one full sync each.
+				if !drain(events) {
+					break loop
+				}
 			case <-tick.C:
 			}
 			if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
@@ -183,6 +188,20 @@ func (d *Driver) RunBlackholes(ctx context.Context, resync time.Duration) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// drain empties a channel without blocking; false when it was closed.
+func drain(ch <-chan datastore.Event) bool {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return false
+			}
+		default:
+			return true
 		}
 	}
 }
