@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -158,4 +159,46 @@ func TestGracefulRestartKeepsRoutes(t *testing.T) {
 	if r, _ := n0.Exec("ip", "route"); !strings.Contains(r, route) {
 		t.Fatalf("route gone after the restart:\n%s", r)
 	}
+}
+
+// When the pool has no free block, a host borrows an address from another
+// host's block and advertises it as a /32, which is more specific than the
+// owner's blackhole; removing the container withdraws it.
+func TestBorrowedAddressIsAdvertised(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	applyYAML(t, l, n0, "small.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: small}\nspec: {cidr: 10.60.0.0/29, blockSize: 30}\n")
+	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.60.0.0/29", "small")
+	eventually(t, 15*time.Second, "small on node01", func() (string, bool) {
+		out, _ := n1.Docker("network", "ls")
+		return out, strings.Contains(out, "small")
+	})
+	// node00 leaves one address of its block free; node01 fills its own.
+	for i := 0; i < 4; i++ {
+		if i < 3 {
+			must(t, n0, "run", "--net", "small", "--name", fmt.Sprintf("a%d", i), "-tid", "busybox")
+		}
+		must(t, n1, "run", "--net", "small", "--name", fmt.Sprintf("b%d", i), "-tid", "busybox")
+	}
+	must(t, n1, "run", "--net", "small", "--name", "borrower", "-tid", "busybox")
+	ip := ipOf(t, n1, "borrower", "small")
+	owner := blockOf30(ip)
+	if owner != blockOf30(ipOf(t, n0, "a0", "small")) {
+		t.Fatalf("borrower got %s, which is not in node00's block %s", ip, blockOf30(ipOf(t, n0, "a0", "small")))
+	}
+	eventually(t, 30*time.Second, "node00 routes the borrowed /32 to node01", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, ip+" via "+n1.Addr+" dev eth0 proto 77")
+	})
+	mustPing(t, n0, "a0", ip)
+	must(t, n1, "rm", "-f", "borrower")
+	eventually(t, 30*time.Second, "the /32 is withdrawn", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, !strings.Contains(r, ip+" via")
+	})
+}
+
+func blockOf30(ip string) string {
+	p, _ := netip.MustParseAddr(ip).Prefix(30)
+	return p.String()
 }
