@@ -22,6 +22,7 @@ import (
 // the driver's dataplane; tests may fake it).
 type Routes interface {
 	ReplaceVia(dst netip.Prefix, gw netip.Addr) error
+	ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error
 	DeleteVia(dst netip.Prefix) error
 	ListVia() (map[netip.Prefix]netip.Addr, error)
 }
@@ -331,39 +332,64 @@ type install struct {
 
 // runInstaller applies best-path changes to the kernel in arrival order. It
 // runs apart from GoBGP's event callback, so BGP keeps decoding while the
-// kernel is programmed.
+// kernel is programmed, and it takes whatever has queued up as one batch.
 func (s *Speaker) runInstaller(ctx context.Context) {
+	batch := make([]install, 0, 1024)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case in := <-s.installs:
-			s.apply(in)
+			batch = append(batch[:0], in)
 		}
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case in := <-s.installs:
+				batch = append(batch, in)
+			default:
+				break more
+			}
+		}
+		s.applyBatch(batch)
 	}
 }
 
-func (s *Speaker) apply(in install) {
-	prefix, nh := in.prefix, in.nh
+// applyBatch installs runs of new routes in one batched kernel call each and
+// removes withdrawn ones in between, keeping the order of the changes.
+func (s *Speaker) applyBatch(batch []install) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if in.withdraw || !nh.IsValid() || nh == s.cfg.RouterID {
-		// Withdrawn, or our own path: no route via anyone for it.
-		if _, ok := s.learned[prefix]; ok {
-			if err := s.routes.DeleteVia(prefix); err != nil {
-				s.log.Warn("remove learned route failed", "prefix", prefix.String(), "err", err)
-			}
-			delete(s.learned, prefix)
-			s.log.Debug("route removed", "prefix", prefix.String())
+	var dst []netip.Prefix
+	var gw []netip.Addr
+	flush := func() {
+		if len(dst) == 0 {
+			return
 		}
-		return
+		if err := s.routes.ReplaceViaBatch(dst, gw); err != nil {
+			s.log.Warn("install learned routes failed", "routes", len(dst), "err", err)
+		}
+		for i := range dst {
+			s.learned[dst[i]] = gw[i]
+		}
+		dst, gw = dst[:0], gw[:0]
 	}
-	if err := s.routes.ReplaceVia(prefix, nh); err != nil {
-		s.log.Warn("install learned route failed", "prefix", prefix.String(), "peer", nh.String(), "err", err)
-		return
+	for _, in := range batch {
+		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID {
+			dst, gw = append(dst, in.prefix), append(gw, in.nh)
+			continue
+		}
+		// Withdrawn, or our own path: no route via anyone for it.
+		flush()
+		if _, ok := s.learned[in.prefix]; ok {
+			if err := s.routes.DeleteVia(in.prefix); err != nil {
+				s.log.Warn("remove learned route failed", "prefix", in.prefix.String(), "err", err)
+			}
+			delete(s.learned, in.prefix)
+			s.log.Debug("route removed", "prefix", in.prefix.String())
+		}
 	}
-	s.learned[prefix] = nh
-	s.log.Debug("route installed", "prefix", prefix.String(), "peer", nh.String())
+	flush()
 }
 
 // sweepStale removes gateway routes left by a previous run that no peer

@@ -180,3 +180,39 @@ func TestForwardingRules(t *testing.T) {
 		t.Fatalf("rules left after Remove:\n%s", out)
 	}
 }
+
+func TestReplaceViaBatch(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	inNS(t, ns, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp")
+	inNS(t, ns, "ip", "addr", "add", "10.2.0.1/24", "dev", "uplink")
+	inNS(t, ns, "ip", "link", "set", "uplinkp", "up")
+	inNS(t, ns, "ip", "link", "set", "uplink", "up")
+	var dst []netip.Prefix
+	var gw []netip.Addr
+	for i := 0; i < 600; i++ { // more than two sendmsg chunks
+		dst = append(dst, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 128, byte(i / 4), byte(i%4) * 64}), 26))
+		gw = append(gw, netip.MustParseAddr("10.2.0.2"))
+	}
+	// One route whose gateway is unreachable fails alone, named in the error.
+	dst = append(dst, netip.MustParsePrefix("10.9.9.0/24"))
+	gw = append(gw, netip.MustParseAddr("10.3.0.2"))
+	err := d.ReplaceViaBatch(dst, gw)
+	if err == nil || !strings.Contains(err.Error(), "10.9.9.0/24 via 10.3.0.2") {
+		t.Fatalf("the unreachable gateway must be reported: %v", err)
+	}
+	got, err := d.ListVia()
+	if err != nil || len(got) != 600 {
+		t.Fatalf("ListVia = %d routes, %v; want 600", len(got), err)
+	}
+	if got[dst[599]] != gw[599] {
+		t.Fatalf("route %s via %s missing", dst[599], gw[599])
+	}
+	if out := inNS(t, ns, "ip", "route", "show", "10.128.0.64/26"); out != "10.128.0.64/26 via 10.2.0.2 dev uplink proto 77" {
+		t.Fatalf("route as ip shows it: %q", out)
+	}
+	// Replacing again is idempotent.
+	if err := d.ReplaceViaBatch(dst[:600], gw[:600]); err != nil {
+		t.Fatal(err)
+	}
+}
