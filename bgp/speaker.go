@@ -117,20 +117,7 @@ func (s *Speaker) Run(ctx context.Context) {
 	kick := make(chan struct{}, 1)
 	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir,
 		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node)} {
-		go func(dir string) {
-			for ctx.Err() == nil {
-				for range s.store.Watch(ctx, dir) {
-					select {
-					case kick <- struct{}{}:
-					default:
-					}
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-			}
-		}(dir)
+		go s.store.Notify(ctx, dir, kick)
 	}
 	sweep := time.After(2 * s.cfg.Resync) // stale routes of a previous run
 	tick := time.NewTicker(s.cfg.Resync)

@@ -302,6 +302,24 @@ func (s *Store) Watch(ctx context.Context, prefix string) <-chan Event {
 	return out
 }
 
+// Notify sends on kick (without blocking; one pending kick is enough)
+// whenever something under prefix changes, re-establishing the watch after
+// it ends, until ctx ends. Loops that recompute everything use it to wake up.
+func (s *Store) Notify(ctx context.Context, prefix string, kick chan<- struct{}) {
+	for ctx.Err() == nil {
+		for range s.Watch(ctx, prefix) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // RawCAS does one compare-and-swap transaction on key, the unit the IPAM
 // benchmark compares itself against.
 func (s *Store) RawCAS(ctx context.Context, key string, rev int64, value string) (int64, error) {

@@ -160,15 +160,19 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	} else if err != nil {
 		return err
 	}
-	ops := []datastore.Op{{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any},
-		{Key: datastore.ProfileKey(n.ID), Rev: datastore.Any}}
-	// The profile is named after the network, which other hosts mirror
-	// under the same name: it goes with the last of them.
-	if n.Profile != n.ID && !d.nameInUse(ctx, n.Profile, n.ID) {
-		ops = append(ops, datastore.Op{Key: datastore.ProfileKey(n.Profile), Rev: datastore.Any})
-	}
-	if err := d.store.Commit(ctx, ops...); err != nil {
+	err := d.store.Commit(ctx, datastore.Op{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any},
+		datastore.Op{Key: datastore.ProfileKey(n.ID), Rev: datastore.Any})
+	if err != nil {
 		return fmt.Errorf("delete network %s: %w", short(n.ID), err)
+	}
+	// The profile is named after the network, which other hosts mirror under
+	// the same name: it goes with the last of them. Looking only after our
+	// own record is gone means that of concurrent deletes the last one sees
+	// no other and removes it.
+	if n.Profile != n.ID && !d.nameInUse(ctx, n.Profile, n.ID) {
+		if err := d.store.Delete(ctx, datastore.ProfileKey(n.Profile)); err != nil {
+			return fmt.Errorf("delete profile %s: %w", n.Profile, err)
+		}
 	}
 	d.log.Info("network deleted", "network", short(n.ID))
 	return nil

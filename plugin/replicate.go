@@ -21,20 +21,7 @@ const originOption = "tabby.origin"
 // once it is removed where it was made. Runs apart from plugin requests.
 func replicate(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {
 	kick := make(chan struct{}, 1)
-	go func() {
-		for ctx.Err() == nil {
-			for range st.Watch(ctx, datastore.NetworksDir) {
-				select {
-				case kick <- struct{}{}:
-				default:
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}()
+	go st.Notify(ctx, datastore.NetworksDir, kick)
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {

@@ -19,11 +19,7 @@ func TestSeed002Autodetection(t *testing.T) {
 		{{Name: "eth0", CIDR: "10.30.0.72/24"}, {Name: "eth1", CIDR: "10.26.0.72/24"}},   // vms72
 	}})
 	vms71, vms72 := l.Hosts[0], l.Hosts[1]
-	must(t, vms71, "network", "create", tabbyNet, tabbyIPAM, "net1")
-	eventually(t, 15*time.Second, "net1 mirrored", func() (string, bool) {
-		out, _ := vms72.Docker("network", "ls")
-		return out, strings.Contains(out, "net1")
-	})
+	createEverywhere(t, l, vms71, "net1")
 	must(t, vms71, "run", "--net", "net1", "--name", "pod1", "-tid", "busybox")
 	must(t, vms72, "run", "--net", "net1", "--name", "pod2", "-tid", "busybox")
 	ip1, ip2 := ipOf(t, vms71, "pod1", "net1"), ipOf(t, vms72, "pod2", "net1")

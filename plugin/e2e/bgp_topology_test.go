@@ -41,11 +41,7 @@ func TestRouteReflectorTopology(t *testing.T) {
 		out, _ := n2.Tabby("node", "status")
 		return out, strings.Count(out, "| route reflector | up") == 2
 	})
-	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
-	eventually(t, 15*time.Second, "net1 on node01", func() (string, bool) {
-		out, _ := n1.Docker("network", "ls")
-		return out, strings.Contains(out, "net1")
-	})
+	createEverywhere(t, l, n0, "net1")
 	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
 	must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
 	ipA, ipC := ipOf(t, n0, "containerA", "net1"), ipOf(t, n1, "containerC", "net1")

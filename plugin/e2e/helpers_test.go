@@ -81,3 +81,19 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() (string,
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// createEverywhere creates a tabby network on origin and waits until every
+// other host's Docker has it (tabby mirrors it there).
+func createEverywhere(t *testing.T, l *lab.Lab, origin *lab.Host, name string, args ...string) {
+	t.Helper()
+	must(t, origin, append(append([]string{"network", "create", tabbyNet, tabbyIPAM}, args...), name)...)
+	for _, h := range l.Hosts {
+		if h == origin {
+			continue
+		}
+		eventually(t, 15*time.Second, name+" on "+h.Name, func() (string, bool) {
+			out, _ := h.Docker("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+			return out, strings.Contains(out, name+" tabby")
+		})
+	}
+}
