@@ -44,6 +44,10 @@ type Driver struct {
 	timeout time.Duration
 	// joinMu serialises gateway choice among endpoints of one sandbox.
 	joinMu sync.Mutex
+	// hostMTU is the MTU of the host's uplink (0: unknown).
+	hostMTU int
+	// warned remembers the warnings given once per pool.
+	warned sync.Map
 	// testHookAfterSetup, set only by tests, runs between creating the veth
 	// and recording the join, to prove the undo path.
 	testHookAfterSetup func()
@@ -216,9 +220,13 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		mac = ContainerMAC
 		resp.Interface = &network.EndpointInterface{MacAddress: mac}
 	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = d.mtuFor(ctx, pfx.Addr())
+	}
 	ep := datastore.WorkloadEndpoint{
 		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
-		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), MAC: mac, MTU: n.MTU,
+		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), MAC: mac, MTU: mtu,
 		Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
 	}
 	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {

@@ -72,6 +72,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeStore()
+	if cfg.PoolIPIP != datastore.ModeNever {
+		if err := ipipSupported(); err != nil {
+			return fmt.Errorf("--ipv4pool-ipip %s: %w", cfg.PoolIPIP, err)
+		}
+	}
 	if err := ipamdriver.EnsureDefaultPool(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN); err != nil {
 		return fmt.Errorf("default pool: %w", err)
 	}
@@ -96,6 +101,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	drv := driver.New(st, cfg.NodeName, dp, d.log)
+	drv.SetHostMTU(autodetect.MTU(host.Iface))
+	if err := drv.SyncNAT(ctx, fwd); err != nil {
+		return err
+	}
 	if err := drv.Reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile kernel state with etcd: %w", err)
 	}
@@ -110,6 +119,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	go drv.RunBlackholes(bg, 30*time.Second)
+	go drv.RunNAT(bg, fwd, 30*time.Second)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.Addr.Addr(), ASN: uint32(asn)}, dp, d.log)
 	if err := speaker.Start(bg); err != nil {

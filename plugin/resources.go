@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
 	"github.com/tabbynet/tabby/ipamdriver"
 	"sigs.k8s.io/yaml"
 )
@@ -160,6 +161,11 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) error {
 	if err := ipamdriver.ValidatePool(p); err != nil {
 		return err
+	}
+	if p.IPIPMode != datastore.ModeNever {
+		if err := ipipSupported(); err != nil {
+			return fmt.Errorf("IPPool %s: spec.ipipMode %s: %w", p.Name, p.IPIPMode, err)
+		}
 	}
 	pools, err := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
 	if err != nil {
@@ -318,4 +324,14 @@ func get(ctx context.Context, st *datastore.Store, k kind, name, format string, 
 func mustPrefix(s string) netip.Prefix {
 	p, _ := netip.ParsePrefix(s)
 	return p
+}
+
+// ipipSupported checks this host's kernel for IPIP.
+func ipipSupported() error {
+	dp, err := dataplane.New("")
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	return dp.IPIPSupported()
 }

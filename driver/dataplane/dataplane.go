@@ -101,7 +101,7 @@ func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = ep.HostIf
 	attrs.MTU = ep.MTU
-	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.TempIf}
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.TempIf, PeerMTU: uint32(max(ep.MTU, 0))}
 	if err := d.h.LinkAdd(veth); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("create veth %s: %w", ep.HostIf, err)

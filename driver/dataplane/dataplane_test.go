@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"crypto/rand"
+	"fmt"
 	"encoding/hex"
 	"errors"
 	"net/netip"
@@ -214,5 +215,64 @@ func TestReplaceViaBatch(t *testing.T) {
 	// Replacing again is idempotent.
 	if err := d.ReplaceViaBatch(dst[:600], gw[:600]); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestIPIPSupportMatchesTheKernel(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	err := d.IPIPSupported()
+	_, hasModule := os.Stat("/sys/module/ipip")
+	if hasModule == nil {
+		if err != nil {
+			t.Fatalf("this kernel has ipip, yet IPIPSupported says %v", err)
+		}
+	} else if err == nil || !errors.Is(err, ErrNoIPIP) || !strings.Contains(err.Error(), "ipip module") {
+		t.Fatalf("without the ipip module the error must name it: %v", err)
+	}
+	if out := inNS(t, ns, "ip", "-o", "link"); strings.Contains(out, ipipProbe) {
+		t.Fatalf("the probe tunnel was left behind: %s", out)
+	}
+}
+
+func TestNATRules(t *testing.T) {
+	pools := []NATPool{
+		{CIDR: netip.MustParsePrefix("192.168.0.0/16"), NAT: true},
+		{CIDR: netip.MustParsePrefix("10.10.0.0/16"), NAT: false},
+	}
+	got := natRules(pools)
+	want := [][]string{
+		{"-s", "192.168.0.0/16", "-d", "192.168.0.0/16", "-j", "RETURN"},
+		{"-s", "192.168.0.0/16", "-d", "10.10.0.0/16", "-j", "RETURN"},
+		{"-s", "192.168.0.0/16", "-j", "MASQUERADE"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rules %v, want %v", got, want)
+	}
+}
+
+func TestForwardingEnsureKeepsRulesAndDropsStaleOnes(t *testing.T) {
+	ns := testNS(t)
+	dir := t.TempDir()
+	wrapper := filepath.Join(dir, "iptables")
+	os.WriteFile(wrapper, []byte("#!/bin/sh\nexec ip netns exec "+ns+" iptables \"$@\"\n"), 0o755)
+	proc := filepath.Join(dir, "proc")
+	os.MkdirAll(filepath.Join(proc, "sys/net/ipv4"), 0o755)
+	os.WriteFile(filepath.Join(proc, "sys/net/ipv4/ip_forward"), []byte("1\n"), 0o644)
+	f, err := NewForwarding(wrapper, proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, ns, "iptables", "-A", ForwardChain, "-s", "10.9.9.9/32", "-j", "ACCEPT") // stale
+	before := inNS(t, ns, "iptables", "-S", ForwardChain)
+	if err := f.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	after := inNS(t, ns, "iptables", "-S", ForwardChain)
+	if strings.Contains(after, "10.9.9.9") || strings.Count(after, "-j ACCEPT") != 2 {
+		t.Fatalf("Ensure must keep its two rules and drop the stale one:\n%s\n(before: %s)", after, before)
 	}
 }

@@ -45,19 +45,30 @@ func NewForwarding(path, procRoot string) (*Forwarding, error) {
 	return &Forwarding{ipt: ipt, ipForwardAt: procRoot + "/sys/net/ipv4/ip_forward"}, nil
 }
 
-// Ensure turns on IPv4 forwarding and installs the accept rules; it is
-// idempotent and rewrites the chain so stale rules go away.
+// Ensure turns on IPv4 forwarding and installs the accept rules. It never
+// flushes the chain: it adds what is missing and deletes what is stale, so a
+// daemon restart leaves no moment in which Docker's FORWARD DROP applies to
+// container traffic.
 func (f *Forwarding) Ensure() error {
 	if err := f.enableIPForward(); err != nil {
 		return err
 	}
-	if err := f.ipt.ClearChain("filter", ForwardChain); err != nil {
+	ok, err := f.ipt.ChainExists("filter", ForwardChain)
+	if err != nil {
 		return fmt.Errorf("iptables chain %s: %w", ForwardChain, err)
 	}
+	if !ok {
+		if err := f.ipt.NewChain("filter", ForwardChain); err != nil {
+			return fmt.Errorf("iptables chain %s: %w", ForwardChain, err)
+		}
+	}
 	for _, r := range acceptRule {
-		if err := f.ipt.Append("filter", ForwardChain, r...); err != nil {
+		if err := f.ipt.AppendUnique("filter", ForwardChain, r...); err != nil {
 			return fmt.Errorf("iptables rule in %s: %w", ForwardChain, err)
 		}
+	}
+	if err := f.deleteStale(); err != nil {
+		return err
 	}
 	if err := f.ipt.InsertUnique("filter", "FORWARD", 1, jumpRule...); err != nil {
 		return fmt.Errorf("iptables jump from FORWARD to %s: %w", ForwardChain, err)
@@ -65,8 +76,41 @@ func (f *Forwarding) Ensure() error {
 	return nil
 }
 
+// deleteStale removes rules of tabby's chain that Ensure would not add
+// (left by an older version).
+func (f *Forwarding) deleteStale() error {
+	have, err := f.ipt.List("filter", ForwardChain)
+	if err != nil {
+		return fmt.Errorf("iptables list %s: %w", ForwardChain, err)
+	}
+	want := map[string]bool{}
+	for _, r := range acceptRule {
+		line := "-A " + ForwardChain
+		for _, a := range r {
+			if strings.Contains(a, " ") {
+				a = `"` + a + `"`
+			}
+			line += " " + a
+		}
+		want[line] = true
+	}
+	for _, line := range have {
+		if !strings.HasPrefix(line, "-A ") || want[line] {
+			continue
+		}
+		args := strings.Fields(strings.TrimPrefix(line, "-A "+ForwardChain+" "))
+		if err := f.ipt.Delete("filter", ForwardChain, args...); err != nil {
+			return fmt.Errorf("iptables: remove stale rule %q: %w", line, err)
+		}
+	}
+	return nil
+}
+
 // Remove deletes tabby's rules; rules already gone are fine.
 func (f *Forwarding) Remove() error {
+	if err := f.removeNAT(); err != nil {
+		return err
+	}
 	ok, err := f.ipt.ChainExists("filter", ForwardChain)
 	if err != nil || !ok {
 		return err // without the chain there can be no jump to it

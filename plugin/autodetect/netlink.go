@@ -70,3 +70,15 @@ func Host(ip, method string) (Result, error) {
 	}
 	return Detect(method, ifaces, KernelRoute)
 }
+
+// MTU returns an interface's MTU, or 0 when it cannot be read.
+func MTU(iface string) int {
+	if iface == "" {
+		return 0
+	}
+	l, err := netlink.LinkByName(iface)
+	if err != nil {
+		return 0
+	}
+	return l.Attrs().MTU
+}

@@ -16,11 +16,17 @@ import (
 
 func applyYAML(t *testing.T, l *lab.Lab, h *lab.Host, name, doc string) {
 	t.Helper()
+	mustTabby(t, h, "apply", "-f", writeFile(t, l, name, doc))
+}
+
+// writeFile puts doc in the lab's directory and returns its path.
+func writeFile(t *testing.T, l *lab.Lab, name, doc string) string {
+	t.Helper()
 	f := filepath.Join(l.Dir, name)
 	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mustTabby(t, h, "apply", "-f", f)
+	return f
 }
 
 // With the mesh off, node02 reflects: node00 and node01 peer only with it,

@@ -1,0 +1,90 @@
+package driver
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
+)
+
+// Encapsulation overhead of a pool's mode, taken off the host MTU.
+const (
+	ipipOverhead  = 20
+	vxlanOverhead = 50
+)
+
+// NATSyncer programs outgoing NAT for the pools (the host's iptables).
+type NATSyncer interface {
+	SyncNAT(pools []dataplane.NATPool) error
+}
+
+// SyncNAT makes outgoing NAT match the pools in etcd.
+func (d *Driver) SyncNAT(ctx context.Context, n NATSyncer) error {
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	if err != nil {
+		return err
+	}
+	var np []dataplane.NATPool
+	for _, p := range pools {
+		if p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever {
+			if _, seen := d.warned.LoadOrStore("vxlan/"+p.Name, true); !seen {
+				d.log.Warn("VXLAN encapsulation is not built yet: this pool's traffic between hosts is routed unencapsulated",
+					"pool", p.Name, "vxlanMode", p.VXLANMode)
+			}
+		}
+		if pr, err := netip.ParsePrefix(p.CIDR); err == nil {
+			np = append(np, dataplane.NATPool{CIDR: pr, NAT: p.NATOutgoing && !p.Disabled})
+		}
+	}
+	return n.SyncNAT(np)
+}
+
+// RunNAT keeps outgoing NAT current as pools change, with a periodic resync.
+func (d *Driver) RunNAT(ctx context.Context, n NATSyncer, resync time.Duration) {
+	kick := make(chan struct{}, 1)
+	go d.store.Notify(ctx, datastore.PoolsDir, kick)
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+		if err := d.SyncNAT(ctx, n); err != nil && ctx.Err() == nil {
+			d.log.Warn("outgoing NAT sync failed", "err", err)
+		}
+	}
+}
+
+// SetHostMTU records the MTU of the host interface that carries traffic to
+// other hosts; container MTUs derive from it.
+func (d *Driver) SetHostMTU(mtu int) { d.hostMTU = mtu }
+
+// mtuFor is the container MTU for an address: the host's MTU less the
+// encapsulation overhead of the address's pool (0: leave the default).
+func (d *Driver) mtuFor(ctx context.Context, ip netip.Addr) int {
+	if d.hostMTU == 0 {
+		return 0
+	}
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	if err != nil {
+		return 0
+	}
+	for _, p := range pools {
+		pr, err := netip.ParsePrefix(p.CIDR)
+		if err != nil || !pr.Contains(ip) {
+			continue
+		}
+		switch {
+		case p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever:
+			return d.hostMTU - vxlanOverhead
+		case p.IPIPMode != "" && p.IPIPMode != datastore.ModeNever:
+			return d.hostMTU - ipipOverhead
+		}
+	}
+	return d.hostMTU
+}

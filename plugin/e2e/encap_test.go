@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// Outgoing NAT: a container reaches an address outside every pool (the lab
+// switch's 10.99.0.1, which has no route back to any pool) only through
+// masquerading, and a pool with natOutgoing false does not.
+// MTU: the host's 1500 less the pool's encapsulation, unless -o sets it.
+// IPIP: refused with the missing module named where the kernel lacks it.
+func TestOutgoingNATMTUAndIPIPCheck(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 1})
+	h := l.Hosts[0]
+	applyYAML(t, l, h, "pools.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: nonat}\nspec: {cidr: 10.20.0.0/16, natOutgoing: false}\n"+
+		"---\napiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.30.0.0/16, vxlanMode: Always}\n")
+	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "net1")
+	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.20.0.0/16", "nonat")
+	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.30.0.0/16", "vx")
+	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.30.0.0/16", "-o", "com.docker.network.driver.mtu=1400", "vx1400")
+	for _, c := range [][2]string{{"natted", "net1"}, {"plain", "nonat"}, {"tunnelled", "vx"}, {"fixed", "vx1400"}} {
+		must(t, h, "run", "--net", c[1], "--name", c[0], "-tid", "busybox")
+	}
+
+	if out, ok := pings(h, "natted", "10.99.0.1"); !ok {
+		t.Fatalf("a container of a natOutgoing pool cannot reach 10.99.0.1:\n%s\n%s", out, mustExec(t, h, "iptables", "-t", "nat", "-S"))
+	}
+	if out, ok := pings(h, "plain", "10.99.0.1"); ok {
+		t.Fatalf("a pool with natOutgoing false must not be masqueraded:\n%s", out)
+	}
+	mustPing(t, h, "plain", ipOf(t, h, "natted", "net1")) // pool to pool is routed
+	nat := mustExec(t, h, "iptables", "-t", "nat", "-S", "TABBY-NAT-OUTGOING")
+	if !strings.Contains(nat, "-s 192.168.0.0/16 -j MASQUERADE") || strings.Contains(nat, "-s 10.20.0.0/16 -j MASQUERADE") {
+		t.Fatalf("NAT chain:\n%s", nat)
+	}
+
+	for c, want := range map[string]string{"natted": "mtu 1500", "tunnelled": "mtu 1450", "fixed": "mtu 1400"} {
+		if out := must(t, h, "exec", c, "ip", "link", "show", "cali0"); !strings.Contains(out, want) {
+			t.Fatalf("%s: cali0 should have %s:\n%s", c, want, out)
+		}
+	}
+
+	if _, err := os.Stat("/sys/module/ipip"); err == nil {
+		t.Skip("this kernel has the ipip module: the refusal does not apply (IPIP routing is not built yet)")
+	}
+	out, err := h.Tabby("apply", "-f", writeFile(t, l, "ipip.yaml",
+		"apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: tunnel}\nspec: {cidr: 10.40.0.0/16, ipipMode: Always}\n"))
+	if err == nil || !strings.Contains(out, "ipip module") || !strings.Contains(out, "spec.ipipMode") {
+		t.Fatalf("an IPIP pool must be refused naming the missing ipip module: %v\n%s", err, out)
+	}
+	if pools := mustTabby(t, h, "get", "ippools"); strings.Contains(pools, "tunnel") {
+		t.Fatalf("the refused pool was stored:\n%s", pools)
+	}
+	if out := mustExec(t, h, "ip", "-o", "link"); strings.Contains(out, "tabbyipipprobe") {
+		t.Fatalf("the IPIP probe was left behind:\n%s", out)
+	}
+}
