@@ -60,8 +60,8 @@ func TestRouteReflectorTopology(t *testing.T) {
 }
 
 // Debian's gobgpd stands for a top-of-rack router: configured as a global
-// BGPPeer it learns every host's blocks, and a route it announces reaches the
-// hosts' kernels.
+// BGPPeer with an MD5 password it learns every host's blocks, and a route it
+// announces reaches the hosts' kernels.
 func TestExternalBGPPeer(t *testing.T) {
 	if _, err := exec.LookPath("gobgpd"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -73,7 +73,7 @@ func TestExternalBGPPeer(t *testing.T) {
 	n0, n1 := l.Hosts[0], l.Hosts[1]
 	conf := "[global.config]\n  as = 65000\n  router-id = \"10.99.0.1\"\n  local-address-list = [\"10.99.0.1\"]\n"
 	for _, h := range l.Hosts {
-		conf += fmt.Sprintf("[[neighbors]]\n  [neighbors.config]\n    neighbor-address = %q\n    peer-as = 64512\n", h.Addr)
+		conf += fmt.Sprintf("[[neighbors]]\n  [neighbors.config]\n    neighbor-address = %q\n    peer-as = 64512\n    auth-password = \"s3cret\"\n", h.Addr)
 	}
 	cf := filepath.Join(l.Dir, "gobgpd.toml")
 	os.WriteFile(cf, []byte(conf), 0o644)
@@ -89,7 +89,7 @@ func TestExternalBGPPeer(t *testing.T) {
 		out, err := l.InSwitch(append([]string{"gobgp", "-u", "127.0.0.1", "-p", "50151"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000}\n")
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret}\n")
 
 	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
 	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
