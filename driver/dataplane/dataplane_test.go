@@ -136,8 +136,10 @@ func TestBlackholeAndRouteListing(t *testing.T) {
 	}
 }
 
-func TestForwardingRules(t *testing.T) {
-	ns := testNS(t)
+// testForwarding returns Forwarding bound to ns, with a /proc of its own
+// whose ip_forward starts at ipForward.
+func testForwarding(t *testing.T, ns, ipForward string) (*Forwarding, string) {
+	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Skip("needs the iptables binary: " + err.Error())
 	}
@@ -147,13 +149,18 @@ func TestForwardingRules(t *testing.T) {
 	os.WriteFile(wrapper, []byte("#!/bin/sh\nexec ip netns exec "+ns+" iptables \"$@\"\n"), 0o755)
 	proc := filepath.Join(dir, "proc")
 	os.MkdirAll(filepath.Join(proc, "sys/net/ipv4"), 0o755)
-	os.WriteFile(filepath.Join(proc, "sys/net/ipv4/ip_forward"), []byte("0\n"), 0o644)
-	inNS(t, ns, "iptables", "-P", "FORWARD", "DROP")
-
+	os.WriteFile(filepath.Join(proc, "sys/net/ipv4/ip_forward"), []byte(ipForward+"\n"), 0o644)
 	f, err := NewForwarding(wrapper, proc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f, proc
+}
+
+func TestForwardingRules(t *testing.T) {
+	ns := testNS(t)
+	f, proc := testForwarding(t, ns, "0")
+	inNS(t, ns, "iptables", "-P", "FORWARD", "DROP")
 	for i := 0; i < 2; i++ {
 		if err := f.Ensure(); err != nil {
 			t.Fatal(err)
@@ -253,16 +260,7 @@ func TestNATRules(t *testing.T) {
 
 func TestForwardingEnsureKeepsRulesAndDropsStaleOnes(t *testing.T) {
 	ns := testNS(t)
-	dir := t.TempDir()
-	wrapper := filepath.Join(dir, "iptables")
-	os.WriteFile(wrapper, []byte("#!/bin/sh\nexec ip netns exec "+ns+" iptables \"$@\"\n"), 0o755)
-	proc := filepath.Join(dir, "proc")
-	os.MkdirAll(filepath.Join(proc, "sys/net/ipv4"), 0o755)
-	os.WriteFile(filepath.Join(proc, "sys/net/ipv4/ip_forward"), []byte("1\n"), 0o644)
-	f, err := NewForwarding(wrapper, proc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, _ := testForwarding(t, ns, "1")
 	if err := f.Ensure(); err != nil {
 		t.Fatal(err)
 	}
