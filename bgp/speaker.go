@@ -57,6 +57,29 @@ type Speaker struct {
 	// installs carries best-path changes from GoBGP's callback to the
 	// kernel installer.
 	installs chan install
+	// encap says which learned prefixes the VXLAN dataplane routes instead;
+	// skipped keeps them, to install if that stops.
+	encap   encap
+	skipped map[netip.Prefix]netip.Addr
+}
+
+// encap is what BGP must know of VXLAN pools: their prefixes and modes, and
+// this host's subnet (CrossSubnet tunnels only to other subnets).
+type encap struct {
+	pools []datastore.IPPool
+	mine  netip.Prefix
+}
+
+// owns reports whether VXLAN carries prefix towards next hop nh.
+func (e encap) owns(prefix netip.Prefix, nh netip.Addr) bool {
+	for _, p := range e.pools {
+		pr, err := netip.ParsePrefix(p.CIDR)
+		if err != nil || !pr.Contains(prefix.Addr()) {
+			continue
+		}
+		return p.VXLANMode == datastore.ModeAlways || !e.mine.Contains(nh)
+	}
+	return false
 }
 
 // New returns a speaker; Run starts it.
@@ -72,6 +95,7 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 	}
 	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
+		skipped:  map[netip.Prefix]netip.Addr{},
 		installs: make(chan install, 4096)}
 }
 
@@ -155,13 +179,50 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, s.store, datastore.PoolsDir)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.setEncap(pools, nodes)
 	// Advertise before adding peers: a session that comes up before our
 	// paths exist would end with an empty End-of-RIB, and a peer helping us
 	// through a restart would flush the routes it kept for us.
 	advErr := s.syncAdverts(ctx, want)
 	return errors.Join(advErr, s.syncPeers(ctx, DesiredPeers(s.cfg.Node, nodes, peers, bc)))
+}
+
+// setEncap records the VXLAN pools and moves routes between the kernel and
+// the skipped set as they change hands with the VXLAN dataplane.
+func (s *Speaker) setEncap(pools []datastore.IPPool, nodes []datastore.Node) {
+	e := encap{}
+	for _, p := range pools {
+		if !p.Disabled && p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever {
+			e.pools = append(e.pools, p)
+		}
+	}
+	for _, n := range nodes {
+		if n.Name == s.cfg.Node {
+			e.mine, _ = netip.ParsePrefix(n.IPv4)
+		}
+	}
+	s.encap = e
+	for p, nh := range s.learned {
+		if e.owns(p, nh) {
+			_ = s.routes.DeleteVia(p)
+			delete(s.learned, p)
+			s.skipped[p] = nh
+		}
+	}
+	for p, nh := range s.skipped {
+		if !e.owns(p, nh) {
+			if err := s.routes.ReplaceVia(p, nh); err == nil {
+				s.learned[p] = nh
+				delete(s.skipped, p)
+			}
+		}
+	}
 }
 
 // wantedPrefixes are the blocks this host owns and its addresses that lie
@@ -362,6 +423,12 @@ func (s *Speaker) applyBatch(batch []install) {
 		dst, gw = dst[:0], gw[:0]
 	}
 	for _, in := range batch {
+		delete(s.skipped, in.prefix)
+		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && s.encap.owns(in.prefix, in.nh) {
+			// VXLAN routes this prefix: remember it, install nothing.
+			s.skipped[in.prefix] = in.nh
+			in.withdraw = true
+		}
 		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID {
 			dst, gw = append(dst, in.prefix), append(gw, in.nh)
 			continue

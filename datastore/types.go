@@ -46,6 +46,9 @@ type Node struct {
 	IPv6                    string `json:"ipv6Address,omitempty"`
 	ASNumber                uint32 `json:"asNumber,omitempty"`
 	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+	// VXLAN tunnel endpoint: an address from the node's block and a MAC.
+	VXLANTunnelAddress string `json:"vxlanTunnelAddress,omitempty"`
+	VXLANTunnelMAC     string `json:"vxlanTunnelMAC,omitempty"`
 }
 
 // Network is a Docker network of driver tabby, keyed by Docker's network ID.

@@ -112,7 +112,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: NewHandler(drv, ipamdriver.New(st, cfg.NodeName), d.log), ReadHeaderTimeout: 10 * time.Second}
+	ipd := ipamdriver.New(st, cfg.NodeName)
+	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -120,6 +121,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopBG()
 	go drv.RunBlackholes(bg, 30*time.Second)
 	go drv.RunNAT(bg, fwd, 30*time.Second)
+	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
+	go drv.RunVXLAN(bg, 30*time.Second)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.Addr.Addr(), ASN: uint32(asn)}, dp, d.log)
 	if err := speaker.Start(bg); err != nil {

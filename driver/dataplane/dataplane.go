@@ -295,13 +295,15 @@ func (d *Dataplane) ReplaceVia(dst netip.Prefix, gw netip.Addr) error {
 }
 
 // DeleteVia removes tabby's gateway route to dst; a missing one is fine.
+// Routes over vxlan.tabby belong to the VXLAN dataplane and are left alone.
 func (d *Dataplane) DeleteVia(dst netip.Prefix) error {
 	rs, err := d.Routes()
 	if err != nil {
 		return err
 	}
+	vx := d.LinkIndex(VXLANDevice)
 	for _, r := range rs {
-		if r.Gw != nil && r.Dst != nil && r.Dst.String() == dst.String() {
+		if r.Gw != nil && r.Dst != nil && r.Dst.String() == dst.String() && (vx == 0 || r.LinkIndex != vx) {
 			if err := d.DeleteRoute(r); err != nil {
 				return err
 			}
@@ -310,15 +312,17 @@ func (d *Dataplane) DeleteVia(dst netip.Prefix) error {
 	return nil
 }
 
-// ListVia returns the destinations of tabby's gateway routes.
+// ListVia returns the destinations of tabby's gateway routes, but for
+// those over vxlan.tabby, which belong to the VXLAN dataplane.
 func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 	rs, err := d.Routes()
 	if err != nil {
 		return nil, err
 	}
+	vx := d.LinkIndex(VXLANDevice)
 	out := map[netip.Prefix]netip.Addr{}
 	for _, r := range rs {
-		if r.Gw == nil || r.Dst == nil {
+		if r.Gw == nil || r.Dst == nil || (vx != 0 && r.LinkIndex == vx) {
 			continue
 		}
 		p, err := netip.ParsePrefix(r.Dst.String())

@@ -2,9 +2,10 @@ package dataplane
 
 import (
 	"crypto/rand"
-	"fmt"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -272,5 +273,61 @@ func TestForwardingEnsureKeepsRulesAndDropsStaleOnes(t *testing.T) {
 	after := inNS(t, ns, "iptables", "-S", ForwardChain)
 	if strings.Contains(after, "10.9.9.9") || strings.Count(after, "-j ACCEPT") != 2 {
 		t.Fatalf("Ensure must keep its two rules and drop the stale one:\n%s\n(before: %s)", after, before)
+	}
+}
+
+func TestVXLANDevicePeersAndRoutes(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	mac, _ := net.ParseMAC("66:00:00:00:00:01")
+	peerMAC, _ := net.ParseMAC("66:00:00:00:00:02")
+	self := VTEP{HostIP: netip.MustParseAddr("10.2.0.1"), TunnelIP: netip.MustParseAddr("192.168.5.0"), MAC: mac}
+	idx, err := d.EnsureVXLAN(self, 1450)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx2, err := d.EnsureVXLAN(self, 1450); err != nil || idx2 != idx {
+		t.Fatalf("EnsureVXLAN is not idempotent: %d %d %v", idx, idx2, err)
+	}
+	link := inNS(t, ns, "ip", "-d", "addr", "show", VXLANDevice)
+	for _, want := range []string{"mtu 1450", "link/ether 66:00:00:00:00:01", "vxlan id 4096", "dstport 4789", "inet 192.168.5.0/32"} {
+		if !strings.Contains(link, want) {
+			t.Fatalf("%s lacks %q:\n%s", VXLANDevice, want, link)
+		}
+	}
+	peer := VTEP{HostIP: netip.MustParseAddr("10.2.0.2"), TunnelIP: netip.MustParseAddr("192.168.9.0"), MAC: peerMAC}
+	if err := d.SyncVXLANPeers(idx, []VTEP{peer}); err != nil {
+		t.Fatal(err)
+	}
+	if n := inNS(t, ns, "ip", "neigh", "show", "dev", VXLANDevice); !strings.Contains(n, "192.168.9.0 lladdr 66:00:00:00:00:02 PERMANENT") {
+		t.Fatalf("ARP entry missing: %s", n)
+	}
+	if f := inNS(t, ns, "bridge", "fdb", "show", "dev", VXLANDevice); !strings.Contains(f, "66:00:00:00:00:02 dst 10.2.0.2 self permanent") {
+		t.Fatalf("FDB entry missing: %s", f)
+	}
+	block := netip.MustParsePrefix("10.244.9.0/26")
+	if err := d.SyncVXLANRoutes(idx, map[netip.Prefix]netip.Addr{block: peer.TunnelIP}); err != nil {
+		t.Fatal(err)
+	}
+	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); !strings.Contains(r, "10.244.9.0/26 via 192.168.9.0 dev vxlan.tabby onlink") {
+		t.Fatalf("VXLAN route missing: %s", r)
+	}
+	if via, _ := d.ListVia(); len(via) != 0 {
+		t.Fatalf("ListVia must leave VXLAN routes to the VXLAN dataplane: %v", via)
+	}
+	if err := d.SyncVXLANPeers(idx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SyncVXLANRoutes(idx, map[netip.Prefix]netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := inNS(t, ns, "ip", "neigh", "show", "dev", VXLANDevice); n != "" {
+		t.Fatalf("ARP entries left: %s", n)
+	}
+	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); r != "" {
+		t.Fatalf("routes left: %s", r)
+	}
+	if err := d.DeleteLink(VXLANDevice); err != nil {
+		t.Fatal(err)
 	}
 }

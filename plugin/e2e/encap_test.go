@@ -18,7 +18,10 @@ func TestOutgoingNATMTUAndIPIPCheck(t *testing.T) {
 	h := l.Hosts[0]
 	applyYAML(t, l, h, "pools.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: nonat}\nspec: {cidr: 10.20.0.0/16, natOutgoing: false}\n"+
 		"---\napiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.30.0.0/16, vxlanMode: Always}\n")
-	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "net1")
+	// A network without --subnet draws from every pool (Calico's way), and
+	// the VXLAN pool gives this host a block for its tunnel address: pin
+	// net1 to the default pool so its container's MTU and NAT are known.
+	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "192.168.0.0/16", "net1")
 	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.20.0.0/16", "nonat")
 	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.30.0.0/16", "vx")
 	must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.30.0.0/16", "-o", "com.docker.network.driver.mtu=1400", "vx1400")

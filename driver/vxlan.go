@@ -1,0 +1,137 @@
+package driver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
+)
+
+// vxlanPool is a pool whose traffic between hosts is encapsulated.
+type vxlanPool struct {
+	cidr netip.Prefix
+	mode string
+}
+
+func vxlanPools(pools []datastore.IPPool) []vxlanPool {
+	var out []vxlanPool
+	for _, p := range pools {
+		pr, err := netip.ParsePrefix(p.CIDR)
+		if err == nil && !p.Disabled && p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever {
+			out = append(out, vxlanPool{cidr: pr, mode: p.VXLANMode})
+		}
+	}
+	return out
+}
+
+// tunnels reports whether traffic from a host on subnet mine to a block of
+// a host on subnet theirs goes through VXLAN.
+func tunnels(pools []vxlanPool, block, mine, theirs netip.Prefix) bool {
+	for _, p := range pools {
+		if !p.cidr.Contains(block.Addr()) {
+			continue
+		}
+		return p.mode == datastore.ModeAlways || mine.Masked() != theirs.Masked()
+	}
+	return false
+}
+
+// vtepOf reads a node's tunnel endpoint; ok is false when it has none.
+func vtepOf(n datastore.Node) (dataplane.VTEP, netip.Prefix, bool) {
+	host, err1 := netip.ParsePrefix(n.IPv4)
+	tun, err2 := netip.ParseAddr(n.VXLANTunnelAddress)
+	mac, err3 := net.ParseMAC(n.VXLANTunnelMAC)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return dataplane.VTEP{}, netip.Prefix{}, false
+	}
+	return dataplane.VTEP{HostIP: host.Addr(), TunnelIP: tun, MAC: mac}, host, true
+}
+
+// SyncVXLAN makes vxlan.tabby match etcd: present while a pool uses VXLAN
+// and this node has a tunnel endpoint, with a permanent ARP and FDB entry
+// for every other node's endpoint and `BLOCK via TUNNELIP dev vxlan.tabby
+// onlink` for other nodes' blocks in VXLAN pools (CrossSubnet: only for
+// nodes on another subnet; BGP routes the rest directly).
+func (d *Driver) SyncVXLAN(ctx context.Context) error {
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	if err != nil {
+		return err
+	}
+	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
+	if err != nil {
+		return err
+	}
+	vx := vxlanPools(pools)
+	var self dataplane.VTEP
+	var mine netip.Prefix
+	ok := false
+	byName := map[string]datastore.Node{}
+	for _, n := range nodes {
+		byName[n.Name] = n
+		if n.Name == d.node {
+			self, mine, ok = vtepOf(n)
+		}
+	}
+	if len(vx) == 0 || !ok {
+		return d.dp.DeleteLink(dataplane.VXLANDevice)
+	}
+	mtu := 0
+	if d.hostMTU > 0 {
+		mtu = d.hostMTU - vxlanOverhead
+	}
+	idx, err := d.dp.EnsureVXLAN(self, mtu)
+	if err != nil {
+		return err
+	}
+	var peers []dataplane.VTEP
+	for _, n := range nodes {
+		if v, _, ok := vtepOf(n); ok && n.Name != d.node {
+			peers = append(peers, v)
+		}
+	}
+	if err := d.dp.SyncVXLANPeers(idx, peers); err != nil {
+		return err
+	}
+	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesDir)
+	if err != nil {
+		return err
+	}
+	want := map[netip.Prefix]netip.Addr{}
+	for _, k := range keys {
+		parts := strings.Split(strings.TrimPrefix(k, datastore.AffinitiesDir), "/")
+		if len(parts) != 2 || parts[0] == d.node {
+			continue
+		}
+		block, err := netip.ParsePrefix(datastore.KeyToCIDR(parts[1]))
+		v, theirs, ok := vtepOf(byName[parts[0]])
+		if err == nil && ok && tunnels(vx, block, mine, theirs) {
+			want[block] = v.TunnelIP
+		}
+	}
+	return d.dp.SyncVXLANRoutes(idx, want)
+}
+
+// RunVXLAN keeps vxlan.tabby current as pools, nodes and blocks change.
+func (d *Driver) RunVXLAN(ctx context.Context, resync time.Duration) {
+	kick := make(chan struct{}, 1)
+	for _, dir := range []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir} {
+		go d.store.Notify(ctx, dir, kick)
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		if err := d.SyncVXLAN(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("VXLAN sync failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
