@@ -76,3 +76,33 @@ func TestVXLANAlwaysAndModeChange(t *testing.T) {
 	})
 	mustPing(t, n0, "containerA", ipC)
 }
+
+// CrossSubnet: node00 and node01 share a subnet and route to each other
+// directly; node02 sits on another subnet behind a router, and traffic to
+// and from it goes through the tunnel.
+func TestVXLANCrossSubnet(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 3, NICs: [][]lab.NIC{
+		{{Name: "eth0", CIDR: "10.99.0.10/24"}},
+		{{Name: "eth0", CIDR: "10.99.0.11/24"}},
+		{{Name: "eth0", CIDR: "10.98.0.12/24"}},
+	}})
+	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	applyYAML(t, l, n0, "vx.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.70.0.0/16, vxlanMode: CrossSubnet}\n")
+	createEverywhere(t, l, n0, "vxnet", "--subnet", "10.70.0.0/16")
+	for i, h := range l.Hosts {
+		must(t, h, "run", "--net", "vxnet", "--name", "c"+strconv.Itoa(i), "-tid", "busybox")
+	}
+	ip1, ip2 := ipOf(t, n1, "c1", "vxnet"), ipOf(t, n2, "c2", "vxnet")
+	eventually(t, 30*time.Second, "node00: direct to node01, tunnel to node02", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, blockOf(ip1)+" via "+n1.Addr+" dev eth0 proto 77") &&
+			regexp.MustCompile(regexp.QuoteMeta(blockOf(ip2))+` via 10\.70\.\S+ dev vxlan\.tabby proto 77 onlink`).MatchString(r)
+	})
+	eventually(t, 30*time.Second, "node02 tunnels to node00", func() (string, bool) {
+		r, _ := n2.Exec("ip", "route")
+		return r, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipOf(t, n0, "c0", "vxnet")))+` via 10\.70\.\S+ dev vxlan\.tabby`).MatchString(r)
+	})
+	mustPing(t, n0, "c0", ip1)
+	mustPing(t, n0, "c0", ip2)
+	mustPing(t, n2, "c2", ip1)
+}

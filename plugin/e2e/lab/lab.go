@@ -102,6 +102,8 @@ func New(t testing.TB, opt Options) *Lab {
 	t.Cleanup(l.Close)
 	l.must("ip", "netns", "add", l.switch_)
 	l.must("ip", "-n", l.switch_, "link", "set", "lo", "up")
+	// The switch routes between its subnets, like a router between racks.
+	l.must("nsenter", "--net=/run/netns/"+l.switch_, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	l.sizeNeighbourTable(opt.Hosts)
 	if !opt.EmbeddedEtcd {
 		if l.Etcd, err = etcdtest.Start(); err != nil {
