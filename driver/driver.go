@@ -46,8 +46,6 @@ type Driver struct {
 	joinMu sync.Mutex
 	// hostMTU is the MTU of the host's uplink (0: unknown).
 	hostMTU int
-	// warned remembers the warnings given once per pool.
-	warned sync.Map
 	// testHookAfterSetup, set only by tests, runs between creating the veth
 	// and recording the join, to prove the undo path.
 	testHookAfterSetup func()

@@ -28,12 +28,6 @@ func (d *Driver) SyncNAT(ctx context.Context, n NATSyncer) error {
 	}
 	var np []dataplane.NATPool
 	for _, p := range pools {
-		if p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever {
-			if _, seen := d.warned.LoadOrStore("vxlan/"+p.Name, true); !seen {
-				d.log.Warn("VXLAN encapsulation is not built yet: this pool's traffic between hosts is routed unencapsulated",
-					"pool", p.Name, "vxlanMode", p.VXLANMode)
-			}
-		}
 		if pr, err := netip.ParsePrefix(p.CIDR); err == nil {
 			np = append(np, dataplane.NATPool{CIDR: pr, NAT: p.NATOutgoing && !p.Disabled})
 		}
