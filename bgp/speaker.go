@@ -57,27 +57,33 @@ type Speaker struct {
 	// installs carries best-path changes from GoBGP's callback to the
 	// kernel installer.
 	installs chan install
-	// encap says which learned prefixes the VXLAN dataplane routes instead;
+	// encap says which learned prefixes a tunnel dataplane routes instead;
 	// skipped keeps them, to install if that stops.
 	encap   encap
 	skipped map[netip.Prefix]netip.Addr
 }
 
-// encap is what BGP must know of VXLAN pools: their prefixes and modes, and
-// this host's subnet (CrossSubnet tunnels only to other subnets).
+// encap is what BGP must know of tunnelled (VXLAN, IPIP) pools: their
+// prefixes and modes, and this host's subnet (CrossSubnet tunnels only to
+// other subnets).
 type encap struct {
 	pools []datastore.IPPool
 	mine  netip.Prefix
 }
 
-// owns reports whether VXLAN carries prefix towards next hop nh.
+// owns reports whether a tunnel (VXLAN or IPIP) carries prefix towards
+// next hop nh.
 func (e encap) owns(prefix netip.Prefix, nh netip.Addr) bool {
 	for _, p := range e.pools {
 		pr, err := netip.ParsePrefix(p.CIDR)
 		if err != nil || !pr.Contains(prefix.Addr()) {
 			continue
 		}
-		return p.VXLANMode == datastore.ModeAlways || !e.mine.Contains(nh)
+		mode := p.VXLANMode
+		if datastore.Encapsulated(p.IPIPMode) {
+			mode = p.IPIPMode
+		}
+		return mode == datastore.ModeAlways || !e.mine.Contains(nh)
 	}
 	return false
 }
@@ -198,7 +204,7 @@ func (s *Speaker) Sync(ctx context.Context) error {
 func (s *Speaker) setEncap(pools []datastore.IPPool, nodes []datastore.Node) {
 	e := encap{}
 	for _, p := range pools {
-		if !p.Disabled && p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever {
+		if !p.Disabled && (datastore.Encapsulated(p.VXLANMode) || datastore.Encapsulated(p.IPIPMode)) {
 			e.pools = append(e.pools, p)
 		}
 	}

@@ -49,6 +49,8 @@ type Node struct {
 	// VXLAN tunnel endpoint: an address from the node's block and a MAC.
 	VXLANTunnelAddress string `json:"vxlanTunnelAddress,omitempty"`
 	VXLANTunnelMAC     string `json:"vxlanTunnelMAC,omitempty"`
+	// IPIP tunnel address on tunl0: an address from the node's block.
+	IPIPTunnelAddress string `json:"ipv4IPIPTunnelAddr,omitempty"`
 }
 
 // Network is a Docker network of driver tabby, keyed by Docker's network ID.
@@ -138,6 +140,9 @@ type BGPConfiguration struct {
 	ASNumber              uint32 `json:"asNumber,omitempty"`
 	NodeToNodeMeshEnabled *bool  `json:"nodeToNodeMeshEnabled,omitempty"`
 }
+
+// Encapsulated reports whether mode (a pool's ipipMode or vxlanMode) is on.
+func Encapsulated(mode string) bool { return mode != "" && mode != ModeNever }
 
 // DefaultASNumber is Calico's default AS for every node.
 const DefaultASNumber = 64512

@@ -21,7 +21,7 @@ func vxlanPools(pools []datastore.IPPool) []vxlanPool {
 	var out []vxlanPool
 	for _, p := range pools {
 		pr, err := netip.ParsePrefix(p.CIDR)
-		if err == nil && !p.Disabled && p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever {
+		if err == nil && !p.Disabled && datastore.Encapsulated(p.VXLANMode) {
 			out = append(out, vxlanPool{cidr: pr, mode: p.VXLANMode})
 		}
 	}
@@ -112,11 +112,12 @@ func (d *Driver) SyncVXLAN(ctx context.Context) error {
 			want[block] = v.TunnelIP
 		}
 	}
-	return d.dp.SyncVXLANRoutes(idx, want)
+	return d.dp.SyncDeviceRoutes(idx, want)
 }
 
-// RunVXLAN keeps vxlan.tabby current as pools, nodes and blocks change.
-func (d *Driver) RunVXLAN(ctx context.Context, resync time.Duration) {
+// RunTunnels keeps vxlan.tabby and tunl0 current as pools, nodes and
+// blocks change.
+func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
 	kick := make(chan struct{}, 1)
 	for _, dir := range []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir} {
 		go d.store.Notify(ctx, dir, kick)
@@ -126,6 +127,9 @@ func (d *Driver) RunVXLAN(ctx context.Context, resync time.Duration) {
 	for {
 		if err := d.SyncVXLAN(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("VXLAN sync failed", "err", err)
+		}
+		if err := d.SyncIPIP(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("IPIP sync failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -122,7 +122,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go drv.RunBlackholes(bg, 30*time.Second)
 	go drv.RunNAT(bg, fwd, 30*time.Second)
 	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
-	go drv.RunVXLAN(bg, 30*time.Second)
+	go drv.RunTunnels(bg, 30*time.Second)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.Addr.Addr(), ASN: uint32(asn)}, dp, d.log)
 	if err := speaker.Start(bg); err != nil {

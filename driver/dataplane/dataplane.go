@@ -295,15 +295,15 @@ func (d *Dataplane) ReplaceVia(dst netip.Prefix, gw netip.Addr) error {
 }
 
 // DeleteVia removes tabby's gateway route to dst; a missing one is fine.
-// Routes over vxlan.tabby belong to the VXLAN dataplane and are left alone.
+// Routes over the tunnel devices belong to their dataplanes and are left alone.
 func (d *Dataplane) DeleteVia(dst netip.Prefix) error {
 	rs, err := d.Routes()
 	if err != nil {
 		return err
 	}
-	vx := d.LinkIndex(VXLANDevice)
+	tun := d.tunnelLinks()
 	for _, r := range rs {
-		if r.Gw != nil && r.Dst != nil && r.Dst.String() == dst.String() && (vx == 0 || r.LinkIndex != vx) {
+		if r.Gw != nil && r.Dst != nil && r.Dst.String() == dst.String() && !tun[r.LinkIndex] {
 			if err := d.DeleteRoute(r); err != nil {
 				return err
 			}
@@ -313,16 +313,16 @@ func (d *Dataplane) DeleteVia(dst netip.Prefix) error {
 }
 
 // ListVia returns the destinations of tabby's gateway routes, but for
-// those over vxlan.tabby, which belong to the VXLAN dataplane.
+// those over vxlan.tabby or tunl0, which belong to the tunnel dataplanes.
 func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 	rs, err := d.Routes()
 	if err != nil {
 		return nil, err
 	}
-	vx := d.LinkIndex(VXLANDevice)
+	tun := d.tunnelLinks()
 	out := map[netip.Prefix]netip.Addr{}
 	for _, r := range rs {
-		if r.Gw == nil || r.Dst == nil || (vx != 0 && r.LinkIndex == vx) {
+		if r.Gw == nil || r.Dst == nil || tun[r.LinkIndex] {
 			continue
 		}
 		p, err := netip.ParsePrefix(r.Dst.String())
@@ -332,4 +332,15 @@ func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// tunnelLinks returns the indexes of the tunnel devices present.
+func (d *Dataplane) tunnelLinks() map[int]bool {
+	out := map[int]bool{}
+	for _, name := range []string{VXLANDevice, IPIPDevice} {
+		if i := d.LinkIndex(name); i != 0 {
+			out[i] = true
+		}
+	}
+	return out
 }

@@ -226,12 +226,20 @@ func TestReplaceViaBatch(t *testing.T) {
 	}
 }
 
+// kernelHasIPIP asks iproute2, independently of tabby, whether this
+// kernel makes ipip tunnels (in the test's namespace).
+func kernelHasIPIP(t *testing.T, ns string) bool {
+	err := exec.Command("ip", "-n", ns, "link", "add", "oracle0", "type", "ipip").Run()
+	exec.Command("ip", "-n", ns, "link", "del", "oracle0").Run()
+	return err == nil
+}
+
 func TestIPIPSupportMatchesTheKernel(t *testing.T) {
 	ns := testNS(t)
 	d := newDP(t, ns)
+	has := kernelHasIPIP(t, ns)
 	err := d.IPIPSupported()
-	_, hasModule := os.Stat("/sys/module/ipip")
-	if hasModule == nil {
+	if has {
 		if err != nil {
 			t.Fatalf("this kernel has ipip, yet IPIPSupported says %v", err)
 		}
@@ -306,7 +314,7 @@ func TestVXLANDevicePeersAndRoutes(t *testing.T) {
 		t.Fatalf("FDB entry missing: %s", f)
 	}
 	block := netip.MustParsePrefix("10.244.9.0/26")
-	if err := d.SyncVXLANRoutes(idx, map[netip.Prefix]netip.Addr{block: peer.TunnelIP}); err != nil {
+	if err := d.SyncDeviceRoutes(idx, map[netip.Prefix]netip.Addr{block: peer.TunnelIP}); err != nil {
 		t.Fatal(err)
 	}
 	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); !strings.Contains(r, "10.244.9.0/26 via 192.168.9.0 dev vxlan.tabby onlink") {
@@ -318,7 +326,7 @@ func TestVXLANDevicePeersAndRoutes(t *testing.T) {
 	if err := d.SyncVXLANPeers(idx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SyncVXLANRoutes(idx, map[netip.Prefix]netip.Addr{}); err != nil {
+	if err := d.SyncDeviceRoutes(idx, map[netip.Prefix]netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := inNS(t, ns, "ip", "neigh", "show", "dev", VXLANDevice); n != "" {
@@ -329,5 +337,43 @@ func TestVXLANDevicePeersAndRoutes(t *testing.T) {
 	}
 	if err := d.DeleteLink(VXLANDevice); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestIPIPDevice(t *testing.T) {
+	ns := testNS(t)
+	if !kernelHasIPIP(t, ns) {
+		t.Skip("this kernel has no ipip module (ip link add type ipip fails): IPIP cannot run here")
+	}
+	d := newDP(t, ns)
+	inNS(t, ns, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp")
+	inNS(t, ns, "ip", "addr", "add", "10.2.0.1/24", "dev", "uplink")
+	inNS(t, ns, "ip", "link", "set", "uplinkp", "up")
+	inNS(t, ns, "ip", "link", "set", "uplink", "up")
+	idx, err := d.EnsureIPIP(netip.MustParseAddr("192.168.5.0"), 1480)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := inNS(t, ns, "ip", "addr", "show", IPIPDevice); !strings.Contains(l, "mtu 1480") || !strings.Contains(l, "inet 192.168.5.0/32") || !strings.Contains(l, "UP") {
+		t.Fatalf("tunl0: %s", l)
+	}
+	block := netip.MustParsePrefix("10.244.9.0/26")
+	if err := d.SyncDeviceRoutes(idx, map[netip.Prefix]netip.Addr{block: netip.MustParseAddr("10.2.0.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); !strings.Contains(r, "10.244.9.0/26 via 10.2.0.2 dev tunl0 onlink") {
+		t.Fatalf("IPIP route: %s", r)
+	}
+	if via, _ := d.ListVia(); len(via) != 0 {
+		t.Fatalf("ListVia must leave tunl0's routes to the IPIP dataplane: %v", via)
+	}
+	if err := d.ClearIPIP(); err != nil {
+		t.Fatal(err)
+	}
+	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); r != "" {
+		t.Fatalf("routes left on tunl0: %s", r)
+	}
+	if l := inNS(t, ns, "ip", "addr", "show", IPIPDevice); strings.Contains(l, "192.168.5.0") {
+		t.Fatalf("address left on tunl0: %s", l)
 	}
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 )
@@ -25,4 +26,55 @@ func (d *Dataplane) IPIPSupported() error {
 		return fmt.Errorf("%w (%v): use vxlanMode instead of ipipMode, or load the ipip module", ErrNoIPIP, err)
 	}
 	return d.DeleteLink(ipipProbe)
+}
+
+// IPIPDevice is the kernel's fallback IPIP tunnel, present in every
+// namespace once the ipip module is loaded.
+const IPIPDevice = "tunl0"
+
+// EnsureIPIP brings tunl0 up with this host's tunnel address and MTU and
+// returns its index. Creating an ipip tunnel loads the module, which makes
+// tunl0 appear.
+func (d *Dataplane) EnsureIPIP(tunnelIP netip.Addr, mtu int) (int, error) {
+	if err := d.IPIPSupported(); err != nil {
+		return 0, err
+	}
+	link, err := d.h.LinkByName(IPIPDevice)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", IPIPDevice, err)
+	}
+	if mtu > 0 && link.Attrs().MTU != mtu {
+		if err := d.h.LinkSetMTU(link, mtu); err != nil {
+			return 0, fmt.Errorf("%s mtu: %w", IPIPDevice, err)
+		}
+	}
+	if err := d.h.AddrReplace(link, &netlink.Addr{IPNet: hostNet(tunnelIP)}); err != nil {
+		return 0, fmt.Errorf("%s address %s: %w", IPIPDevice, tunnelIP, err)
+	}
+	if err := d.h.LinkSetUp(link); err != nil {
+		return 0, fmt.Errorf("%s up: %w", IPIPDevice, err)
+	}
+	return link.Attrs().Index, nil
+}
+
+// ClearIPIP removes tabby's routes and addresses from tunl0 (the device
+// itself belongs to the kernel); without tunl0 there is nothing to do.
+func (d *Dataplane) ClearIPIP() error {
+	link, err := d.h.LinkByName(IPIPDevice)
+	if err != nil {
+		return nil
+	}
+	if err := d.SyncDeviceRoutes(link.Attrs().Index, map[netip.Prefix]netip.Addr{}); err != nil {
+		return err
+	}
+	addrs, err := d.h.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if err := d.h.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("%s: remove %s: %w", IPIPDevice, a.IPNet, err)
+		}
+	}
+	return nil
 }

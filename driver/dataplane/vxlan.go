@@ -104,9 +104,9 @@ func (d *Dataplane) SyncVXLANPeers(index int, peers []VTEP) error {
 	return errors.Join(errs...)
 }
 
-// SyncVXLANRoutes makes the routes over vxlan.tabby exactly want
-// (`BLOCK via TUNNELIP dev vxlan.tabby onlink proto 77`).
-func (d *Dataplane) SyncVXLANRoutes(index int, want map[netip.Prefix]netip.Addr) error {
+// SyncDeviceRoutes makes tabby's routes over one tunnel device exactly want
+// (`BLOCK via GW dev DEV onlink proto 77`).
+func (d *Dataplane) SyncDeviceRoutes(index int, want map[netip.Prefix]netip.Addr) error {
 	rs, err := d.Routes()
 	if err != nil {
 		return err
@@ -129,7 +129,7 @@ func (d *Dataplane) SyncVXLANRoutes(index int, want map[netip.Prefix]netip.Addr)
 	for p, gw := range want {
 		r := &netlink.Route{LinkIndex: index, Dst: prefixNet(p), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol}
 		if err := d.h.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("route %s via %s dev %s: %w", p, gw, VXLANDevice, err))
+			errs = append(errs, fmt.Errorf("route %s via %s (link %d): %w", p, gw, index, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"strings"
 	"testing"
 
@@ -47,8 +46,8 @@ func TestOutgoingNATMTUAndIPIPCheck(t *testing.T) {
 		}
 	}
 
-	if _, err := os.Stat("/sys/module/ipip"); err == nil {
-		t.Skip("this kernel has the ipip module: the refusal does not apply (IPIP routing is not built yet)")
+	if kernelHasIPIP(h) {
+		t.Skip("this kernel has ipip: the refusal does not apply (TestIPIP covers IPIP routing)")
 	}
 	out, err := h.Tabby("apply", "-f", writeFile(t, l, "ipip.yaml",
 		"apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: tunnel}\nspec: {cidr: 10.40.0.0/16, ipipMode: Always}\n"))
@@ -61,4 +60,12 @@ func TestOutgoingNATMTUAndIPIPCheck(t *testing.T) {
 	if out := mustExec(t, h, "ip", "-o", "link"); strings.Contains(out, "tabbyipipprobe") {
 		t.Fatalf("the IPIP probe was left behind:\n%s", out)
 	}
+}
+
+// kernelHasIPIP asks iproute2, independently of tabby, whether the host's
+// kernel makes ipip tunnels.
+func kernelHasIPIP(h *lab.Host) bool {
+	_, err := h.Exec("ip", "link", "add", "oracle0", "type", "ipip")
+	h.Exec("ip", "link", "del", "oracle0")
+	return err == nil
 }

@@ -100,9 +100,35 @@ func TestVXLANCrossSubnet(t *testing.T) {
 	})
 	eventually(t, 30*time.Second, "node02 tunnels to node00", func() (string, bool) {
 		r, _ := n2.Exec("ip", "route")
-		return r, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipOf(t, n0, "c0", "vxnet")))+` via 10\.70\.\S+ dev vxlan\.tabby`).MatchString(r)
+		return r, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipOf(t, n0, "c0", "vxnet"))) + ` via 10\.70\.\S+ dev vxlan\.tabby`).MatchString(r)
 	})
 	mustPing(t, n0, "c0", ip1)
 	mustPing(t, n0, "c0", ip2)
 	mustPing(t, n2, "c2", ip1)
+}
+
+// IPIP (seed 000's second table): routes to other hosts' blocks go via the
+// host address over tunl0. The test kernel of this project has no ipip
+// module: there the test skips, and TestOutgoingNATMTUAndIPIPCheck checks
+// that tabby refuses IPIP pools naming the missing module.
+func TestIPIP(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	if !kernelHasIPIP(n0) {
+		t.Skip("this kernel has no ipip module (ip link add type ipip fails); IPIP needs a kernel with it")
+	}
+	applyYAML(t, l, n0, "ipip.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: tun}\nspec: {cidr: 10.80.0.0/16, ipipMode: Always}\n")
+	createEverywhere(t, l, n0, "ipnet", "--subnet", "10.80.0.0/16")
+	must(t, n0, "run", "--net", "ipnet", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "ipnet", "--name", "containerC", "-tid", "busybox")
+	ipC := ipOf(t, n1, "containerC", "ipnet")
+	want := blockOf(ipC) + " via " + n1.Addr + " dev tunl0 proto 77 onlink"
+	eventually(t, 30*time.Second, "node00 routes node01's block over tunl0", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, want)
+	})
+	if c := must(t, n0, "exec", "containerA", "ip", "link", "show", "cali0"); !strings.Contains(c, "mtu 1480") {
+		t.Fatalf("container MTU should leave room for IPIP:\n%s", c)
+	}
+	mustPing(t, n0, "containerA", ipC)
 }

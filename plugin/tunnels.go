@@ -1,0 +1,121 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipamdriver"
+)
+
+// tunnel is one kind of tunnel endpoint a node may need.
+type tunnel struct {
+	name   string // "vxlan" or "ipip"
+	mode   func(datastore.IPPool) string
+	addr   func(*datastore.Node) *string
+	hasMAC bool
+}
+
+var tunnels = []tunnel{
+	{name: "vxlan", mode: func(p datastore.IPPool) string { return p.VXLANMode },
+		addr: func(n *datastore.Node) *string { return &n.VXLANTunnelAddress }, hasMAC: true},
+	{name: "ipip", mode: func(p datastore.IPPool) string { return p.IPIPMode },
+		addr: func(n *datastore.Node) *string { return &n.IPIPTunnelAddress }},
+}
+
+// handle owns a node's tunnel address in IPAM.
+func (k tunnel) handle(node string) string { return k.name + "-tunnel-addr-" + node }
+
+// tunnelMAC is a node's VTEP MAC: locally administered, stable per node.
+func tunnelMAC(node string) string {
+	h := fnv.New64a()
+	h.Write([]byte(node))
+	s := h.Sum64()
+	return fmt.Sprintf("66:%02x:%02x:%02x:%02x:%02x", byte(s>>32), byte(s>>24), byte(s>>16), byte(s>>8), byte(s))
+}
+
+// keepTunnel gives this node a tunnel address for each encapsulation a pool
+// uses (VXLAN, IPIP) and takes it back when none does.
+func keepTunnel(ctx context.Context, st *datastore.Store, alloc *ipamdriver.Allocator, node string, log *slog.Logger) {
+	kick := make(chan struct{}, 1)
+	go st.Notify(ctx, datastore.PoolsDir, kick)
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		for _, k := range tunnels {
+			if err := k.ensure(ctx, st, alloc, node); err != nil && ctx.Err() == nil {
+				log.Warn("tunnel address", "tunnel", k.name, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (k tunnel) ensure(ctx context.Context, st *datastore.Store, alloc *ipamdriver.Allocator, node string) error {
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
+	if err != nil {
+		return err
+	}
+	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
+	var vx []netip.Prefix
+	for _, p := range pools {
+		if pr, err := netip.ParsePrefix(p.CIDR); err == nil && !p.Disabled && datastore.Encapsulated(k.mode(p)) {
+			vx = append(vx, pr)
+		}
+	}
+	var n datastore.Node
+	if _, err := st.Get(ctx, datastore.NodeKey(node), &n); err != nil {
+		return err
+	}
+	have, _ := netip.ParseAddr(*k.addr(&n))
+	for _, p := range vx {
+		if have.IsValid() && p.Contains(have) {
+			return nil
+		}
+	}
+	if have.IsValid() || len(vx) == 0 {
+		// No VXLAN pool holds the address (any more): give it back.
+		if err := alloc.ReleaseHandle(ctx, k.handle(node)); err != nil {
+			return err
+		}
+		if err := k.set(ctx, st, node, ""); err != nil || len(vx) == 0 {
+			return err
+		}
+	}
+	ip, err := alloc.AutoAssign(ctx, vx[0], k.handle(node))
+	if err != nil {
+		return fmt.Errorf("%s tunnel address in %s: %w", k.name, vx[0], err)
+	}
+	if err := k.set(ctx, st, node, ip.String()); err != nil {
+		return errors.Join(err, alloc.ReleaseHandle(ctx, k.handle(node)))
+	}
+	return nil
+}
+
+// set records (or, with "", clears) the node's tunnel address.
+func (k tunnel) set(ctx context.Context, st *datastore.Store, node, addr string) error {
+	return datastore.Update(ctx, st, datastore.NodeKey(node), func(n *datastore.Node, exists bool) error {
+		if !exists {
+			return datastore.ErrNotFound
+		}
+		*k.addr(n) = addr
+		if k.hasMAC {
+			n.VXLANTunnelMAC = ""
+			if addr != "" {
+				n.VXLANTunnelMAC = tunnelMAC(node)
+			}
+		}
+		return nil
+	})
+}
