@@ -63,31 +63,6 @@ type Speaker struct {
 	skipped map[netip.Prefix]netip.Addr
 }
 
-// encap is what BGP must know of tunnelled (VXLAN, IPIP) pools: their
-// prefixes and modes, and this host's subnet (CrossSubnet tunnels only to
-// other subnets).
-type encap struct {
-	pools []datastore.IPPool
-	mine  netip.Prefix
-}
-
-// owns reports whether a tunnel (VXLAN or IPIP) carries prefix towards
-// next hop nh.
-func (e encap) owns(prefix netip.Prefix, nh netip.Addr) bool {
-	for _, p := range e.pools {
-		pr, err := netip.ParsePrefix(p.CIDR)
-		if err != nil || !pr.Contains(prefix.Addr()) {
-			continue
-		}
-		mode := p.VXLANMode
-		if datastore.Encapsulated(p.IPIPMode) {
-			mode = p.IPIPMode
-		}
-		return mode == datastore.ModeAlways || !e.mine.Contains(nh)
-	}
-	return false
-}
-
 // New returns a speaker; Run starts it.
 func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *Speaker {
 	if cfg.ListenPort == 0 {
@@ -197,38 +172,6 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	// through a restart would flush the routes it kept for us.
 	advErr := s.syncAdverts(ctx, want)
 	return errors.Join(advErr, s.syncPeers(ctx, DesiredPeers(s.cfg.Node, nodes, peers, bc)))
-}
-
-// setEncap records the VXLAN pools and moves routes between the kernel and
-// the skipped set as they change hands with the VXLAN dataplane.
-func (s *Speaker) setEncap(pools []datastore.IPPool, nodes []datastore.Node) {
-	e := encap{}
-	for _, p := range pools {
-		if !p.Disabled && (datastore.Encapsulated(p.VXLANMode) || datastore.Encapsulated(p.IPIPMode)) {
-			e.pools = append(e.pools, p)
-		}
-	}
-	for _, n := range nodes {
-		if n.Name == s.cfg.Node {
-			e.mine, _ = netip.ParsePrefix(n.IPv4)
-		}
-	}
-	s.encap = e
-	for p, nh := range s.learned {
-		if e.owns(p, nh) {
-			_ = s.routes.DeleteVia(p)
-			delete(s.learned, p)
-			s.skipped[p] = nh
-		}
-	}
-	for p, nh := range s.skipped {
-		if !e.owns(p, nh) {
-			if err := s.routes.ReplaceVia(p, nh); err == nil {
-				s.learned[p] = nh
-				delete(s.skipped, p)
-			}
-		}
-	}
 }
 
 // wantedPrefixes are the blocks this host owns and its addresses that lie
@@ -352,104 +295,6 @@ func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) e
 		s.log.Info("BGP advertisements changed", "advertised", added, "withdrawn", withdrawn, "total", len(s.adv))
 	}
 	return errors.Join(errs...)
-}
-
-// onBest installs or removes the kernel route for one best-path change.
-// It decodes only the prefix and the next hop: this runs once per learned
-// route, and full attribute decoding dominated the install rate.
-func (s *Speaker) onBest(p *api.Path) {
-	var pfx api.IPAddressPrefix
-	if err := p.GetNlri().UnmarshalTo(&pfx); err != nil {
-		return
-	}
-	a, err := netip.ParseAddr(pfx.Prefix)
-	if err != nil || !a.Is4() {
-		return
-	}
-	prefix := netip.PrefixFrom(a, int(pfx.PrefixLen))
-	var nh netip.Addr
-	var nha api.NextHopAttribute
-	for _, attr := range p.GetPattrs() {
-		if attr.MessageIs(&nha) && attr.UnmarshalTo(&nha) == nil {
-			nh, _ = netip.ParseAddr(nha.NextHop)
-		}
-	}
-	s.installs <- install{prefix: prefix, nh: nh, withdraw: p.IsWithdraw}
-}
-
-// install is one kernel change decided by a best-path event.
-type install struct {
-	prefix   netip.Prefix
-	nh       netip.Addr
-	withdraw bool
-}
-
-// runInstaller applies best-path changes to the kernel in arrival order. It
-// runs apart from GoBGP's event callback, so BGP keeps decoding while the
-// kernel is programmed, and it takes whatever has queued up as one batch.
-func (s *Speaker) runInstaller(ctx context.Context) {
-	batch := make([]install, 0, 1024)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case in := <-s.installs:
-			batch = append(batch[:0], in)
-		}
-	more:
-		for len(batch) < cap(batch) {
-			select {
-			case in := <-s.installs:
-				batch = append(batch, in)
-			default:
-				break more
-			}
-		}
-		s.applyBatch(batch)
-	}
-}
-
-// applyBatch installs runs of new routes in one batched kernel call each and
-// removes withdrawn ones in between, keeping the order of the changes.
-func (s *Speaker) applyBatch(batch []install) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var dst []netip.Prefix
-	var gw []netip.Addr
-	flush := func() {
-		if len(dst) == 0 {
-			return
-		}
-		if err := s.routes.ReplaceViaBatch(dst, gw); err != nil {
-			s.log.Warn("install learned routes failed", "routes", len(dst), "err", err)
-		}
-		for i := range dst {
-			s.learned[dst[i]] = gw[i]
-		}
-		dst, gw = dst[:0], gw[:0]
-	}
-	for _, in := range batch {
-		delete(s.skipped, in.prefix)
-		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && s.encap.owns(in.prefix, in.nh) {
-			// VXLAN routes this prefix: remember it, install nothing.
-			s.skipped[in.prefix] = in.nh
-			in.withdraw = true
-		}
-		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID {
-			dst, gw = append(dst, in.prefix), append(gw, in.nh)
-			continue
-		}
-		// Withdrawn, or our own path: no route via anyone for it.
-		flush()
-		if _, ok := s.learned[in.prefix]; ok {
-			if err := s.routes.DeleteVia(in.prefix); err != nil {
-				s.log.Warn("remove learned route failed", "prefix", in.prefix.String(), "err", err)
-			}
-			delete(s.learned, in.prefix)
-			s.log.Debug("route removed", "prefix", in.prefix.String())
-		}
-	}
-	flush()
 }
 
 // sweepStale removes gateway routes left by a previous run that no peer

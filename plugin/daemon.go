@@ -72,63 +72,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeStore()
-	if cfg.PoolIPIP != datastore.ModeNever {
-		if err := ipipSupported(); err != nil {
-			return fmt.Errorf("--ipv4pool-ipip %s: %w", cfg.PoolIPIP, err)
-		}
-	}
-	if err := ipamdriver.EnsureDefaultPool(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN); err != nil {
-		return fmt.Errorf("default pool: %w", err)
-	}
-	host, err := autodetect.Host(cfg.IP, cfg.IPAutodetection)
+	host, err := d.prepare(ctx, st)
 	if err != nil {
-		return fmt.Errorf("this host's address: %w", err)
-	}
-	if err := registerNode(ctx, st, cfg, host); err != nil {
 		return err
 	}
-	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.Addr.String(), "ifname", host.Iface)
-	dp, err := dataplane.New("")
+	dp, fwd, drv, err := d.dataplane(ctx, st, host)
 	if err != nil {
 		return err
 	}
 	defer dp.Close()
-	fwd, err := dataplane.NewForwarding("", "")
-	if err != nil {
-		return err
-	}
-	if err := fwd.Ensure(); err != nil {
-		return err
-	}
-	drv := driver.New(st, cfg.NodeName, dp, d.log)
-	drv.SetHostMTU(autodetect.MTU(host.Iface))
-	if err := drv.SyncNAT(ctx, fwd); err != nil {
-		return err
-	}
-	if err := drv.Reconcile(ctx); err != nil {
-		return fmt.Errorf("reconcile kernel state with etcd: %w", err)
-	}
-	ln, err := listen(cfg.Socket)
-	if err != nil {
-		return err
-	}
-	ipd := ipamdriver.New(st, cfg.NodeName)
-	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log), ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
 
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
-	go drv.RunBlackholes(bg, 30*time.Second)
-	go drv.RunNAT(bg, fwd, 30*time.Second)
-	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
-	go drv.RunTunnels(bg, 30*time.Second)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.Addr.Addr(), ASN: uint32(asn)}, dp, d.log)
 	if err := speaker.Start(bg); err != nil {
 		return err
 	}
-	go speaker.Run(bg)
 	ctl, err := serveControl(cfg.ControlSocket(), speaker)
 	if err != nil {
 		return err
@@ -139,6 +99,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("--docker-host %s: %w", cfg.DockerHost, err)
 	}
 	defer docker.Close()
+	// The plugin socket opens last: Docker talks to tabby only once every
+	// part behind it is up.
+	ln, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	ipd := ipamdriver.New(st, cfg.NodeName)
+	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	go speaker.Run(bg)
+	go drv.RunBlackholes(bg, 30*time.Second)
+	go drv.RunNAT(bg, fwd, 30*time.Second)
+	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
+	go drv.RunTunnels(bg, 30*time.Second)
 	go syncNames(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
@@ -155,6 +131,58 @@ func (d *Daemon) Run(ctx context.Context) error {
 	_ = srv.Shutdown(sctx)
 	os.Remove(cfg.Socket)
 	return d.uninstallIfIdle(sctx, drv, fwd)
+}
+
+// prepare makes the default pool, finds this host's address and registers
+// the node.
+func (d *Daemon) prepare(ctx context.Context, st *datastore.Store) (autodetect.Result, error) {
+	cfg := d.cfg
+	if cfg.PoolIPIP != datastore.ModeNever {
+		if err := ipipSupported(); err != nil {
+			return autodetect.Result{}, fmt.Errorf("--ipv4pool-ipip %s: %w", cfg.PoolIPIP, err)
+		}
+	}
+	if err := ipamdriver.EnsureDefaultPool(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN); err != nil {
+		return autodetect.Result{}, fmt.Errorf("default pool: %w", err)
+	}
+	host, err := autodetect.Host(cfg.IP, cfg.IPAutodetection)
+	if err != nil {
+		return host, fmt.Errorf("this host's address: %w", err)
+	}
+	if err := registerNode(ctx, st, cfg, host); err != nil {
+		return host, err
+	}
+	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.Addr.String(), "ifname", host.Iface)
+	return host, nil
+}
+
+// dataplane binds netlink and iptables, installs the forwarding and NAT
+// rules and makes the kernel match etcd before anything is served.
+func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host autodetect.Result) (*dataplane.Dataplane, *dataplane.Forwarding, *driver.Driver, error) {
+	dp, err := dataplane.New("")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fail := func(err error) (*dataplane.Dataplane, *dataplane.Forwarding, *driver.Driver, error) {
+		dp.Close()
+		return nil, nil, nil, err
+	}
+	fwd, err := dataplane.NewForwarding("", "")
+	if err != nil {
+		return fail(err)
+	}
+	if err := fwd.Ensure(); err != nil {
+		return fail(err)
+	}
+	drv := driver.New(st, d.cfg.NodeName, dp, d.log)
+	drv.SetHostMTU(autodetect.MTU(host.Iface))
+	if err := drv.SyncNAT(ctx, fwd); err != nil {
+		return fail(err)
+	}
+	if err := drv.Reconcile(ctx); err != nil {
+		return fail(fmt.Errorf("reconcile kernel state with etcd: %w", err))
+	}
+	return dp, fwd, drv, nil
 }
 
 // keepNode re-registers the node periodically, so a deleted or edited
