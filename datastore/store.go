@@ -5,6 +5,7 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -247,8 +248,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 }
 
 // Update reads key into a fresh T, applies fn and writes it back with a CAS,
-// retrying only on conflict. fn may return ErrNotFound semantics through its
-// own error; a missing key reaches fn as the zero T with exists=false.
+// retrying only on conflict. A missing key reaches fn as the zero T with
+// exists=false. A value fn leaves as it was is not written: a no-op write
+// would wake every watcher in the cluster for nothing.
 func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exists bool) error) error {
 	for i := 0; i < MaxRetries; i++ {
 		var v T
@@ -257,8 +259,12 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exis
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		before, _ := json.Marshal(&v)
 		if err := fn(&v, exists); err != nil {
 			return err
+		}
+		if after, _ := json.Marshal(&v); exists && bytes.Equal(before, after) {
+			return nil
 		}
 		err = s.Commit(ctx, Op{Key: key, Value: &v, Rev: rev})
 		if !errors.Is(err, ErrConflict) {

@@ -12,11 +12,7 @@ import (
 // a tunnel address, tunl0 is up with it and carries `BLOCK via HOSTIP dev
 // tunl0 onlink` for other nodes' blocks in IPIP pools (CrossSubnet: only
 // nodes on another subnet); otherwise tabby's routes and address leave it.
-func (d *Driver) SyncIPIP(ctx context.Context) error {
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
-	if err != nil {
-		return err
-	}
+func (d *Driver) SyncIPIP(ctx context.Context, pools []datastore.IPPool) error {
 	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
 	if err != nil {
 		return err

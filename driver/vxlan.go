@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -56,11 +57,7 @@ func vtepOf(n datastore.Node) (dataplane.VTEP, netip.Prefix, bool) {
 // for every other node's endpoint and `BLOCK via TUNNELIP dev vxlan.tabby
 // onlink` for other nodes' blocks in VXLAN pools (CrossSubnet: only for
 // nodes on another subnet; BGP routes the rest directly).
-func (d *Driver) SyncVXLAN(ctx context.Context) error {
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
-	if err != nil {
-		return err
-	}
+func (d *Driver) SyncVXLAN(ctx context.Context, pools []datastore.IPPool) error {
 	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
 	if err != nil {
 		return err
@@ -79,6 +76,12 @@ func (d *Driver) SyncVXLAN(ctx context.Context) error {
 	if len(vx) == 0 || !ok {
 		return d.dp.DeleteLink(dataplane.VXLANDevice)
 	}
+	return d.programVXLAN(ctx, self, mine, vx, nodes, byName)
+}
+
+// programVXLAN builds vxlan.tabby, its peers and its routes.
+func (d *Driver) programVXLAN(ctx context.Context, self dataplane.VTEP, mine netip.Prefix, vx []vxlanPool,
+	nodes []datastore.Node, byName map[string]datastore.Node) error {
 	mtu := 0
 	if d.hostMTU > 0 {
 		mtu = d.hostMTU - vxlanOverhead
@@ -116,7 +119,8 @@ func (d *Driver) SyncVXLAN(ctx context.Context) error {
 }
 
 // RunTunnels keeps vxlan.tabby and tunl0 current as pools, nodes and
-// blocks change.
+// blocks change. While no pool tunnels, one read of the pools is all a
+// change costs (every host wakes up for every block claimed in the cluster).
 func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
 	kick := make(chan struct{}, 1)
 	for _, dir := range []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir} {
@@ -124,12 +128,21 @@ func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
 	}
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
+	clean := false
 	for {
-		if err := d.SyncVXLAN(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("VXLAN sync failed", "err", err)
+		pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+		tunnelled := false
+		for _, p := range pools {
+			tunnelled = tunnelled || (!p.Disabled && (datastore.Encapsulated(p.VXLANMode) || datastore.Encapsulated(p.IPIPMode)))
 		}
-		if err := d.SyncIPIP(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("IPIP sync failed", "err", err)
+		if err == nil && (tunnelled || !clean) {
+			errV, errI := d.SyncVXLAN(ctx, pools), d.SyncIPIP(ctx, pools)
+			if err = errors.Join(errV, errI); err == nil {
+				clean = !tunnelled
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("tunnel sync failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
