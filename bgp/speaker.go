@@ -136,6 +136,7 @@ func (s *Speaker) Run(ctx context.Context) {
 			return
 		case <-kick:
 		case <-tick.C:
+			s.repairRoutes()
 		case <-sweep:
 			s.sweepStale()
 		}
@@ -312,6 +313,32 @@ func (s *Speaker) sweepStale() {
 			s.log.Info("stale route removed", "prefix", p.String())
 		}
 	}
+}
+
+// repairRoutes puts back learned routes missing from the kernel (a failed
+// install, or one deleted by hand), without waiting for BGP to resend them.
+func (s *Speaker) repairRoutes() {
+	have, err := s.routes.ListVia()
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var dst []netip.Prefix
+	var gw []netip.Addr
+	for p, nh := range s.learned {
+		if have[p] != nh {
+			dst, gw = append(dst, p), append(gw, nh)
+		}
+	}
+	if len(dst) == 0 {
+		return
+	}
+	if err := s.routes.ReplaceViaBatch(dst, gw); err != nil {
+		s.log.Warn("repairing learned routes failed", "routes", len(dst), "err", err)
+		return
+	}
+	s.log.Info("learned routes repaired", "routes", len(dst))
 }
 
 // PeerStatus is one row of `tabby node status`.
