@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
 	"golang.org/x/sys/unix"
 )
 
@@ -226,4 +227,18 @@ func (d *Driver) RemoveBlackholes() error {
 		}
 	}
 	return nil
+}
+
+// RemoveTunnelsAndRoutes deletes vxlan.tabby, tabby's address and routes on
+// tunl0, and the routes learned from peers (uninstall).
+func (d *Driver) RemoveTunnelsAndRoutes() error {
+	errs := []error{d.dp.DeleteLink(dataplane.VXLANDevice), d.dp.ClearIPIP()}
+	if via, err := d.dp.ListVia(); err != nil {
+		errs = append(errs, err)
+	} else {
+		for p := range via {
+			errs = append(errs, d.dp.DeleteVia(p))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -222,19 +222,19 @@ func registerNode(ctx context.Context, st *datastore.Store, cfg Config, host aut
 	return nil
 }
 
-// uninstallIfIdle removes tabby's forwarding rules and blackholes when no
-// endpoint is left on this host; with endpoints they stay, so a restart
-// keeps containers connected.
+// uninstallIfIdle removes tabby's rules, blackholes, tunnels and learned
+// routes when no endpoint is left on this host; with endpoints they stay, so
+// a restart keeps containers connected.
 func (d *Daemon) uninstallIfIdle(ctx context.Context, drv *driver.Driver, fwd *dataplane.Forwarding) error {
 	n, err := drv.LocalEndpoints(ctx)
 	if err != nil || n > 0 {
 		d.log.Info("tabby daemon stopped; kernel state kept for running endpoints", "endpoints", n)
 		return nil
 	}
-	if err := errors.Join(fwd.Remove(), drv.RemoveBlackholes()); err != nil {
+	if err := errors.Join(fwd.Remove(), drv.RemoveBlackholes(), drv.RemoveTunnelsAndRoutes()); err != nil {
 		return fmt.Errorf("remove tabby's rules: %w", err)
 	}
-	d.log.Info("tabby daemon stopped; no endpoints left, rules removed")
+	d.log.Info("tabby daemon stopped; no endpoints left, rules, tunnels and routes removed")
 	return nil
 }
 

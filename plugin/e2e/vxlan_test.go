@@ -105,6 +105,17 @@ func TestVXLANCrossSubnet(t *testing.T) {
 	mustPing(t, n0, "c0", ip1)
 	mustPing(t, n0, "c0", ip2)
 	mustPing(t, n2, "c2", ip1)
+
+	// Uninstall on node02: with no endpoint left, stopping tabby removes its
+	// tunnel, learned routes and rules.
+	must(t, n2, "rm", "-f", "c2")
+	n2.StopTabby()
+	if out := mustExec(t, n2, "ip", "-o", "link"); strings.Contains(out, "vxlan.tabby") {
+		t.Fatalf("vxlan.tabby left after uninstall:\n%s", out)
+	}
+	if r := mustExec(t, n2, "ip", "route", "show", "proto", "77"); r != "" {
+		t.Fatalf("tabby's routes left after uninstall:\n%s", r)
+	}
 }
 
 // IPIP (seed 000's second table): routes to other hosts' blocks go via the
