@@ -326,6 +326,27 @@ func (s *Store) Notify(ctx context.Context, prefix string, kick chan<- struct{})
 	}
 }
 
+// OnChange runs fn now, then again after changes under any of dirs (a
+// burst of changes makes one run) and every resync, until ctx ends. The
+// loops that recompute their whole state from etcd are built on it.
+func (s *Store) OnChange(ctx context.Context, dirs []string, resync time.Duration, fn func()) {
+	kick := make(chan struct{}, 1)
+	for _, d := range dirs {
+		go s.Notify(ctx, d, kick)
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		fn()
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
 // RawCAS does one compare-and-swap transaction on key, the unit the IPAM
 // benchmark compares itself against.
 func (s *Store) RawCAS(ctx context.Context, key string, rev int64, value string) (int64, error) {

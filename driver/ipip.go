@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"net/netip"
-	"strings"
 
 	"github.com/tabbynet/tabby/datastore"
 )
@@ -45,21 +44,12 @@ func (d *Driver) SyncIPIP(ctx context.Context, pools []datastore.IPPool) error {
 	if err != nil {
 		return err
 	}
-	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesDir)
+	want, err := d.tunnelledBlocks(ctx, ipip, mine, func(node string) (netip.Addr, netip.Prefix, bool) {
+		h, ok := hosts[node]
+		return h.Addr(), h, ok
+	})
 	if err != nil {
 		return err
-	}
-	want := map[netip.Prefix]netip.Addr{}
-	for _, k := range keys {
-		parts := strings.Split(strings.TrimPrefix(k, datastore.AffinitiesDir), "/")
-		if len(parts) != 2 || parts[0] == d.node {
-			continue
-		}
-		block, err := netip.ParsePrefix(datastore.KeyToCIDR(parts[1]))
-		theirs, ok := hosts[parts[0]]
-		if err == nil && ok && tunnels(ipip, block, mine, theirs) {
-			want[block] = theirs.Addr()
-		}
 	}
 	return d.dp.SyncDeviceRoutes(idx, want)
 }

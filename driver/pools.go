@@ -37,21 +37,11 @@ func (d *Driver) SyncNAT(ctx context.Context, n NATSyncer) error {
 
 // RunNAT keeps outgoing NAT current as pools change, with a periodic resync.
 func (d *Driver) RunNAT(ctx context.Context, n NATSyncer, resync time.Duration) {
-	kick := make(chan struct{}, 1)
-	go d.store.Notify(ctx, datastore.PoolsDir, kick)
-	tick := time.NewTicker(resync)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-tick.C:
-		}
+	d.store.OnChange(ctx, []string{datastore.PoolsDir}, resync, func() {
 		if err := d.SyncNAT(ctx, n); err != nil && ctx.Err() == nil {
 			d.log.Warn("outgoing NAT sync failed", "err", err)
 		}
-	}
+	})
 }
 
 // SetHostMTU records the MTU of the host interface that carries traffic to

@@ -154,57 +154,14 @@ func (d *Driver) SyncBlackholes(ctx context.Context) error {
 	return nil
 }
 
-// RunBlackholes keeps blackholes current from a watch on this host's
+// RunBlackholes keeps blackholes current from changes to this host's
 // affinities, with a periodic full resync for anything a watch missed.
 func (d *Driver) RunBlackholes(ctx context.Context, resync time.Duration) {
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		events := d.store.Watch(wctx, datastore.AffinitiesOf(d.node))
+	d.store.OnChange(ctx, []string{datastore.AffinitiesOf(d.node)}, resync, func() {
 		if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("blackhole sync failed", "err", err)
 		}
-		tick := time.NewTicker(resync)
-	loop:
-		for {
-			select {
-			case <-ctx.Done():
-				break loop
-			case _, ok := <-events:
-				if !ok {
-					break loop // watch ended: resync and watch again
-				}
-				// One sync covers every change queued so far: a burst of
-				// claims must not cost one full sync each.
-				if !drain(events) {
-					break loop
-				}
-			case <-tick.C:
-			}
-			if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
-				d.log.Warn("blackhole sync failed", "err", err)
-			}
-		}
-		tick.Stop()
-		cancel()
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// drain empties a channel without blocking; false when it was closed.
-func drain(ch <-chan datastore.Event) bool {
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return false
-			}
-		default:
-			return true
-		}
-	}
+	})
 }
 
 // LocalEndpoints counts this host's endpoints in etcd.

@@ -99,9 +99,24 @@ func (d *Driver) programVXLAN(ctx context.Context, self dataplane.VTEP, mine net
 	if err := d.dp.SyncVXLANPeers(idx, peers); err != nil {
 		return err
 	}
-	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesDir)
+	want, err := d.tunnelledBlocks(ctx, vx, mine, func(node string) (netip.Addr, netip.Prefix, bool) {
+		v, host, ok := vtepOf(byName[node])
+		return v.TunnelIP, host, ok
+	})
 	if err != nil {
 		return err
+	}
+	return d.dp.SyncDeviceRoutes(idx, want)
+}
+
+// tunnelledBlocks maps every other node's block that a tunnel carries (its
+// pool tunnels, Always or across subnets) to the gateway gw gives for its
+// node; nodes gw knows nothing of are left out.
+func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine netip.Prefix,
+	gw func(node string) (netip.Addr, netip.Prefix, bool)) (map[netip.Prefix]netip.Addr, error) {
+	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesDir)
+	if err != nil {
+		return nil, err
 	}
 	want := map[netip.Prefix]netip.Addr{}
 	for _, k := range keys {
@@ -110,26 +125,21 @@ func (d *Driver) programVXLAN(ctx context.Context, self dataplane.VTEP, mine net
 			continue
 		}
 		block, err := netip.ParsePrefix(datastore.KeyToCIDR(parts[1]))
-		v, theirs, ok := vtepOf(byName[parts[0]])
-		if err == nil && ok && tunnels(vx, block, mine, theirs) {
-			want[block] = v.TunnelIP
+		addr, theirs, ok := gw(parts[0])
+		if err == nil && ok && tunnels(pools, block, mine, theirs) {
+			want[block] = addr
 		}
 	}
-	return d.dp.SyncDeviceRoutes(idx, want)
+	return want, nil
 }
 
 // RunTunnels keeps vxlan.tabby and tunl0 current as pools, nodes and
 // blocks change. While no pool tunnels, one read of the pools is all a
 // change costs (every host wakes up for every block claimed in the cluster).
 func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
-	kick := make(chan struct{}, 1)
-	for _, dir := range []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir} {
-		go d.store.Notify(ctx, dir, kick)
-	}
-	tick := time.NewTicker(resync)
-	defer tick.Stop()
 	clean := false
-	for {
+	dirs := []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir}
+	d.store.OnChange(ctx, dirs, resync, func() {
 		pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
 		tunnelled := false
 		for _, p := range pools {
@@ -144,11 +154,5 @@ func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("tunnel sync failed", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-tick.C:
-		}
-	}
+	})
 }

@@ -20,19 +20,9 @@ const originOption = "tabby.origin"
 // created here too, with the same name, subnet and options, and removed here
 // once it is removed where it was made. Runs apart from plugin requests.
 func replicate(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {
-	kick := make(chan struct{}, 1)
-	go st.Notify(ctx, datastore.NetworksDir, kick)
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
+	st.OnChange(ctx, []string{datastore.NetworksDir}, 5*time.Second, func() {
 		replicateOnce(ctx, docker, st, node, log)
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-tick.C:
-		}
-	}
+	})
 }
 
 func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {

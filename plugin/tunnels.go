@@ -43,23 +43,13 @@ func tunnelMAC(node string) string {
 // keepTunnel gives this node a tunnel address for each encapsulation a pool
 // uses (VXLAN, IPIP) and takes it back when none does.
 func keepTunnel(ctx context.Context, st *datastore.Store, alloc *ipamdriver.Allocator, node string, log *slog.Logger) {
-	kick := make(chan struct{}, 1)
-	go st.Notify(ctx, datastore.PoolsDir, kick)
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	for {
+	st.OnChange(ctx, []string{datastore.PoolsDir}, 30*time.Second, func() {
 		for _, k := range tunnels {
 			if err := k.ensure(ctx, st, alloc, node); err != nil && ctx.Err() == nil {
 				log.Warn("tunnel address", "tunnel", k.name, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-tick.C:
-		}
-	}
+	})
 }
 
 func (k tunnel) ensure(ctx context.Context, st *datastore.Store, alloc *ipamdriver.Allocator, node string) error {
