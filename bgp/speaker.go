@@ -382,14 +382,3 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
 	return out, err
 }
-
-// Learned returns the routes installed from peers (for tests and metrics).
-func (s *Speaker) Learned() map[netip.Prefix]netip.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[netip.Prefix]netip.Addr, len(s.learned))
-	for k, v := range s.learned {
-		out[k] = v
-	}
-	return out
-}

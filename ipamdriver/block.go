@@ -102,17 +102,6 @@ func (b *block) releaseHandle(handle string) int {
 	return n
 }
 
-// free counts the free slots that lie in within (all when within is invalid).
-func (b *block) free(within netip.Prefix) int {
-	n := 0
-	for i, h := range b.Allocations {
-		if h == "" && (!within.IsValid() || within.Contains(b.addrAt(i))) {
-			n++
-		}
-	}
-	return n
-}
-
 // inUse lists the assigned addresses with their handles.
 func (b *block) inUse() map[netip.Addr]string {
 	out := map[netip.Addr]string{}

@@ -124,15 +124,6 @@ func (f *Forwarding) Remove() error {
 	return nil
 }
 
-// Installed reports whether the jump to tabby's chain is in FORWARD.
-func (f *Forwarding) Installed() (bool, error) {
-	ok, err := f.ipt.ChainExists("filter", ForwardChain)
-	if err != nil || !ok {
-		return false, err
-	}
-	return f.ipt.Exists("filter", "FORWARD", jumpRule...)
-}
-
 // enableIPForward writes ip_forward=1; where /proc/sys is read-only (inside
 // a managed plugin) it accepts a host that already forwards.
 func (f *Forwarding) enableIPForward() error {
