@@ -74,15 +74,20 @@ func (s *Speaker) onBest(p *api.Path) {
 		return
 	}
 	a, err := netip.ParseAddr(pfx.Prefix)
-	if err != nil || !a.Is4() {
+	if err != nil {
 		return
 	}
 	prefix := netip.PrefixFrom(a, int(pfx.PrefixLen))
 	var nh netip.Addr
 	var nha api.NextHopAttribute
+	var mp api.MpReachNLRIAttribute
 	for _, attr := range p.GetPattrs() {
-		if attr.MessageIs(&nha) && attr.UnmarshalTo(&nha) == nil {
+		switch {
+		case a.Is4() && attr.MessageIs(&nha) && attr.UnmarshalTo(&nha) == nil:
 			nh, _ = netip.ParseAddr(nha.NextHop)
+		case a.Is6() && attr.MessageIs(&mp) && attr.UnmarshalTo(&mp) == nil && len(mp.NextHops) > 0:
+			// The first next hop is the global one (a link-local may follow).
+			nh, _ = netip.ParseAddr(mp.NextHops[0])
 		}
 	}
 	s.installs <- install{prefix: prefix, nh: nh, withdraw: p.IsWithdraw}
@@ -141,12 +146,12 @@ func (s *Speaker) applyBatch(batch []install) {
 	}
 	for _, in := range batch {
 		delete(s.skipped, in.prefix)
-		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && s.encap.owns(in.prefix, in.nh) {
+		if !in.withdraw && in.nh.IsValid() && in.nh.Is4() && in.nh != s.cfg.RouterID && s.encap.owns(in.prefix, in.nh) {
 			// VXLAN routes this prefix: remember it, install nothing.
 			s.skipped[in.prefix] = in.nh
 			in.withdraw = true
 		}
-		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID {
+		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && in.nh != s.cfg.IPv6 {
 			dst, gw = append(dst, in.prefix), append(gw, in.nh)
 			continue
 		}

@@ -32,19 +32,26 @@ type PeerSpec struct {
 }
 
 // NodeAddr returns a node's IPv4 address (stored as address/prefix).
-func NodeAddr(n datastore.Node) (netip.Addr, bool) {
+func NodeAddr(n datastore.Node) (netip.Addr, bool) { return nodeAddr(n, 4) }
+
+// nodeAddr returns a node's address of family 4 or 6.
+func nodeAddr(n datastore.Node, family int) (netip.Addr, bool) {
 	s := n.IPv4
+	if family == 6 {
+		s = n.IPv6
+	}
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		s = s[:i]
 	}
 	a, err := netip.ParseAddr(s)
-	return a, err == nil && a.Is4()
+	return a, err == nil && a.Is4() == (family == 4)
 }
 
-// DesiredPeers computes the sessions of node me: the full mesh when it is
-// on; with it off, reflectors peer with every node (non-reflectors as their
-// clients) and the others peer only with reflectors; plus global BGPPeers and
-// those for this node.
+// DesiredPeers computes the sessions of node me, per address family (IPv6
+// sessions between the nodes' IPv6 addresses carry IPv6 routes, as Calico's
+// BIRD and BIRD6 do): the full mesh when it is on; with it off, reflectors
+// peer with every node (non-reflectors as their clients) and the others peer
+// only with reflectors; plus global BGPPeers and those for this node.
 func DesiredPeers(me string, nodes []datastore.Node, peers []datastore.BGPPeer, cfg datastore.BGPConfiguration) map[netip.Addr]PeerSpec {
 	out := map[netip.Addr]PeerSpec{}
 	var self datastore.Node
@@ -53,7 +60,17 @@ func DesiredPeers(me string, nodes []datastore.Node, peers []datastore.BGPPeer, 
 			self = n
 		}
 	}
-	selfAddr, _ := NodeAddr(self)
+	for _, family := range []int{4, 6} {
+		if selfAddr, ok := nodeAddr(self, family); ok {
+			addPeers(out, me, self, selfAddr, family, nodes, peers, cfg)
+		}
+	}
+	return out
+}
+
+// addPeers adds the sessions of one address family to out.
+func addPeers(out map[netip.Addr]PeerSpec, me string, self datastore.Node, selfAddr netip.Addr, family int,
+	nodes []datastore.Node, peers []datastore.BGPPeer, cfg datastore.BGPConfiguration) {
 	asOf := func(n datastore.Node) uint32 {
 		if n.ASNumber != 0 {
 			return n.ASNumber
@@ -63,7 +80,7 @@ func DesiredPeers(me string, nodes []datastore.Node, peers []datastore.BGPPeer, 
 	sorted := append([]datastore.Node(nil), nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	for _, n := range sorted {
-		addr, ok := NodeAddr(n)
+		addr, ok := nodeAddr(n, family)
 		if n.Name == me || !ok || addr == selfAddr {
 			continue
 		}
@@ -83,7 +100,7 @@ func DesiredPeers(me string, nodes []datastore.Node, peers []datastore.BGPPeer, 
 	}
 	for _, p := range peers {
 		addr, err := netip.ParseAddr(p.PeerIP)
-		if err != nil || addr == selfAddr || (p.Node != "" && p.Node != me) {
+		if err != nil || addr.Is4() != (family == 4) || addr == selfAddr || (p.Node != "" && p.Node != me) {
 			continue
 		}
 		typ := TypeGlobal
@@ -96,5 +113,4 @@ func DesiredPeers(me string, nodes []datastore.Node, peers []datastore.BGPPeer, 
 		}
 		out[addr] = PeerSpec{Address: addr, ASN: asn, Type: typ, Password: p.Password}
 	}
-	return out
 }

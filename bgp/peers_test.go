@@ -71,3 +71,27 @@ func TestBGPPeersGlobalAndPerNode(t *testing.T) {
 		t.Fatalf("node specific peer on node01: %+v", p)
 	}
 }
+
+// IPv6 sessions join nodes that both have an IPv6 address, beside the IPv4
+// ones; a node without IPv6 has none, and IPv6 BGPPeers need it too.
+func TestIPv6SessionsBesideIPv4(t *testing.T) {
+	dual := []datastore.Node{
+		{Name: "node00", IPv4: "10.0.0.10/24", IPv6: "fd00:50::10/64"},
+		{Name: "node01", IPv4: "10.0.0.11/24", IPv6: "fd00:50::11/64"},
+		{Name: "node02", IPv4: "10.0.0.12/24"},
+	}
+	ext := []datastore.BGPPeer{{Name: "ext6", PeerIP: "fd00:50::1", ASNumber: 65000}}
+	got := DesiredPeers("node00", dual, ext, datastore.BGPConfiguration{})
+	if len(got) != 4 || got[addr("fd00:50::11")].Type != TypeMesh || got[addr("fd00:50::1")].Type != TypeGlobal {
+		t.Fatalf("node00 (dual-stack) sessions = %v; want 2 IPv4 mesh, 1 IPv6 mesh, 1 IPv6 global", got)
+	}
+	got = DesiredPeers("node02", dual, ext, datastore.BGPConfiguration{})
+	for a := range got {
+		if a.Is6() {
+			t.Fatalf("node02 has no IPv6 address, yet wants an IPv6 session to %s", a)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("node02 sessions = %v, want the two IPv4 mesh peers", got)
+	}
+}

@@ -31,6 +31,9 @@ type Routes interface {
 type Config struct {
 	Node     string
 	RouterID netip.Addr // the host's IPv4 address
+	// IPv6 is the host's IPv6 address: IPv6 sessions and next hops (invalid:
+	// no IPv6).
+	IPv6 netip.Addr
 	// ASN overrides the AS of BGPConfiguration (the --as setting).
 	ASN        uint32
 	ListenPort int32
@@ -95,9 +98,12 @@ func (s *Speaker) Start(ctx context.Context) error {
 	}
 	s.srv = server.NewBgpServer(server.LoggerOption(&logAdapter{s.log}))
 	go s.srv.Serve()
+	listen := []string{s.cfg.RouterID.String()}
+	if s.cfg.IPv6.IsValid() {
+		listen = append(listen, s.cfg.IPv6.String())
+	}
 	err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: s.asn, RouterId: s.cfg.RouterID.String(), ListenPort: s.cfg.ListenPort,
-		ListenAddresses: []string{s.cfg.RouterID.String()},
+		Asn: s.asn, RouterId: s.cfg.RouterID.String(), ListenPort: s.cfg.ListenPort, ListenAddresses: listen,
 	}})
 	if err != nil {
 		s.srv.Stop()
@@ -195,16 +201,18 @@ func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, er
 		return nil, err
 	}
 	for _, e := range eps {
-		a, err := netip.ParseAddr(e.IPv4)
-		if err != nil {
-			continue
-		}
-		inside := false
-		for _, b := range blocks {
-			inside = inside || b.Contains(a)
-		}
-		if !inside {
-			want[netip.PrefixFrom(a, 32)] = true
+		for _, ip := range []string{e.IPv4, e.IPv6} {
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				continue
+			}
+			inside := false
+			for _, b := range blocks {
+				inside = inside || b.Contains(a)
+			}
+			if !inside {
+				want[netip.PrefixFrom(a, a.BitLen())] = true
+			}
 		}
 	}
 	return want, nil
@@ -237,11 +245,17 @@ func (s *Speaker) syncPeers(ctx context.Context, want map[netip.Addr]PeerSpec) e
 	return errors.Join(errs...)
 }
 
+// peerConf is the GoBGP configuration of one session: IPv4 unicast from the
+// host's IPv4 address, or IPv6 unicast from its IPv6 address.
 func (s *Speaker) peerConf(w PeerSpec) *api.Peer {
 	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	local := s.cfg.RouterID
+	if w.Address.Is6() {
+		family.Afi, local = api.Family_AFI_IP6, s.cfg.IPv6
+	}
 	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: w.Address.String(), PeerAsn: w.ASN, AuthPassword: w.Password},
-		Transport: &api.Transport{LocalAddress: s.cfg.RouterID.String()},
+		Transport: &api.Transport{LocalAddress: local.String()},
 		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 2, HoldTime: 90, KeepaliveInterval: 30}},
 		// Graceful restart both ways: peers keep our routes while we
 		// restart, and we keep theirs.
@@ -273,12 +287,10 @@ func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) e
 		s.log.Debug("BGP withdrew", "prefix", p.String())
 	}
 	for p := range want {
-		if _, ok := s.adv[p]; ok {
+		if _, ok := s.adv[p]; ok || (p.Addr().Is6() && !s.cfg.IPv6.IsValid()) {
 			continue
 		}
-		path, err := apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false,
-			[]bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP),
-				bgp.NewPathAttributeNextHop(s.cfg.RouterID.String())}, time.Now())
+		path, err := s.newPath(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -296,6 +308,19 @@ func (s *Speaker) syncAdverts(ctx context.Context, want map[netip.Prefix]bool) e
 		s.log.Info("BGP advertisements changed", "advertised", added, "withdrawn", withdrawn, "total", len(s.adv))
 	}
 	return errors.Join(errs...)
+}
+
+// newPath is our advertisement of p with this host as next hop: the
+// NEXT_HOP attribute for IPv4, MP_REACH_NLRI for IPv6.
+func (s *Speaker) newPath(p netip.Prefix) (*api.Path, error) {
+	origin := bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	if p.Addr().Is4() {
+		return apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false,
+			[]bgp.PathAttributeInterface{origin, bgp.NewPathAttributeNextHop(s.cfg.RouterID.String())}, time.Now())
+	}
+	nlri := bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
+	return apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{origin,
+		bgp.NewPathAttributeMpReachNLRI(s.cfg.IPv6.String(), []bgp.AddrPrefixInterface{nlri})}, time.Now())
 }
 
 // sweepStale removes gateway routes left by a previous run that no peer

@@ -56,10 +56,13 @@ type Node struct {
 // Network is a Docker network of driver tabby, keyed by Docker's network ID.
 // Name is empty until the daemon learns it from Docker (Docker never sends it).
 type Network struct {
-	ID      string            `json:"id"`
-	Name    string            `json:"name,omitempty"`
-	Pool    string            `json:"pool"`             // what IPAM handed Docker: a subnet, or 0.0.0.0/0
-	Subnet  string            `json:"subnet,omitempty"` // set when the user chose --subnet
+	ID     string `json:"id"`
+	Name   string `json:"name,omitempty"`
+	Pool   string `json:"pool"`             // what IPAM handed Docker: a subnet, or 0.0.0.0/0
+	Subnet string `json:"subnet,omitempty"` // set when the user chose --subnet
+	// IPv6 is set for --ipv6 networks; Subnet6 when an IPv6 --subnet was given.
+	IPv6    bool              `json:"ipv6,omitempty"`
+	Subnet6 string            `json:"subnet6,omitempty"`
 	MTU     int               `json:"mtu,omitempty"`
 	Options map[string]string `json:"options,omitempty"`
 	Profile string            `json:"profile"`

@@ -104,11 +104,11 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	if err != nil {
 		return err
 	}
-	if len(req.IPv6Data) > 0 {
-		return errors.New("tabby does not support IPv6 networks yet: create the network without --ipv6")
-	}
 	if len(req.IPv4Data) != 1 || req.IPv4Data[0] == nil {
 		return fmt.Errorf("tabby networks take exactly one IPv4 subnet, got %d", len(req.IPv4Data))
+	}
+	if len(req.IPv6Data) > 1 || (len(req.IPv6Data) == 1 && req.IPv6Data[0] == nil) {
+		return fmt.Errorf("tabby networks take at most one IPv6 subnet, got %d", len(req.IPv6Data))
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
@@ -120,6 +120,15 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 			return err
 		}
 		n.Subnet = pool
+	}
+	if len(req.IPv6Data) == 1 {
+		n.IPv6 = true
+		if p6 := req.IPv6Data[0].Pool; p6 != "::/0" {
+			if err := d.checkTabbyPool(ctx, p6); err != nil {
+				return err
+			}
+			n.Subnet6 = p6
+		}
 	}
 	prof := datastore.Profile{Name: req.NetworkID, Network: req.NetworkID,
 		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == '" + req.NetworkID + "'"}}},
@@ -199,12 +208,17 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if req.Interface == nil || req.Interface.Address == "" {
 		return nil, errors.New("endpoint has no IPv4 address: tabby networks need --ipam-driver tabby")
 	}
-	if req.Interface.AddressIPv6 != "" {
-		return nil, errors.New("tabby does not support IPv6 endpoints yet")
-	}
 	pfx, err := netip.ParsePrefix(req.Interface.Address)
 	if err != nil || !pfx.Addr().Is4() {
 		return nil, fmt.Errorf("endpoint address %q is not an IPv4 CIDR", req.Interface.Address)
+	}
+	var ip6 string
+	if req.Interface.AddressIPv6 != "" {
+		p6, err := netip.ParsePrefix(req.Interface.AddressIPv6)
+		if err != nil || !p6.Addr().Is6() {
+			return nil, fmt.Errorf("endpoint address %q is not an IPv6 CIDR", req.Interface.AddressIPv6)
+		}
+		ip6 = p6.Addr().String()
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
@@ -224,13 +238,13 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	ep := datastore.WorkloadEndpoint{
 		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
-		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), MAC: mac, MTU: mtu,
+		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), IPv6: ip6, MAC: mac, MTU: mtu,
 		Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
 	}
 	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {
 		return nil, fmt.Errorf("store endpoint %s: %w", short(ep.EndpointID), err)
 	}
-	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", short(ep.EndpointID), "ip", ep.IPv4)
+	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", short(ep.EndpointID), "ip", ep.IPv4, "ip6", ep.IPv6)
 	return resp, nil
 }
 
@@ -264,11 +278,16 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	if _, err := d.store.Get(ctx, datastore.EndpointKey(d.node, req.EndpointID), &ep); err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
 	}
-	return &network.InfoResponse{Value: map[string]string{"ifname": ep.Interface, "ip": ep.IPv4, "mac": ep.MAC}}, nil
+	v := map[string]string{"ifname": ep.Interface, "ip": ep.IPv4, "mac": ep.MAC}
+	if ep.IPv6 != "" {
+		v["ip6"] = ep.IPv6
+	}
+	return &network.InfoResponse{Value: v}, nil
 }
 
 // Join creates the veth pair and tells Docker how to set up the container
-// side: cali0 with default via 169.254.1.1, reached over an on-link route.
+// side: cali0 with default via 169.254.1.N, reached over an on-link route,
+// and for IPv6 default via fe80::1, the host side's link-local address.
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
@@ -285,6 +304,18 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	}
 	spec := dataplane.Endpoint{HostIf: ep.Interface, TempIf: dataplane.TempIfName(ep.EndpointID),
 		IPv4: netip.MustParseAddr(ep.IPv4), MTU: ep.MTU}
+	resp := &network.JoinResponse{
+		InterfaceName:         network.InterfaceName{SrcName: spec.TempIf, DstPrefix: ContainerIfPrefix},
+		Gateway:               gw,
+		StaticRoutes:          []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}},
+		DisableGatewayService: true,
+	}
+	if ep.IPv6 != "" {
+		// Link-local, so no on-link route is needed: the kernel routes
+		// fe80::/64 to every interface, and libnetwork finds cali0 by it.
+		spec.IPv6 = netip.MustParseAddr(ep.IPv6)
+		resp.GatewayIPv6 = dataplane.GatewayV6.Addr().String()
+	}
 	if err := d.dp.SetupEndpoint(spec); err != nil {
 		return nil, err
 	}
@@ -303,13 +334,8 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		return nil, err
 	}
 	d.log.Info("endpoint joined", "network", short(req.NetworkID), "endpoint", short(ep.EndpointID),
-		"ifname", spec.HostIf, "ip", ep.IPv4, "gateway", gw)
-	return &network.JoinResponse{
-		InterfaceName:         network.InterfaceName{SrcName: spec.TempIf, DstPrefix: ContainerIfPrefix},
-		Gateway:               gw,
-		StaticRoutes:          []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}},
-		DisableGatewayService: true,
-	}, nil
+		"ifname", spec.HostIf, "ip", ep.IPv4, "ip6", ep.IPv6, "gateway", gw)
+	return resp, nil
 }
 
 // pickGateway returns 169.254.1.1 for a sandbox's first tabby endpoint and

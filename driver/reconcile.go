@@ -83,10 +83,11 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wantIf := map[string]netip.Addr{}
+	wantIf := map[string][]netip.Addr{}
 	for _, e := range eps {
 		if ip, err := netip.ParseAddr(e.IPv4); err == nil && e.SandboxKey != "" {
-			wantIf[e.Interface] = ip
+			ip6, _ := netip.ParseAddr(e.IPv6)
+			wantIf[e.Interface] = []netip.Addr{ip, ip6}
 		}
 	}
 	links, err := d.dp.HostLinks()
@@ -94,7 +95,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		return err
 	}
 	for _, name := range links {
-		ip, ok := wantIf[name]
+		ips, ok := wantIf[name]
 		if !ok {
 			d.log.Info("removing leaked interface", "ifname", name)
 			if err := d.dp.DeleteLink(name); err != nil {
@@ -102,11 +103,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		idx := d.dp.LinkIndex(name)
-		if err := d.dp.EnableProxyARP(idx); err != nil {
-			return fmt.Errorf("proxy ARP on %s: %w", name, err)
-		}
-		if err := d.dp.RouteEndpoint(idx, ip); err != nil {
+		if err := d.dp.RepairEndpoint(name, ips...); err != nil {
 			return err
 		}
 	}

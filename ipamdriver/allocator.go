@@ -237,8 +237,11 @@ func (a *Allocator) unclaimedBlock(pool datastore.IPPool, existing map[netip.Pre
 	if err != nil || pool.BlockSize < pp.Bits() {
 		return netip.Prefix{}, false
 	}
-	nblocks := uint64(1) << min(uint(pool.BlockSize-pp.Bits()), 62)
-	step := uint64(1) << (pp.Addr().BitLen() - pool.BlockSize)
+	// Offsets into the pool must fit in 64 bits: an IPv6 pool searches its
+	// first 2^(63-host bits) blocks, far more than anyone claims.
+	hostBits := pp.Addr().BitLen() - pool.BlockSize
+	nblocks := uint64(1) << min(uint(pool.BlockSize-pp.Bits()), uint(63-hostBits))
+	step := uint64(1) << hostBits
 	start := nodeHash(a.node) % nblocks
 	for i := uint64(0); i < min(nblocks, maxClaimProbes); i++ {
 		bp := netip.PrefixFrom(addOffset(pp.Addr(), ((start+i)%nblocks)*step), pool.BlockSize)

@@ -27,26 +27,47 @@ const (
 	PoolAnyV4  = "tabby-any-v4"
 	poolPrefix = "tabby-v4:"
 
+	// GatewayV6 is the IPv6 next hop of every container: the host side of
+	// each veth carries it as a link-local address (link-local addresses are
+	// per link, so every veth can have the same one), so the host answers
+	// neighbour solicitations for it without proxy NDP, whose switch is a
+	// sysctl that a managed plugin cannot write.
+	GatewayV6 = "fe80::1"
+	// PoolAnyV6 is the IPv6 pool ID of --ipv6 networks without an IPv6
+	// --subnet; Docker is handed ::/0 for them.
+	PoolAnyV6    = "tabby-any-v6"
+	poolPrefixV6 = "tabby-v6:"
+
 	gatewayOption = "com.docker.network.gateway"
 	requestType   = "RequestAddressType"
 
 	// DefaultPoolName is the pool created at first start.
 	DefaultPoolName = "default-ipv4-ippool"
+	// DefaultPoolNameV6 is the IPv6 pool created at first start.
+	DefaultPoolNameV6 = "default-ipv6-ippool"
 	// DefaultBlockSize is Calico's IPv4 block size.
 	DefaultBlockSize = 26
+	// DefaultBlockSizeV6 is Calico's IPv6 block size.
+	DefaultBlockSizeV6 = 122
 )
+
+// ErrNoIPv6 means IPv6 was asked of a host that has no IPv6 address for
+// tabby.
+var ErrNoIPv6 = errors.New("this host runs tabby without IPv6: start tabby with --ip6 ADDRESS or --ip6 autodetect (env IP6), or create the network without --ipv6")
 
 // Driver serves Docker's IpamDriver API.
 type Driver struct {
 	alloc   *Allocator
 	timeout time.Duration
+	ipv6    bool
 }
 
 var _ ipam.Ipam = (*Driver)(nil)
 
-// New returns the IPAM driver of one node.
-func New(store *datastore.Store, node string) *Driver {
-	return &Driver{alloc: NewAllocator(store, node), timeout: 30 * time.Second}
+// New returns the IPAM driver of one node; ipv6 says whether the node takes
+// part in IPv6 (has an IPv6 address for tabby).
+func New(store *datastore.Store, node string, ipv6 bool) *Driver {
+	return &Driver{alloc: NewAllocator(store, node), timeout: 30 * time.Second, ipv6: ipv6}
 }
 
 // Allocator exposes the allocator (CLI, tests, benchmarks).
@@ -56,19 +77,35 @@ func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.timeout)
 }
 
-// EnsureDefaultPool creates the default pool when no pool exists yet.
-func EnsureDefaultPool(ctx context.Context, store *datastore.Store, cidr, ipip, vxlan string) error {
-	pools, err := store.ListKeys(ctx, datastore.PoolsDir)
-	if err != nil || len(pools) > 0 {
+// EnsureDefaultPools creates the default IPv4 pool when there is no IPv4
+// pool, and the default IPv6 pool (cidrV6, "" for none) when there is no
+// IPv6 pool. Outgoing NAT is on for the IPv4 one only, as in Calico.
+func EnsureDefaultPools(ctx context.Context, store *datastore.Store, cidr, ipip, vxlan, cidrV6 string) error {
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, store, datastore.PoolsDir)
+	if err != nil {
 		return err
 	}
-	p := datastore.IPPool{Name: DefaultPoolName, CIDR: cidr, BlockSize: DefaultBlockSize,
-		IPIPMode: ipip, VXLANMode: vxlan, NATOutgoing: true}
-	if err := ValidatePool(&p); err != nil {
-		return err
+	have := map[bool]bool{} // by "is IPv4"
+	for _, p := range pools {
+		if pr, err := netip.ParsePrefix(p.CIDR); err == nil {
+			have[pr.Addr().Is4()] = true
+		}
 	}
-	if err := store.Create(ctx, datastore.PoolKey(p.Name), &p); err != nil && !errors.Is(err, datastore.ErrConflict) {
-		return err
+	var want []datastore.IPPool
+	if !have[true] {
+		want = append(want, datastore.IPPool{Name: DefaultPoolName, CIDR: cidr, BlockSize: DefaultBlockSize,
+			IPIPMode: ipip, VXLANMode: vxlan, NATOutgoing: true})
+	}
+	if !have[false] && cidrV6 != "" {
+		want = append(want, datastore.IPPool{Name: DefaultPoolNameV6, CIDR: cidrV6, BlockSize: DefaultBlockSizeV6})
+	}
+	for _, p := range want {
+		if err := ValidatePool(&p); err != nil {
+			return err
+		}
+		if err := store.Create(ctx, datastore.PoolKey(p.Name), &p); err != nil && !errors.Is(err, datastore.ErrConflict) {
+			return err
+		}
 	}
 	return nil
 }
@@ -86,7 +123,7 @@ func ValidatePool(p *datastore.IPPool) error {
 	if p.BlockSize == 0 {
 		p.BlockSize = DefaultBlockSize
 		if pr.Addr().Is6() {
-			p.BlockSize = 122
+			p.BlockSize = DefaultBlockSizeV6
 		}
 	}
 	if p.BlockSize < pr.Bits() || p.BlockSize > pr.Addr().BitLen() {
@@ -109,6 +146,9 @@ func ValidatePool(p *datastore.IPPool) error {
 	if p.IPIPMode != datastore.ModeNever && p.VXLANMode != datastore.ModeNever {
 		return fmt.Errorf("IPPool %s: spec.ipipMode and spec.vxlanMode cannot both be on; set one of them to Never", p.Name)
 	}
+	if pr.Addr().Is6() && (p.IPIPMode != datastore.ModeNever || p.VXLANMode != datastore.ModeNever) {
+		return fmt.Errorf("IPPool %s: IPv6 pools are routed by BGP only; set spec.ipipMode and spec.vxlanMode to Never", p.Name)
+	}
 	return nil
 }
 
@@ -122,10 +162,11 @@ func (d *Driver) GetDefaultAddressSpaces() (*ipam.AddressSpacesResponse, error) 
 	return &ipam.AddressSpacesResponse{LocalDefaultAddressSpace: "TabbyLocal", GlobalDefaultAddressSpace: "TabbyGlobal"}, nil
 }
 
-// RequestPool maps a network's --subnet onto a tabby pool.
+// RequestPool maps a network's --subnet (IPv4, or IPv6 with --ipv6) onto a
+// tabby pool.
 func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
-	if req.V6 {
-		return nil, errors.New("tabby does not support IPv6 networks yet: create the network without --ipv6")
+	if req.V6 && !d.ipv6 {
+		return nil, ErrNoIPv6
 	}
 	if req.SubPool != "" {
 		return nil, fmt.Errorf("--ip-range %s is not supported by tabby: use --subnet with a range inside a pool", req.SubPool)
@@ -133,13 +174,17 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 	for k := range req.Options {
 		return nil, fmt.Errorf("unknown IPAM option %q: tabby takes no --ipam-opt options; remove it", k)
 	}
-	data := map[string]string{gatewayOption: GatewayV4 + "/32"}
+	anyID, anyPool, prefix, gw, family, example := PoolAnyV4, "0.0.0.0/0", poolPrefix, GatewayV4+"/32", "IPv4", "10.10.0.0/16"
+	if req.V6 {
+		anyID, anyPool, prefix, gw, family, example = PoolAnyV6, "::/0", poolPrefixV6, GatewayV6+"/64", "IPv6", "fd00:10::/64"
+	}
+	data := map[string]string{gatewayOption: gw}
 	if req.Pool == "" {
-		return &ipam.RequestPoolResponse{PoolID: PoolAnyV4, Pool: "0.0.0.0/0", Data: data}, nil
+		return &ipam.RequestPoolResponse{PoolID: anyID, Pool: anyPool, Data: data}, nil
 	}
 	subnet, err := netip.ParsePrefix(req.Pool)
-	if err != nil || !subnet.Addr().Is4() {
-		return nil, fmt.Errorf("subnet %q is not an IPv4 CIDR: use --subnet like 10.10.0.0/16", req.Pool)
+	if err != nil || subnet.Addr().Is6() != req.V6 {
+		return nil, fmt.Errorf("subnet %q is not an %s CIDR: use --subnet like %s", req.Pool, family, example)
 	}
 	if subnet.Masked() != subnet {
 		return nil, fmt.Errorf("subnet %s has host bits set: use --subnet %s", req.Pool, subnet.Masked())
@@ -149,56 +194,68 @@ func (d *Driver) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolRes
 	if _, err := d.alloc.PoolFor(ctx, subnet); err != nil {
 		return nil, err
 	}
-	return &ipam.RequestPoolResponse{PoolID: poolPrefix + subnet.String(), Pool: subnet.String(), Data: data}, nil
+	return &ipam.RequestPoolResponse{PoolID: prefix + subnet.String(), Pool: subnet.String(), Data: data}, nil
 }
 
 // ReleasePool implements ipam.Ipam; pools outlive networks, so nothing to do.
 func (d *Driver) ReleasePool(*ipam.ReleasePoolRequest) error { return nil }
 
-// withinOf returns the --subnet a pool ID stands for (invalid = any pool).
+// withinOf returns the --subnet a pool ID stands for (invalid = any IPv4
+// pool, ::/0 = any IPv6 pool).
 func withinOf(poolID string) (netip.Prefix, error) {
-	if poolID == PoolAnyV4 {
+	switch poolID {
+	case PoolAnyV4:
 		return netip.Prefix{}, nil
+	case PoolAnyV6:
+		return netip.MustParsePrefix("::/0"), nil
 	}
-	if s, ok := strings.CutPrefix(poolID, poolPrefix); ok {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			return p, nil
+	for _, pre := range []string{poolPrefix, poolPrefixV6} {
+		if s, ok := strings.CutPrefix(poolID, pre); ok {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				return p, nil
+			}
 		}
 	}
 	return netip.Prefix{}, fmt.Errorf("pool ID %q was not issued by tabby: create the network with --ipam-driver tabby", poolID)
 }
 
-// RequestAddress assigns one /32: the given one (--ip) or the next free one.
+// RequestAddress assigns one /32 (/128): the given one (--ip, --ip6) or the
+// next free one.
 func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
-	if req.Options[requestType] == gatewayOption {
-		return nil, fmt.Errorf("--gateway %s is not supported: tabby containers always route via %s; create the network without --gateway",
-			req.Address, GatewayV4)
-	}
 	within, err := withinOf(req.PoolID)
 	if err != nil {
 		return nil, err
+	}
+	v6 := within.IsValid() && within.Addr().Is6()
+	flag, family, example, gw := "--ip", "IPv4", "10.10.0.5", GatewayV4
+	if v6 {
+		flag, family, example, gw = "--ip6", "IPv6", "fd00:10::5", GatewayV6
+	}
+	if req.Options[requestType] == gatewayOption {
+		return nil, fmt.Errorf("--gateway %s is not supported: tabby containers always route via %s; create the network without --gateway",
+			req.Address, gw)
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
 	handle := NewHandle("docker-")
 	if req.Address != "" {
 		addr, err := netip.ParseAddr(req.Address)
-		if err != nil || !addr.Is4() {
-			return nil, fmt.Errorf("address %q is not an IPv4 address: use --ip like 10.10.0.5", req.Address)
+		if err != nil || addr.Is6() != v6 {
+			return nil, fmt.Errorf("address %q is not an %s address: use %s like %s", req.Address, family, flag, example)
 		}
 		if within.IsValid() && !within.Contains(addr) {
-			return nil, fmt.Errorf("address %s is outside the network's subnet %s: choose an --ip inside it", addr, within)
+			return nil, fmt.Errorf("address %s is outside the network's subnet %s: choose an %s inside it", addr, within, flag)
 		}
 		if err := d.alloc.Assign(ctx, addr, handle); err != nil {
 			return nil, err
 		}
-		return &ipam.RequestAddressResponse{Address: addr.String() + "/32"}, nil
+		return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
 	}
 	addr, err := d.alloc.AutoAssign(ctx, within, handle)
 	if err != nil {
 		return nil, err
 	}
-	return &ipam.RequestAddressResponse{Address: addr.String() + "/32"}, nil
+	return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
 }
 
 // ReleaseAddress frees an address; releasing a free one succeeds.
@@ -211,7 +268,7 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 			return fmt.Errorf("address %q is not an IP address", req.Address)
 		}
 	}
-	if addr.String() == GatewayV4 {
+	if addr.String() == GatewayV4 || addr.String() == GatewayV6 {
 		return nil
 	}
 	ctx, cancel := d.ctx()

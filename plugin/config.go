@@ -26,10 +26,12 @@ type Config struct {
 	IP               string
 	IP6              string
 	IPAutodetection  string
+	IP6Autodetection string
 	AS               string
 	PoolCIDR         string
 	PoolIPIP         string
 	PoolVXLAN        string
+	PoolV6CIDR       string
 	DockerHost       string
 	DNSAddr          string
 	MetricsAddr      string
@@ -50,6 +52,7 @@ func DefaultConfig() Config {
 		PoolCIDR:         "192.168.0.0/16",
 		PoolIPIP:         "Never",
 		PoolVXLAN:        "Never",
+		PoolV6CIDR:       "fd00:192:168::/48",
 		DockerHost:       "unix:///var/run/docker.sock",
 		MetricsAddr:      "127.0.0.1:9091",
 		LogLevel:         "info",
@@ -63,6 +66,7 @@ func (c *Config) envVars() map[string]*string {
 		"ETCD_CA_CERT_FILE": &c.EtcdCAFile, "ETCD_CERT_FILE": &c.EtcdCertFile, "ETCD_KEY_FILE": &c.EtcdKeyFile,
 		"TABBY_EMBEDDED_ETCD_ADDR": &c.EmbeddedEtcdAddr,
 		"NODENAME":                 &c.NodeName, "IP": &c.IP, "IP6": &c.IP6, "IP_AUTODETECTION_METHOD": &c.IPAutodetection,
+		"IP6_AUTODETECTION_METHOD": &c.IP6Autodetection, "TABBY_IPV6POOL_CIDR": &c.PoolV6CIDR,
 		"AS": &c.AS, "TABBY_IPV4POOL_CIDR": &c.PoolCIDR, "TABBY_IPV4POOL_IPIP": &c.PoolIPIP,
 		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DNS_ADDR": &c.DNSAddr,
 		"TABBY_METRICS_ADDR": &c.MetricsAddr, "TABBY_LOG_LEVEL": &c.LogLevel,
@@ -108,6 +112,11 @@ func (c *Config) Validate() error {
 			bad("--ip %q must be an IPv4 address or 'autodetect'", c.IP)
 		}
 	}
+	if c.IP6 != "" && c.IP6 != "autodetect" {
+		if a, err := netip.ParseAddr(c.IP6); err != nil || !a.Is6() || a.Is4In6() {
+			bad("--ip6 %q must be an IPv6 address, 'autodetect', or empty for no IPv6", c.IP6)
+		}
+	}
 	if c.AS != "" {
 		if _, err := strconv.ParseUint(c.AS, 10, 32); err != nil {
 			bad("--as %q must be a number from 1 to 4294967295", c.AS)
@@ -115,6 +124,9 @@ func (c *Config) Validate() error {
 	}
 	if p, err := netip.ParsePrefix(c.PoolCIDR); err != nil || !p.Addr().Is4() || p.Masked() != p {
 		bad("--ipv4pool-cidr %q must be an IPv4 CIDR without host bits, like 192.168.0.0/16", c.PoolCIDR)
+	}
+	if p, err := netip.ParsePrefix(c.PoolV6CIDR); err != nil || !p.Addr().Is6() || p.Masked() != p || p.Bits() > 122 {
+		bad("--ipv6pool-cidr %q must be an IPv6 CIDR of /122 or larger without host bits, like fd00:192:168::/48", c.PoolV6CIDR)
 	}
 	for name, v := range map[string]string{"--ipv4pool-ipip": c.PoolIPIP, "--ipv4pool-vxlan": c.PoolVXLAN} {
 		if v != "Always" && v != "CrossSubnet" && v != "Never" {
@@ -137,6 +149,17 @@ func (c *Config) Level() (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level %q must be debug, info, warn or error", c.LogLevel)
 	}
 	return l, nil
+}
+
+// IPv6 reports whether this host takes part in IPv6 (IP6 is set).
+func (c *Config) IPv6() bool { return c.IP6 != "" }
+
+// ip6Method is the IPv6 autodetection method: its own, or the IPv4 one.
+func (c *Config) ip6Method() string {
+	if c.IP6Autodetection != "" {
+		return c.IP6Autodetection
+	}
+	return c.IPAutodetection
 }
 
 // ControlSocket is where the daemon answers the CLI's node status.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,7 +49,13 @@ func serveControl(path string, src statusSource) (*http.Server, error) {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
-			st.IPv4 = peers
+			for _, p := range peers {
+				if a, err := netip.ParseAddr(p.Address); err == nil && a.Is6() {
+					st.IPv6 = append(st.IPv6, p)
+				} else {
+					st.IPv4 = append(st.IPv4, p)
+				}
+			}
 		}
 		json.NewEncoder(w).Encode(st)
 	})

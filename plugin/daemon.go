@@ -85,7 +85,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
-	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.Addr.Addr(), ASN: uint32(asn)}, dp, d.log)
+	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
+		ASN: uint32(asn)}, dp, d.log)
 	if err := speaker.Start(bg); err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ipd := ipamdriver.New(st, cfg.NodeName)
+	ipd := ipamdriver.New(st, cfg.NodeName, cfg.IPv6())
 	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -133,32 +134,52 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return d.uninstallIfIdle(sctx, drv, fwd)
 }
 
-// prepare makes the default pool, finds this host's address and registers
-// the node.
-func (d *Daemon) prepare(ctx context.Context, st *datastore.Store) (autodetect.Result, error) {
+// hostAddrs are this host's addresses for tabby: IPv4, and IPv6 when IP6
+// is set (else v6 is zero).
+type hostAddrs struct{ v4, v6 autodetect.Result }
+
+// detect finds this host's addresses as configured.
+func (c *Config) detect() (hostAddrs, error) {
+	var h hostAddrs
+	var err error
+	if h.v4, err = autodetect.Host(c.IP, c.IPAutodetection, 4); err != nil {
+		return h, fmt.Errorf("this host's address: %w", err)
+	}
+	if c.IPv6() {
+		if h.v6, err = autodetect.Host(c.IP6, c.ip6Method(), 6); err != nil {
+			return h, fmt.Errorf("this host's IPv6 address: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// prepare makes the default pools, finds this host's addresses and
+// registers the node.
+func (d *Daemon) prepare(ctx context.Context, st *datastore.Store) (hostAddrs, error) {
 	cfg := d.cfg
 	if cfg.PoolIPIP != datastore.ModeNever {
 		if err := ipipSupported(); err != nil {
-			return autodetect.Result{}, fmt.Errorf("--ipv4pool-ipip %s: %w", cfg.PoolIPIP, err)
+			return hostAddrs{}, fmt.Errorf("--ipv4pool-ipip %s: %w", cfg.PoolIPIP, err)
 		}
 	}
-	if err := ipamdriver.EnsureDefaultPool(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN); err != nil {
-		return autodetect.Result{}, fmt.Errorf("default pool: %w", err)
+	if err := ipamdriver.EnsureDefaultPools(ctx, st, cfg.PoolCIDR, cfg.PoolIPIP, cfg.PoolVXLAN, cfg.PoolV6CIDR); err != nil {
+		return hostAddrs{}, fmt.Errorf("default pool: %w", err)
 	}
-	host, err := autodetect.Host(cfg.IP, cfg.IPAutodetection)
+	host, err := cfg.detect()
 	if err != nil {
-		return host, fmt.Errorf("this host's address: %w", err)
+		return host, err
 	}
 	if err := registerNode(ctx, st, cfg, host); err != nil {
 		return host, err
 	}
-	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.Addr.String(), "ifname", host.Iface)
+	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.v4.Addr.String(), "ifname", host.v4.Iface,
+		"ip6", host.v6.Addr.String())
 	return host, nil
 }
 
 // dataplane binds netlink and iptables, installs the forwarding and NAT
 // rules and makes the kernel match etcd before anything is served.
-func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host autodetect.Result) (*dataplane.Dataplane, *dataplane.Forwarding, *driver.Driver, error) {
+func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAddrs) (*dataplane.Dataplane, *dataplane.Forwarding, *driver.Driver, error) {
 	dp, err := dataplane.New("")
 	if err != nil {
 		return nil, nil, nil, err
@@ -167,7 +188,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host autode
 		dp.Close()
 		return nil, nil, nil, err
 	}
-	fwd, err := dataplane.NewForwarding("", "")
+	fwd, err := dataplane.NewForwarding("", "", d.cfg.IPv6())
 	if err != nil {
 		return fail(err)
 	}
@@ -175,7 +196,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host autode
 		return fail(err)
 	}
 	drv := driver.New(st, d.cfg.NodeName, dp, d.log)
-	drv.SetHostMTU(autodetect.MTU(host.Iface))
+	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))
 	if err := drv.SyncNAT(ctx, fwd); err != nil {
 		return fail(err)
 	}
@@ -187,7 +208,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host autode
 
 // keepNode re-registers the node periodically, so a deleted or edited
 // record comes back; an address change takes a restart to reach BGP.
-func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host autodetect.Result) {
+func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host hostAddrs) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
@@ -196,8 +217,9 @@ func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host autodet
 			return
 		case <-t.C:
 		}
-		if now, err := autodetect.Host(d.cfg.IP, d.cfg.IPAutodetection); err == nil && now.Addr != host.Addr {
-			d.log.Warn("host address changed; restart tabby to move BGP to it", "ip", now.Addr.String(), "was", host.Addr.String())
+		if now, err := d.cfg.detect(); err == nil && now != host {
+			d.log.Warn("host address changed; restart tabby to move BGP to it", "ip", now.v4.Addr.String(),
+				"ip6", now.v6.Addr.String(), "was", host.v4.Addr.String(), "was6", host.v6.Addr.String())
 		}
 		if err := registerNode(ctx, st, d.cfg, host); err != nil && ctx.Err() == nil {
 			d.log.Warn("node registration failed", "err", err)
@@ -207,9 +229,12 @@ func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host autodet
 
 // registerNode records this host in etcd with its detected address, keeping
 // what users set on the Node (route reflector cluster ID, AS).
-func registerNode(ctx context.Context, st *datastore.Store, cfg Config, host autodetect.Result) error {
+func registerNode(ctx context.Context, st *datastore.Store, cfg Config, host hostAddrs) error {
 	err := datastore.Update(ctx, st, datastore.NodeKey(cfg.NodeName), func(n *datastore.Node, _ bool) error {
-		n.Name, n.IPv4 = cfg.NodeName, host.Addr.String()
+		n.Name, n.IPv4, n.IPv6 = cfg.NodeName, host.v4.Addr.String(), ""
+		if host.v6.Addr.IsValid() {
+			n.IPv6 = host.v6.Addr.String()
+		}
 		if cfg.AS != "" {
 			asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 			n.ASNumber = uint32(asn)

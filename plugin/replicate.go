@@ -76,7 +76,14 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		if n.Subnet != "" {
 			ipam.Config = []dnetwork.IPAMConfig{{Subnet: n.Subnet}}
 		}
-		if _, err := docker.NetworkCreate(ctx, n.Name, dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts}); err != nil {
+		if n.Subnet6 != "" {
+			ipam.Config = append(ipam.Config, dnetwork.IPAMConfig{Subnet: n.Subnet6})
+		}
+		create := dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts}
+		if n.IPv6 {
+			create.EnableIPv6 = &n.IPv6
+		}
+		if _, err := docker.NetworkCreate(ctx, n.Name, create); err != nil {
 			log.Warn("could not mirror network", "network", n.Name, "err", err)
 			continue
 		}

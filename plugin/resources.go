@@ -107,10 +107,11 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 			if err := decodeSpec(d, &sp); err != nil {
 				return err
 			}
-			if a, err := netip.ParseAddr(sp.PeerIP); err != nil || !a.Is4() {
-				return fmt.Errorf("BGPPeer %s: spec.peerIP %q must be an IPv4 address", d.Metadata.Name, sp.PeerIP)
+			a, err := netip.ParseAddr(sp.PeerIP)
+			if err != nil || a.Is4In6() || a.Zone() != "" {
+				return fmt.Errorf("BGPPeer %s: spec.peerIP %q must be an IPv4 or IPv6 address", d.Metadata.Name, sp.PeerIP)
 			}
-			p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: sp.PeerIP, ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password}
+			p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: a.String(), ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password}
 			if err := st.Put(ctx, datastore.BGPPeerKey(p.Name), &p); err != nil {
 				return err
 			}
@@ -237,7 +238,7 @@ func rowOf(cols ...string) func(json.RawMessage) ([]string, string, error) {
 
 var kinds = map[string]kind{
 	"IPPool":           {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
-	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "asNumber", "routeReflectorClusterID")},
+	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "IPV6", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "ipv6Address", "asNumber", "routeReflectorClusterID")},
 	"BGPPeer":          {"BGPPeer", datastore.BGPPeersDir, []string{"NAME", "PEERIP", "ASN", "NODE"}, rowOf("name", "peerIP", "asNumber", "node")},
 	"BGPConfiguration": {"BGPConfiguration", datastore.BGPConfigDir, []string{"ASN", "MESH"}, rowOf("asNumber", "nodeToNodeMeshEnabled")},
 	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},

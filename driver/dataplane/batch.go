@@ -40,19 +40,21 @@ func (d *Dataplane) sendRoutes(dst []netip.Prefix, gw []netip.Addr, errs *[]erro
 	var buf []byte
 	pending := map[uint32]int{}
 	for i := range dst {
-		if !dst[i].Addr().Is4() || !gw[i].Is4() {
-			*errs = append(*errs, fmt.Errorf("route %s via %s: not IPv4", dst[i], gw[i]))
+		if !dst[i].IsValid() || dst[i].Addr().Is4() != gw[i].Is4() || gw[i].Is4In6() {
+			*errs = append(*errs, fmt.Errorf("route %s via %s: destination and gateway must be of one family", dst[i], gw[i]))
 			continue
 		}
 		req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
 		msg := nl.NewRtMsg()
 		msg.Family = unix.AF_INET
+		if gw[i].Is6() {
+			msg.Family = unix.AF_INET6
+		}
 		msg.Dst_len = uint8(dst[i].Bits())
 		msg.Protocol = uint8(RouteProtocol)
 		req.AddData(msg)
-		d4, g4 := dst[i].Addr().As4(), gw[i].As4()
-		req.AddData(nl.NewRtAttr(unix.RTA_DST, d4[:]))
-		req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, g4[:]))
+		req.AddData(nl.NewRtAttr(unix.RTA_DST, dst[i].Addr().AsSlice()))
+		req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, gw[i].AsSlice()))
 		buf = append(buf, req.Serialize()...)
 		pending[req.Seq] = i
 	}

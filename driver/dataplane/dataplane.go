@@ -84,11 +84,19 @@ func IsHostIf(name string) bool {
 	return strings.HasPrefix(name, HostIfPrefix) && len(name) == len(HostIfPrefix)+11
 }
 
+// GatewayV6 is the IPv6 gateway of every container: a link-local address
+// on the host side of each veth (link-local addresses are per link, so every
+// veth carries the same one). The host then answers neighbour solicitations
+// for it itself; proxy NDP would need a sysctl that a managed plugin cannot
+// write (IPv6 devconf is not settable over netlink).
+var GatewayV6 = netip.MustParsePrefix("fe80::1/64")
+
 // Endpoint is what the host needs to know of one container interface.
 type Endpoint struct {
 	HostIf string
 	TempIf string
 	IPv4   netip.Addr
+	IPv6   netip.Addr // invalid for IPv4-only endpoints
 	MTU    int
 }
 
@@ -132,19 +140,51 @@ func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
 	if err := d.h.LinkSetUp(host); err != nil {
 		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
 	}
-	return d.RouteEndpoint(host.Attrs().Index, ep.IPv4)
+	return d.RouteEndpoint(host, ep.IPv4, ep.IPv6)
 }
 
-// RouteEndpoint installs `IP dev caliX scope link proto 77`.
-func (d *Dataplane) RouteEndpoint(linkIndex int, ip netip.Addr) error {
-	r := &netlink.Route{
-		LinkIndex: linkIndex,
-		Dst:       hostNet(ip),
-		Scope:     netlink.SCOPE_LINK,
-		Protocol:  RouteProtocol,
+// RouteEndpoint installs `IP dev caliX scope link proto 77` for each of
+// the endpoint's addresses and, for IPv6, the gateway address on caliX.
+func (d *Dataplane) RouteEndpoint(host netlink.Link, ips ...netip.Addr) error {
+	for _, ip := range ips {
+		if !ip.IsValid() {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostNet(ip), Protocol: RouteProtocol}
+		if ip.Is4() {
+			r.Scope = netlink.SCOPE_LINK
+		} else if err := d.gatewayV6(host); err != nil {
+			return err
+		}
+		if err := d.h.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s: %w", ip, err)
+		}
 	}
-	if err := d.h.RouteReplace(r); err != nil {
-		return fmt.Errorf("route %s: %w", ip, err)
+	return nil
+}
+
+// RepairEndpoint restores proxy ARP, the gateway address and the routes
+// of an existing host-side interface (after a restart).
+func (d *Dataplane) RepairEndpoint(name string, ips ...netip.Addr) error {
+	host, err := d.h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := d.EnableProxyARP(host.Attrs().Index); err != nil {
+		return fmt.Errorf("proxy ARP on %s: %w", name, err)
+	}
+	return d.RouteEndpoint(host, ips...)
+}
+
+// gatewayV6 puts fe80::1 on a host-side interface, without duplicate
+// address detection (it is meant to be on every veth).
+func (d *Dataplane) gatewayV6(host netlink.Link) error {
+	a := &netlink.Addr{IPNet: prefixNet(GatewayV6), Flags: unix.IFA_F_NODAD}
+	if err := d.h.AddrReplace(host, a); err != nil {
+		if errors.Is(err, unix.EACCES) {
+			return fmt.Errorf("IPv6 gateway on %s: IPv6 is disabled on the host (net.ipv6.conf.*.disable_ipv6=1): %w", host.Attrs().Name, err)
+		}
+		return fmt.Errorf("IPv6 gateway on %s: %w", host.Attrs().Name, err)
 	}
 	return nil
 }
@@ -200,10 +240,11 @@ func (d *Dataplane) Blackhole(block netip.Prefix) error {
 	return nil
 }
 
-// Routes lists the IPv4 routes of the main table that carry tabby's tag.
+// Routes lists the IPv4 and IPv6 routes of the main table that carry
+// tabby's tag.
 func (d *Dataplane) Routes() ([]netlink.Route, error) {
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-	rs, err := d.h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	rs, err := d.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}

@@ -92,6 +92,45 @@ func TestSetupEndpointHostSide(t *testing.T) {
 	}
 }
 
+// A dual-stack endpoint: the /128 is routed to the host side, which carries
+// the containers' IPv6 gateway fe80::1; a container behind it reaches an
+// address outside over that gateway.
+func TestSetupEndpointIPv6(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	inNS(t, ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	ep := Endpoint{HostIf: HostIfName(epID), TempIf: TempIfName(epID), IPv4: netip.MustParseAddr("192.168.18.64"),
+		IPv6: netip.MustParseAddr("fd00:192:168::40"), MTU: 1500}
+	if err := d.SetupEndpoint(ep); err != nil {
+		t.Fatal(err)
+	}
+	if r := inNS(t, ns, "ip", "-6", "route", "show", "proto", "77"); !strings.Contains(r, "fd00:192:168::40 dev "+ep.HostIf) {
+		t.Fatalf("IPv6 routes %q lack fd00:192:168::40 dev %s", r, ep.HostIf)
+	}
+	if a := inNS(t, ns, "ip", "-6", "addr", "show", "dev", ep.HostIf); !strings.Contains(a, "inet6 fe80::1/64") {
+		t.Fatalf("host side lacks the gateway fe80::1/64:\n%s", a)
+	}
+	// Play the container: a namespace with the other end, as Docker sets it.
+	ctr := testNS(t)
+	inNS(t, ns, "ip", "link", "set", ep.TempIf, "netns", ctr)
+	inNS(t, ctr, "ip", "link", "set", ep.TempIf, "up")
+	inNS(t, ctr, "ip", "addr", "add", "fd00:192:168::40/128", "dev", ep.TempIf, "nodad")
+	inNS(t, ctr, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", ep.TempIf)
+	inNS(t, ns, "ip", "addr", "add", "fd00:99::1/128", "dev", "lo")
+	inNS(t, ns, "ip", "link", "set", "lo", "up")
+	if out, err := exec.Command("ip", "netns", "exec", ctr, "busybox", "ping", "-6", "-c", "1", "-W", "3", "fd00:99::1").CombinedOutput(); err != nil {
+		t.Fatalf("container side cannot reach the host over fe80::1: %v\n%s", err, out)
+	}
+	// Repair after a restart restores the gateway address.
+	inNS(t, ns, "ip", "addr", "del", "fe80::1/64", "dev", ep.HostIf)
+	if err := d.RepairEndpoint(ep.HostIf, ep.IPv4, ep.IPv6); err != nil {
+		t.Fatal(err)
+	}
+	if a := inNS(t, ns, "ip", "-6", "addr", "show", "dev", ep.HostIf); !strings.Contains(a, "inet6 fe80::1/64") {
+		t.Fatalf("repair did not restore fe80::1/64:\n%s", a)
+	}
+}
+
 func TestSetupEndpointUndoesOnFailure(t *testing.T) {
 	ns := testNS(t)
 	d := newDP(t, ns)
@@ -145,13 +184,16 @@ func testForwarding(t *testing.T, ns, ipForward string) (*Forwarding, string) {
 		t.Skip("needs the iptables binary: " + err.Error())
 	}
 	dir := t.TempDir()
-	// go-iptables runs a binary; a wrapper runs it inside the test namespace.
-	wrapper := filepath.Join(dir, "iptables")
-	os.WriteFile(wrapper, []byte("#!/bin/sh\nexec ip netns exec "+ns+" iptables \"$@\"\n"), 0o755)
+	// go-iptables runs a binary; wrappers run it inside the test namespace.
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		os.WriteFile(filepath.Join(dir, bin), []byte("#!/bin/sh\nexec ip netns exec "+ns+" "+bin+" \"$@\"\n"), 0o755)
+	}
 	proc := filepath.Join(dir, "proc")
 	os.MkdirAll(filepath.Join(proc, "sys/net/ipv4"), 0o755)
+	os.MkdirAll(filepath.Join(proc, "sys/net/ipv6/conf/all"), 0o755)
 	os.WriteFile(filepath.Join(proc, "sys/net/ipv4/ip_forward"), []byte(ipForward+"\n"), 0o644)
-	f, err := NewForwarding(wrapper, proc)
+	os.WriteFile(filepath.Join(proc, "sys/net/ipv6/conf/all/forwarding"), []byte(ipForward+"\n"), 0o644)
+	f, err := NewForwarding(filepath.Join(dir, "iptables"), proc, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,17 +209,21 @@ func TestForwardingRules(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if b, _ := os.ReadFile(filepath.Join(proc, "sys/net/ipv4/ip_forward")); strings.TrimSpace(string(b)) != "1" {
-		t.Fatalf("ip_forward = %q, want 1", b)
+	for _, sw := range []string{"sys/net/ipv4/ip_forward", "sys/net/ipv6/conf/all/forwarding"} {
+		if b, _ := os.ReadFile(filepath.Join(proc, sw)); strings.TrimSpace(string(b)) != "1" {
+			t.Fatalf("%s = %q, want 1", sw, b)
+		}
 	}
-	fwd := inNS(t, ns, "iptables", "-S", "FORWARD")
-	if strings.Count(fwd, "-j "+ForwardChain) != 1 {
-		t.Fatalf("FORWARD should jump to %s exactly once:\n%s", ForwardChain, fwd)
-	}
-	chain := inNS(t, ns, "iptables", "-S", ForwardChain)
-	for _, want := range []string{"-i cali+", "-o cali+"} {
-		if !strings.Contains(chain, want) || strings.Count(chain, "-j ACCEPT") != 2 {
-			t.Fatalf("%s lacks %q ACCEPT:\n%s", ForwardChain, want, chain)
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		fwd := inNS(t, ns, bin, "-S", "FORWARD")
+		if strings.Count(fwd, "-j "+ForwardChain) != 1 {
+			t.Fatalf("%s: FORWARD should jump to %s exactly once:\n%s", bin, ForwardChain, fwd)
+		}
+		chain := inNS(t, ns, bin, "-S", ForwardChain)
+		for _, want := range []string{"-i cali+", "-o cali+"} {
+			if !strings.Contains(chain, want) || strings.Count(chain, "-j ACCEPT") != 2 {
+				t.Fatalf("%s: %s lacks %q ACCEPT:\n%s", bin, ForwardChain, want, chain)
+			}
 		}
 	}
 	for i := 0; i < 2; i++ {
@@ -185,8 +231,10 @@ func TestForwardingRules(t *testing.T) {
 			t.Fatalf("remove %d: %v", i, err)
 		}
 	}
-	if out := inNS(t, ns, "iptables", "-S"); strings.Contains(out, ForwardChain) {
-		t.Fatalf("rules left after Remove:\n%s", out)
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		if out := inNS(t, ns, bin, "-S"); strings.Contains(out, ForwardChain) {
+			t.Fatalf("%s rules left after Remove:\n%s", bin, out)
+		}
 	}
 }
 
@@ -224,6 +272,27 @@ func TestReplaceViaBatch(t *testing.T) {
 	if err := d.ReplaceViaBatch(dst[:600], gw[:600]); err != nil {
 		t.Fatal(err)
 	}
+	// IPv6 blocks go in the same batch; ListVia and DeleteVia see them.
+	inNS(t, ns, "ip", "addr", "add", "fd00:2::1/64", "dev", "uplink", "nodad")
+	v6 := netip.MustParsePrefix("fd00:192:168::40/122")
+	if err := d.ReplaceViaBatch([]netip.Prefix{v6, dst[0]}, []netip.Addr{netip.MustParseAddr("fd00:2::2"), gw[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if out := inNS(t, ns, "ip", "-6", "route", "show", v6.String()); !strings.HasPrefix(out, "fd00:192:168::40/122 via fd00:2::2 dev uplink proto 77") {
+		t.Fatalf("IPv6 route as ip shows it: %q", out)
+	}
+	if got, _ := d.ListVia(); got[v6] != netip.MustParseAddr("fd00:2::2") {
+		t.Fatalf("ListVia lacks the IPv6 route: %v", got[v6])
+	}
+	if err := d.ReplaceViaBatch([]netip.Prefix{v6}, []netip.Addr{gw[0]}); err == nil || !strings.Contains(err.Error(), "one family") {
+		t.Fatalf("mixed families must be refused: %v", err)
+	}
+	if err := d.DeleteVia(v6); err != nil {
+		t.Fatal(err)
+	}
+	if out := inNS(t, ns, "ip", "-6", "route", "show", v6.String()); out != "" {
+		t.Fatalf("IPv6 route left after DeleteVia: %q", out)
+	}
 }
 
 // kernelHasIPIP asks iproute2, independently of tabby, whether this
@@ -256,7 +325,8 @@ func TestNATRules(t *testing.T) {
 		{CIDR: netip.MustParsePrefix("192.168.0.0/16"), NAT: true},
 		{CIDR: netip.MustParsePrefix("10.10.0.0/16"), NAT: false},
 	}
-	got := natRules(pools)
+	pools = append(pools, NATPool{CIDR: netip.MustParsePrefix("fd00:1::/48"), NAT: true}, NATPool{CIDR: netip.MustParsePrefix("fd00:2::/48")})
+	got := natRules(pools, false)
 	want := [][]string{
 		{"-s", "192.168.0.0/16", "-d", "192.168.0.0/16", "-j", "RETURN"},
 		{"-s", "192.168.0.0/16", "-d", "10.10.0.0/16", "-j", "RETURN"},
@@ -264,6 +334,15 @@ func TestNATRules(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("rules %v, want %v", got, want)
+	}
+	got = natRules(pools, true)
+	want = [][]string{
+		{"-s", "fd00:1::/48", "-d", "fd00:1::/48", "-j", "RETURN"},
+		{"-s", "fd00:1::/48", "-d", "fd00:2::/48", "-j", "RETURN"},
+		{"-s", "fd00:1::/48", "-j", "MASQUERADE"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("IPv6 rules %v, want %v", got, want)
 	}
 }
 

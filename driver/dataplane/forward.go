@@ -1,8 +1,10 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -20,57 +22,97 @@ var (
 	}
 )
 
-// Forwarding owns the host's forwarding switch and tabby's iptables rules.
+// Forwarding owns the host's forwarding switches and tabby's iptables (and,
+// with IPv6, ip6tables) rules.
 type Forwarding struct {
-	ipt         *iptables.IPTables
-	ipForwardAt string
+	ipt *iptables.IPTables
+	// ipt6 is nil when the host takes no part in IPv6.
+	ipt6     *iptables.IPTables
+	procRoot string
 }
 
-// NewForwarding uses the iptables binary at path ("" to find it on PATH);
+// NewForwarding uses the iptables binary at path ("" to find it on PATH;
+// ip6tables is looked for beside it) and, when ipv6, ip6tables too;
 // procRoot is where /proc/sys lives ("" for /proc).
-func NewForwarding(path, procRoot string) (*Forwarding, error) {
-	var ipt *iptables.IPTables
-	var err error
-	if path != "" {
-		ipt, err = iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10), iptables.Path(path))
-	} else {
-		ipt, err = iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10))
-	}
+func NewForwarding(path, procRoot string, ipv6 bool) (*Forwarding, error) {
+	ipt, err := newIPTables(iptables.ProtocolIPv4, path)
 	if err != nil {
-		return nil, fmt.Errorf("iptables: %w; install the iptables package", err)
+		return nil, err
 	}
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
-	return &Forwarding{ipt: ipt, ipForwardAt: procRoot + "/sys/net/ipv4/ip_forward"}, nil
+	f := &Forwarding{ipt: ipt, procRoot: procRoot}
+	if ipv6 {
+		if path != "" {
+			path = filepath.Join(filepath.Dir(path), "ip6tables")
+		}
+		if f.ipt6, err = newIPTables(iptables.ProtocolIPv6, path); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
-// Ensure turns on IPv4 forwarding and installs the accept rules. It never
-// flushes the chain: it adds what is missing and deletes what is stale, so a
-// daemon restart leaves no moment in which Docker's FORWARD DROP applies to
-// container traffic.
+func newIPTables(proto iptables.Protocol, path string) (*iptables.IPTables, error) {
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(10))
+	if path != "" {
+		ipt, err = iptables.New(iptables.IPFamily(proto), iptables.Timeout(10), iptables.Path(path))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w; install the iptables package", err)
+	}
+	return ipt, nil
+}
+
+// tables returns the iptables of every family in use.
+func (f *Forwarding) tables() []*iptables.IPTables {
+	if f.ipt6 != nil {
+		return []*iptables.IPTables{f.ipt, f.ipt6}
+	}
+	return []*iptables.IPTables{f.ipt}
+}
+
+// Ensure turns on forwarding and installs the accept rules, for IPv4 and
+// (when enabled) IPv6. It never flushes the chain: it adds what is missing
+// and deletes what is stale, so a daemon restart leaves no moment in which
+// Docker's FORWARD DROP applies to container traffic.
 func (f *Forwarding) Ensure() error {
-	if err := f.enableIPForward(); err != nil {
+	if err := enableForward(filepath.Join(f.procRoot, "sys/net/ipv4/ip_forward"), "net.ipv4.ip_forward"); err != nil {
 		return err
 	}
-	ok, err := f.ipt.ChainExists("filter", ForwardChain)
+	if f.ipt6 != nil {
+		if err := enableForward(filepath.Join(f.procRoot, "sys/net/ipv6/conf/all/forwarding"), "net.ipv6.conf.all.forwarding"); err != nil {
+			return err
+		}
+	}
+	for _, ipt := range f.tables() {
+		if err := ensureChain(ipt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ensureChain(ipt *iptables.IPTables) error {
+	ok, err := ipt.ChainExists("filter", ForwardChain)
 	if err != nil {
 		return fmt.Errorf("iptables chain %s: %w", ForwardChain, err)
 	}
 	if !ok {
-		if err := f.ipt.NewChain("filter", ForwardChain); err != nil {
+		if err := ipt.NewChain("filter", ForwardChain); err != nil {
 			return fmt.Errorf("iptables chain %s: %w", ForwardChain, err)
 		}
 	}
 	for _, r := range acceptRule {
-		if err := f.ipt.AppendUnique("filter", ForwardChain, r...); err != nil {
+		if err := ipt.AppendUnique("filter", ForwardChain, r...); err != nil {
 			return fmt.Errorf("iptables rule in %s: %w", ForwardChain, err)
 		}
 	}
-	if err := f.deleteStale(); err != nil {
+	if err := deleteStale(ipt); err != nil {
 		return err
 	}
-	if err := f.ipt.InsertUnique("filter", "FORWARD", 1, jumpRule...); err != nil {
+	if err := ipt.InsertUnique("filter", "FORWARD", 1, jumpRule...); err != nil {
 		return fmt.Errorf("iptables jump from FORWARD to %s: %w", ForwardChain, err)
 	}
 	return nil
@@ -78,8 +120,8 @@ func (f *Forwarding) Ensure() error {
 
 // deleteStale removes rules of tabby's chain that Ensure would not add
 // (left by an older version).
-func (f *Forwarding) deleteStale() error {
-	have, err := f.ipt.List("filter", ForwardChain)
+func deleteStale(ipt *iptables.IPTables) error {
+	have, err := ipt.List("filter", ForwardChain)
 	if err != nil {
 		return fmt.Errorf("iptables list %s: %w", ForwardChain, err)
 	}
@@ -99,41 +141,50 @@ func (f *Forwarding) deleteStale() error {
 			continue
 		}
 		args := strings.Fields(strings.TrimPrefix(line, "-A "+ForwardChain+" "))
-		if err := f.ipt.Delete("filter", ForwardChain, args...); err != nil {
+		if err := ipt.Delete("filter", ForwardChain, args...); err != nil {
 			return fmt.Errorf("iptables: remove stale rule %q: %w", line, err)
 		}
 	}
 	return nil
 }
 
-// Remove deletes tabby's rules; rules already gone are fine.
+// Remove deletes tabby's rules of every family; rules already gone are fine.
 func (f *Forwarding) Remove() error {
-	if err := f.removeNAT(); err != nil {
+	var errs []error
+	for _, ipt := range f.tables() {
+		errs = append(errs, removeRules(ipt))
+	}
+	return errors.Join(errs...)
+}
+
+func removeRules(ipt *iptables.IPTables) error {
+	if err := removeNAT(ipt); err != nil {
 		return err
 	}
-	ok, err := f.ipt.ChainExists("filter", ForwardChain)
+	ok, err := ipt.ChainExists("filter", ForwardChain)
 	if err != nil || !ok {
 		return err // without the chain there can be no jump to it
 	}
-	if err := f.ipt.DeleteIfExists("filter", "FORWARD", jumpRule...); err != nil {
+	if err := ipt.DeleteIfExists("filter", "FORWARD", jumpRule...); err != nil {
 		return fmt.Errorf("iptables: remove jump to %s: %w", ForwardChain, err)
 	}
-	if err := f.ipt.ClearAndDeleteChain("filter", ForwardChain); err != nil {
+	if err := ipt.ClearAndDeleteChain("filter", ForwardChain); err != nil {
 		return fmt.Errorf("iptables: delete %s: %w", ForwardChain, err)
 	}
 	return nil
 }
 
-// enableIPForward writes ip_forward=1; where /proc/sys is read-only (inside
-// a managed plugin) it accepts a host that already forwards.
-func (f *Forwarding) enableIPForward() error {
-	werr := os.WriteFile(f.ipForwardAt, []byte("1\n"), 0o644)
+// enableForward writes 1 to a forwarding switch; where /proc/sys is
+// read-only (inside a managed plugin) it accepts a host that already
+// forwards.
+func enableForward(path, sysctl string) error {
+	werr := os.WriteFile(path, []byte("1\n"), 0o644)
 	if werr == nil {
 		return nil
 	}
-	b, err := os.ReadFile(f.ipForwardAt)
+	b, err := os.ReadFile(path)
 	if err == nil && strings.TrimSpace(string(b)) == "1" {
 		return nil
 	}
-	return fmt.Errorf("IPv4 forwarding is off and tabby cannot turn it on (%v): run 'sysctl -w net.ipv4.ip_forward=1' on the host", werr)
+	return fmt.Errorf("forwarding is off and tabby cannot turn it on (%v): run 'sysctl -w %s=1' on the host", werr, sysctl)
 }

@@ -3,6 +3,8 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/coreos/go-iptables/iptables"
 )
 
 // NATChain masquerades traffic from pools with natOutgoing to destinations
@@ -17,17 +19,17 @@ type NATPool struct {
 	NAT  bool
 }
 
-// natRules is the chain's content: for each NAT pool, traffic to any pool
-// returns untouched (pool to pool is routed, never masqueraded), the rest is
-// masqueraded. Pure, so the rule set is tested without a kernel.
-func natRules(pools []NATPool) [][]string {
+// natRules is the chain's content for one family: for each NAT pool, traffic
+// to any pool returns untouched (pool to pool is routed, never masqueraded),
+// the rest is masqueraded. Pure, so the rule set is tested without a kernel.
+func natRules(pools []NATPool, v6 bool) [][]string {
 	var out [][]string
 	for _, p := range pools {
-		if !p.NAT || !p.CIDR.Addr().Is4() {
+		if !p.NAT || p.CIDR.Addr().Is6() != v6 {
 			continue
 		}
 		for _, q := range pools {
-			if q.CIDR.Addr().Is4() {
+			if q.CIDR.Addr().Is6() == v6 {
 				out = append(out, []string{"-s", p.CIDR.String(), "-d", q.CIDR.String(), "-j", "RETURN"})
 			}
 		}
@@ -36,24 +38,32 @@ func natRules(pools []NATPool) [][]string {
 	return out
 }
 
-// SyncNAT rewrites the outgoing NAT chain for pools and makes sure
-// POSTROUTING jumps to it.
+// SyncNAT rewrites the outgoing NAT chain of each family for pools and
+// makes sure POSTROUTING jumps to it.
 func (f *Forwarding) SyncNAT(pools []NATPool) error {
-	want := natRules(pools)
-	if ok, err := f.ipt.ChainExists("nat", NATChain); err == nil && ok {
-		if have, err := f.ipt.List("nat", NATChain); err == nil && sameRules(have, want) {
-			return f.ipt.InsertUnique("nat", "POSTROUTING", 1, natJump...)
+	for _, ipt := range f.tables() {
+		if err := syncNAT(ipt, natRules(pools, ipt.Proto() == iptables.ProtocolIPv6)); err != nil {
+			return err
 		}
 	}
-	if err := f.ipt.ClearChain("nat", NATChain); err != nil {
+	return nil
+}
+
+func syncNAT(ipt *iptables.IPTables, want [][]string) error {
+	if ok, err := ipt.ChainExists("nat", NATChain); err == nil && ok {
+		if have, err := ipt.List("nat", NATChain); err == nil && sameRules(have, want) {
+			return ipt.InsertUnique("nat", "POSTROUTING", 1, natJump...)
+		}
+	}
+	if err := ipt.ClearChain("nat", NATChain); err != nil {
 		return fmt.Errorf("iptables chain %s: %w", NATChain, err)
 	}
 	for _, r := range want {
-		if err := f.ipt.Append("nat", NATChain, r...); err != nil {
+		if err := ipt.Append("nat", NATChain, r...); err != nil {
 			return fmt.Errorf("iptables rule in %s: %w", NATChain, err)
 		}
 	}
-	if err := f.ipt.InsertUnique("nat", "POSTROUTING", 1, natJump...); err != nil {
+	if err := ipt.InsertUnique("nat", "POSTROUTING", 1, natJump...); err != nil {
 		return fmt.Errorf("iptables jump from POSTROUTING to %s: %w", NATChain, err)
 	}
 	return nil
@@ -78,13 +88,13 @@ func sameRules(have []string, want [][]string) bool {
 }
 
 // removeNAT deletes the chain and its jump; gone already is fine.
-func (f *Forwarding) removeNAT() error {
-	ok, err := f.ipt.ChainExists("nat", NATChain)
+func removeNAT(ipt *iptables.IPTables) error {
+	ok, err := ipt.ChainExists("nat", NATChain)
 	if err != nil || !ok {
 		return err
 	}
-	if err := f.ipt.DeleteIfExists("nat", "POSTROUTING", natJump...); err != nil {
+	if err := ipt.DeleteIfExists("nat", "POSTROUTING", natJump...); err != nil {
 		return fmt.Errorf("iptables: remove jump to %s: %w", NATChain, err)
 	}
-	return f.ipt.ClearAndDeleteChain("nat", NATChain)
+	return ipt.ClearAndDeleteChain("nat", NATChain)
 }

@@ -1,4 +1,4 @@
-// Package autodetect picks the host's IPv4 address the way Calico's
+// Package autodetect picks the host's IPv4 (or IPv6) address the way Calico's
 // IP_AUTODETECTION_METHOD does: first-found, interface=REGEX[,REGEX],
 // skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR]. The choice
 // is pure logic over a list of interfaces; reading them is netlink's job.
@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// Iface is one interface and its IPv4 addresses with prefix length.
+// Iface is one interface and its addresses with prefix length.
 type Iface struct {
 	Name  string
 	Addrs []netip.Prefix
@@ -31,12 +31,16 @@ type Result struct {
 	Iface string
 }
 
-// Detect applies method to ifaces (in the kernel's order).
-func Detect(method string, ifaces []Iface, route Router) (Result, error) {
+// Detect applies method to ifaces (in the kernel's order), choosing an
+// address of family (4 or 6).
+func Detect(method string, family int, ifaces []Iface, route Router) (Result, error) {
 	kind, arg, _ := strings.Cut(method, "=")
+	first := func(ifOK func(Iface) bool, addrOK func(netip.Prefix) bool) (Result, error) {
+		return firstOf(family, ifaces, ifOK, addrOK)
+	}
 	switch kind {
 	case "", "first-found":
-		return first(ifaces, func(i Iface) bool { return !excluded.MatchString(i.Name) }, nil)
+		return first(func(i Iface) bool { return !excluded.MatchString(i.Name) }, nil)
 	case "interface", "skip-interface":
 		res, err := regexes(arg)
 		if err != nil {
@@ -51,9 +55,9 @@ func Detect(method string, ifaces []Iface, route Router) (Result, error) {
 			return false
 		}
 		if kind == "interface" {
-			return first(ifaces, func(i Iface) bool { return match(i.Name) }, nil)
+			return first(func(i Iface) bool { return match(i.Name) }, nil)
 		}
-		return first(ifaces, func(i Iface) bool { return !match(i.Name) && !excluded.MatchString(i.Name) }, nil)
+		return first(func(i Iface) bool { return !match(i.Name) && !excluded.MatchString(i.Name) }, nil)
 	case "cidr":
 		var nets []netip.Prefix
 		for _, c := range strings.Split(arg, ",") {
@@ -63,7 +67,7 @@ func Detect(method string, ifaces []Iface, route Router) (Result, error) {
 			}
 			nets = append(nets, p.Masked())
 		}
-		return first(ifaces, func(Iface) bool { return true }, func(a netip.Prefix) bool {
+		return first(func(Iface) bool { return true }, func(a netip.Prefix) bool {
 			for _, n := range nets {
 				if n.Contains(a.Addr()) {
 					return true
@@ -83,7 +87,7 @@ func Detect(method string, ifaces []Iface, route Router) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("IP_AUTODETECTION_METHOD %q: no route to %s: %w", method, dest, err)
 		}
-		return first(ifaces, func(Iface) bool { return true }, func(a netip.Prefix) bool { return a.Addr() == src })
+		return first(func(Iface) bool { return true }, func(a netip.Prefix) bool { return a.Addr() == src })
 	}
 	return Result{}, fmt.Errorf("IP_AUTODETECTION_METHOD %q: use first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST or cidr=CIDR", method)
 }
@@ -107,15 +111,15 @@ func regexes(list string) ([]*regexp.Regexp, error) {
 	return out, nil
 }
 
-// first returns the first global IPv4 address of the first interface that
-// passes ifOK whose address passes addrOK (nil: any).
-func first(ifaces []Iface, ifOK func(Iface) bool, addrOK func(netip.Prefix) bool) (Result, error) {
+// firstOf returns the first global address of family of the first interface
+// that passes ifOK whose address passes addrOK (nil: any).
+func firstOf(family int, ifaces []Iface, ifOK func(Iface) bool, addrOK func(netip.Prefix) bool) (Result, error) {
 	for _, i := range ifaces {
 		if !ifOK(i) {
 			continue
 		}
 		for _, a := range i.Addrs {
-			if !a.Addr().Is4() || !a.Addr().IsGlobalUnicast() {
+			if a.Addr().Is4() != (family == 4) || !a.Addr().IsGlobalUnicast() {
 				continue
 			}
 			if addrOK == nil || addrOK(a) {
@@ -126,6 +130,9 @@ func first(ifaces []Iface, ifOK func(Iface) bool, addrOK func(netip.Prefix) bool
 	names := make([]string, 0, len(ifaces))
 	for _, i := range ifaces {
 		names = append(names, i.Name)
+	}
+	if family == 6 {
+		return Result{}, fmt.Errorf("no interface with a global IPv6 address matches (have %s): set IP6 or IP6_AUTODETECTION_METHOD", strings.Join(names, ", "))
 	}
 	return Result{}, fmt.Errorf("no interface matches (have %s): set IP or another IP_AUTODETECTION_METHOD", strings.Join(names, ", "))
 }

@@ -60,7 +60,7 @@ func TestSeed002Cases(t *testing.T) {
 			if host == "vms72" {
 				hostIfs = vms72
 			}
-			got, err := Detect(c.method, hostIfs, routeVia(hostIfs))
+			got, err := Detect(c.method, 4, hostIfs, routeVia(hostIfs))
 			if err != nil || got.Addr.String() != want {
 				t.Errorf("%s on %s: got %v (%s) %v, want %s", c.method, host, got.Addr, got.Iface, err, want)
 			}
@@ -77,15 +77,42 @@ func TestBadMethodsNameTheInput(t *testing.T) {
 		"can-reach=10.9.9.9": "no route",
 		"interface=wlan0":    "no interface matches",
 	} {
-		if _, err := Detect(method, vms71, routeVia(vms71)); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := Detect(method, 4, vms71, routeVia(vms71)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: want error containing %q, got %v", method, want, err)
 		}
 	}
 }
 
 func TestPatternsAreAnchored(t *testing.T) {
-	got, err := Detect("interface=eth0", ifs("veth0abc 10.1.1.1/24", "eth0 10.2.2.2/24"), nil)
+	got, err := Detect("interface=eth0", 4, ifs("veth0abc 10.1.1.1/24", "eth0 10.2.2.2/24"), nil)
 	if err != nil || got.Iface != "eth0" {
 		t.Fatalf("interface=eth0 picked %q: the pattern must match whole names", got.Iface)
+	}
+}
+
+// IPv6: the same methods pick a global IPv6 address, never a link-local one,
+// and an interface with only IPv4 is passed over.
+func TestIPv6Methods(t *testing.T) {
+	host := []Iface{
+		{Name: "lo", Addrs: []netip.Prefix{netip.MustParsePrefix("::1/128")}},
+		{Name: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("192.168.30.72/24"), netip.MustParsePrefix("fe80::1/64")}},
+		{Name: "eth1", Addrs: []netip.Prefix{netip.MustParsePrefix("fe80::2/64"), netip.MustParsePrefix("fd00:26::72/64")}},
+		{Name: "eth2", Addrs: []netip.Prefix{netip.MustParsePrefix("fd00:30::72/64")}},
+	}
+	cases := []struct{ method, want string }{
+		{"first-found", "fd00:26::72/64"},
+		{"interface=eth2", "fd00:30::72/64"},
+		{"skip-interface=eth1", "fd00:30::72/64"},
+		{"cidr=10.0.0.0/8,fd00:30::/64", "fd00:30::72/64"},
+		{"can-reach=fd00:30::1", "fd00:30::72/64"},
+	}
+	for _, c := range cases {
+		got, err := Detect(c.method, 6, host, routeVia(host))
+		if err != nil || got.Addr.String() != c.want {
+			t.Errorf("%s (IPv6): got %v %v, want %s", c.method, got.Addr, err, c.want)
+		}
+	}
+	if _, err := Detect("interface=eth0", 6, host, nil); err == nil || !strings.Contains(err.Error(), "IP6") {
+		t.Errorf("eth0 has only a link-local IPv6 address: want an error naming IP6, got %v", err)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Interfaces reads the host's interfaces and IPv4 addresses in index order.
+// Interfaces reads the host's interfaces and addresses in index order.
 func Interfaces() ([]Iface, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -16,16 +16,16 @@ func Interfaces() ([]Iface, error) {
 	}
 	var out []Iface
 	for _, l := range links {
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return nil, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
 		}
 		i := Iface{Name: l.Attrs().Name}
 		for _, a := range addrs {
-			ip, ok := netip.AddrFromSlice(a.IP.To4())
+			ip, ok := netip.AddrFromSlice(a.IP)
 			ones, _ := a.Mask.Size()
 			if ok {
-				i.Addrs = append(i.Addrs, netip.PrefixFrom(ip, ones))
+				i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
 			}
 		}
 		out = append(out, i)
@@ -40,23 +40,27 @@ func KernelRoute(dest netip.Addr) (netip.Addr, error) {
 		return netip.Addr{}, err
 	}
 	for _, r := range rs {
-		if src, ok := netip.AddrFromSlice(r.Src.To4()); ok {
-			return src, nil
+		if src, ok := netip.AddrFromSlice(r.Src); ok {
+			return src.Unmap(), nil
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("no source address towards %s", dest)
 }
 
-// Host finds this host's address by method, or parses a fixed one; a fixed
-// address takes its prefix length from the interface that holds it.
-func Host(ip, method string) (Result, error) {
+// Host finds this host's address of family (4 or 6) by method, or parses a
+// fixed one; a fixed address takes its prefix length from the interface that
+// holds it.
+func Host(ip, method string, family int) (Result, error) {
 	ifaces, err := Interfaces()
 	if err != nil {
 		return Result{}, err
 	}
 	if ip != "" && ip != "autodetect" {
 		a, err := netip.ParseAddr(ip)
-		if err != nil {
+		if err != nil || a.Is4() != (family == 4) {
+			if family == 6 {
+				return Result{}, fmt.Errorf("IP6 %q is not an IPv6 address", ip)
+			}
 			return Result{}, fmt.Errorf("IP %q is not an IPv4 address", ip)
 		}
 		for _, i := range ifaces {
@@ -66,9 +70,9 @@ func Host(ip, method string) (Result, error) {
 				}
 			}
 		}
-		return Result{Addr: netip.PrefixFrom(a, 32)}, nil
+		return Result{Addr: netip.PrefixFrom(a, a.BitLen())}, nil
 	}
-	return Detect(method, ifaces, KernelRoute)
+	return Detect(method, family, ifaces, KernelRoute)
 }
 
 // MTU returns an interface's MTU, or 0 when it cannot be read.

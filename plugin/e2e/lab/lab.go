@@ -41,6 +41,7 @@ type Lab struct {
 	bridges map[string]string // subnet -> bridge name in the switch namespace
 	opt     Options
 	restore map[string]string // kernel settings changed for the lab, with their old values
+	v6up    bool              // the switch has its IPv6 underlay address
 }
 
 // NIC is one interface of a host: its name and address/prefix. Hosts'
@@ -63,7 +64,13 @@ type Options struct {
 	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
 	// shared one (single-host default).
 	EmbeddedEtcd bool
+	// IPv6 gives each host's first NIC an address in fd00:99::/64 (host i is
+	// ::10+i, the switch ::1) and runs tabby with IP6 set to it.
+	IPv6 bool
 }
+
+// Underlay6 is the lab's IPv6 underlay subnet when Options.IPv6 is set.
+const Underlay6 = "fd00:99::"
 
 // Requirements returns why a lab cannot run here, or "".
 func Requirements() string {
@@ -184,6 +191,7 @@ type Host struct {
 	Name       string
 	NS         string
 	Addr       string
+	Addr6      string // "" unless the lab has IPv6
 	Dir        string
 	DockerSock string
 	PluginDir  string
@@ -236,6 +244,16 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 	// A default route, as every real host has: proxy ARP answers for
 	// 169.254.1.1 only when the host can route to it.
 	l.must("ip", "-n", h.NS, "route", "add", "default", "via", first.Masked().Addr().Next().String())
+	if opt.IPv6 {
+		br := l.bridge(nics[0].CIDR)
+		if !l.v6up {
+			l.must("ip", "-n", l.switch_, "addr", "add", Underlay6+"1/64", "dev", br, "nodad")
+			l.v6up = true
+		}
+		h.Addr6 = Underlay6 + strconv.Itoa(10+i)
+		l.must("ip", "-n", h.NS, "addr", "add", h.Addr6+"/64", "dev", nics[0].Name, "nodad")
+		l.must("ip", "-n", h.NS, "-6", "route", "add", "default", "via", Underlay6+"1")
+	}
 	if opt.NoDocker {
 		h.StartTabby(opt.Env...)
 		return h
@@ -325,6 +343,7 @@ func (h *Host) TabbyEnv() []string {
 		"PATH=" + os.Getenv("PATH"),
 		"NODENAME=" + h.Name,
 		"IP=" + h.Addr,
+		"IP6=" + h.Addr6,
 		"TABBY_SOCKET=" + filepath.Join(h.PluginDir, "tabby.sock"),
 		"TABBY_RUN_DIR=" + filepath.Join(h.Dir, "run"),
 		"TABBY_DATA_DIR=" + filepath.Join(h.Dir, "tabbydata"),
