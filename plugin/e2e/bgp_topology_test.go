@@ -20,7 +20,7 @@ func applyYAML(t *testing.T, l *lab.Lab, h *lab.Host, name, doc string) {
 }
 
 // writeFile puts doc in the lab's directory and returns its path.
-func writeFile(t *testing.T, l *lab.Lab, name, doc string) string {
+func writeFile(t testing.TB, l *lab.Lab, name, doc string) string {
 	t.Helper()
 	f := filepath.Join(l.Dir, name)
 	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
