@@ -79,7 +79,9 @@ func TestVXLANAlwaysAndModeChange(t *testing.T) {
 
 // CrossSubnet: node00 and node01 share a subnet and route to each other
 // directly; node02 sits on another subnet behind a router, and traffic to
-// and from it goes through the tunnel.
+// and from it goes through the tunnel. The pool starts as Never (no route
+// can reach node02's block, whose next hop is off-link) and is switched to
+// CrossSubnet while containers run.
 func TestVXLANCrossSubnet(t *testing.T) {
 	l := lab.New(t, lab.Options{Hosts: 3, NICs: [][]lab.NIC{
 		{{Name: "eth0", CIDR: "10.99.0.10/24"}},
@@ -87,12 +89,21 @@ func TestVXLANCrossSubnet(t *testing.T) {
 		{{Name: "eth0", CIDR: "10.98.0.12/24"}},
 	}})
 	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
-	applyYAML(t, l, n0, "vx.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.70.0.0/16, vxlanMode: CrossSubnet}\n")
+	pool := "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.70.0.0/16, vxlanMode: %s}\n"
+	applyYAML(t, l, n0, "vx.yaml", strings.ReplaceAll(pool, "%s", "Never"))
 	createEverywhere(t, l, n0, "vxnet", "--subnet", "10.70.0.0/16")
 	for i, h := range l.Hosts {
 		must(t, h, "run", "--net", "vxnet", "--name", "c"+strconv.Itoa(i), "-tid", "busybox")
 	}
 	ip1, ip2 := ipOf(t, n1, "c1", "vxnet"), ipOf(t, n2, "c2", "vxnet")
+	eventually(t, 30*time.Second, "Never: node00 routes node01's block directly", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, blockOf(ip1)+" via "+n1.Addr+" dev eth0 proto 77")
+	})
+	if out, ok := pings(n0, "c0", ip2); ok {
+		t.Fatalf("Never: node02 sits behind a router that knows no container routes, yet c0 reaches c2:\n%s", out)
+	}
+	applyYAML(t, l, n0, "vx.yaml", strings.ReplaceAll(pool, "%s", "CrossSubnet"))
 	eventually(t, 30*time.Second, "node00: direct to node01, tunnel to node02", func() (string, bool) {
 		r, _ := n0.Exec("ip", "route")
 		return r, strings.Contains(r, blockOf(ip1)+" via "+n1.Addr+" dev eth0 proto 77") &&
@@ -141,5 +152,13 @@ func TestIPIP(t *testing.T) {
 	if c := must(t, n0, "exec", "containerA", "ip", "link", "show", "cali0"); !strings.Contains(c, "mtu 1480") {
 		t.Fatalf("container MTU should leave room for IPIP:\n%s", c)
 	}
+	mustPing(t, n0, "containerA", ipC)
+
+	// IPIP -> VXLAN while containers run: the routes move to vxlan.tabby.
+	applyYAML(t, l, n0, "ipip.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: tun}\nspec: {cidr: 10.80.0.0/16, vxlanMode: Always}\n")
+	eventually(t, 30*time.Second, "node00 routes node01's block over vxlan.tabby, not tunl0", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipC))+` via 10\.80\.\S+ dev vxlan\.tabby`).MatchString(r) && !strings.Contains(r, "tunl0")
+	})
 	mustPing(t, n0, "containerA", ipC)
 }
