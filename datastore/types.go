@@ -19,6 +19,7 @@ const (
 	handlesDir    = Prefix + "ipam/handles/"
 	bgpConfigKey  = Prefix + "bgpconfiguration/default"
 	bgpPeersDir   = Prefix + "bgppeers/"
+	policiesDir   = Prefix + "networkpolicies/"
 )
 
 // Encapsulation modes of a pool, as in Calico.
@@ -82,11 +83,33 @@ type Rule struct {
 	Destination RuleTarget `json:"destination,omitempty"`
 }
 
-// RuleTarget selects peers of a rule.
+// RuleTarget selects peers of a rule. Ports are numbers or ranges
+// ("8000:8080"), for TCP and UDP rules.
 type RuleTarget struct {
 	Selector string   `json:"selector,omitempty"`
 	Nets     []string `json:"nets,omitempty"`
-	Ports    []int    `json:"ports,omitempty"`
+	Ports    []Port   `json:"ports,omitempty"`
+}
+
+// Port is a port number or a range "LOW:HIGH"; YAML may give it as a number.
+type Port string
+
+// UnmarshalJSON accepts 8080 as well as "8080" and "8000:8080".
+func (p *Port) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	*p = Port(s)
+	return nil
+}
+
+// NetworkPolicy refines profiles for the endpoints its selector picks:
+// policies are tried in ascending order, the first rule that matches decides
+// (Allow or Deny); when none does, the endpoint's profiles decide.
+type NetworkPolicy struct {
+	Name     string  `json:"name"`
+	Order    float64 `json:"order,omitempty"`
+	Selector string  `json:"selector"`
+	Ingress  []Rule  `json:"ingress,omitempty"`
+	Egress   []Rule  `json:"egress,omitempty"`
 }
 
 // Profile holds the default rules of one network's endpoints.
@@ -197,6 +220,7 @@ func AffinitiesOf(node string) string      { return affinitiesDir + node + "/" }
 func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
 func BGPPeerKey(name string) string        { return bgpPeersDir + name }
+func PolicyKey(name string) string         { return policiesDir + name }
 
 // Directories, for List and Watch.
 const (
@@ -210,4 +234,5 @@ const (
 	HandlesDir    = handlesDir
 	BGPPeersDir   = bgpPeersDir
 	BGPConfigDir  = Prefix + "bgpconfiguration/"
+	PoliciesDir   = policiesDir
 )

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -170,21 +171,25 @@ func getCmd(cfg *Config) *cobra.Command {
 func deleteCmd(cfg *Config) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete KIND NAME",
-		Short: "Delete a resource (this version: ippool)",
+		Short: "Delete a resource: ippool, networkpolicy, bgppeer, or a profile no network uses",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := kindOf(args[0])
 			if err != nil {
 				return err
 			}
-			if k.name != "IPPool" {
-				return fmt.Errorf("kind %s cannot be deleted with the CLI in this version: Docker owns networks and endpoints", k.name)
-			}
 			st, err := cliStore(cfg)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			switch k.name {
+			case "IPPool":
+			case "NetworkPolicy", "BGPPeer", "Profile":
+				return deleteSimple(cmd, st, k, args[1])
+			default:
+				return fmt.Errorf("kind %s cannot be deleted with the CLI: Docker owns networks and endpoints", k.name)
+			}
 			var p datastore.IPPool
 			if _, err := st.Get(cmd.Context(), datastore.PoolKey(args[1]), &p); err != nil {
 				return fmt.Errorf("IPPool %q: %w", args[1], err)
@@ -199,6 +204,33 @@ func deleteCmd(cfg *Config) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// deleteSimple deletes a resource that nothing else holds; a profile still
+// used by a network is refused.
+func deleteSimple(cmd *cobra.Command, st *datastore.Store, k kind, name string) error {
+	ctx := cmd.Context()
+	key := k.dir + name
+	var raw json.RawMessage
+	if _, err := st.Get(ctx, key, &raw); err != nil {
+		return fmt.Errorf("%s %q: %w", k.name, name, err)
+	}
+	if k.name == "Profile" {
+		nets, err := datastore.ListAs[datastore.Network](ctx, st, datastore.NetworksDir)
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if n.Profile == name {
+				return fmt.Errorf("Profile %s belongs to network %s: remove the network with docker network rm", name, n.Name)
+			}
+		}
+	}
+	if err := st.Delete(ctx, key); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s deleted\n", k.name, name)
+	return nil
 }
 
 func nodeCmd(cfg *Config) *cobra.Command {

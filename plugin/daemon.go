@@ -20,6 +20,7 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
 	"github.com/tabbynet/tabby/plugin/autodetect"
 )
@@ -81,6 +82,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer dp.Close()
+	enf, err := policy.NewEnforcer()
+	if err != nil {
+		return err
+	}
+	if err := drv.SyncPolicy(ctx, enf); err != nil {
+		return err
+	}
 
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
@@ -114,9 +122,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go speaker.Run(bg)
 	go drv.RunBlackholes(bg, 30*time.Second)
 	go drv.RunNAT(bg, fwd, 30*time.Second)
+	go drv.RunPolicy(bg, enf, 30*time.Second)
 	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
 	go drv.RunTunnels(bg, 30*time.Second)
 	go syncNames(bg, docker, drv, d.log)
+	go syncLabels(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
@@ -131,7 +141,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	os.Remove(cfg.Socket)
-	return d.uninstallIfIdle(sctx, drv, fwd)
+	return d.uninstallIfIdle(sctx, drv, fwd, enf)
 }
 
 // hostAddrs are this host's addresses for tabby: IPv4, and IPv6 when IP6
@@ -250,16 +260,16 @@ func registerNode(ctx context.Context, st *datastore.Store, cfg Config, host hos
 // uninstallIfIdle removes tabby's rules, blackholes, tunnels and learned
 // routes when no endpoint is left on this host; with endpoints they stay, so
 // a restart keeps containers connected.
-func (d *Daemon) uninstallIfIdle(ctx context.Context, drv *driver.Driver, fwd *dataplane.Forwarding) error {
+func (d *Daemon) uninstallIfIdle(ctx context.Context, drv *driver.Driver, fwd *dataplane.Forwarding, enf *policy.Enforcer) error {
 	n, err := drv.LocalEndpoints(ctx)
 	if err != nil || n > 0 {
 		d.log.Info("tabby daemon stopped; kernel state kept for running endpoints", "endpoints", n)
 		return nil
 	}
-	if err := errors.Join(fwd.Remove(), drv.RemoveBlackholes(), drv.RemoveTunnelsAndRoutes()); err != nil {
+	if err := errors.Join(fwd.Remove(), enf.Remove(), drv.RemoveBlackholes(), drv.RemoveTunnelsAndRoutes()); err != nil {
 		return fmt.Errorf("remove tabby's rules: %w", err)
 	}
-	d.log.Info("tabby daemon stopped; no endpoints left, rules, tunnels and routes removed")
+	d.log.Info("tabby daemon stopped; no endpoints left, rules, policy table, tunnels and routes removed")
 	return nil
 }
 

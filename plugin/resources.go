@@ -14,6 +14,7 @@ import (
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
 	"sigs.k8s.io/yaml"
 )
@@ -149,12 +150,52 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 			if err != nil {
 				return err
 			}
+		case "Profile":
+			if err := applyProfile(ctx, st, d); err != nil {
+				return err
+			}
+		case "NetworkPolicy":
+			p := datastore.NetworkPolicy{Name: d.Metadata.Name}
+			if err := decodeSpec(d, &p); err != nil {
+				return err
+			}
+			p.Name = d.Metadata.Name
+			if err := policy.Validate(p); err != nil {
+				return err
+			}
+			if err := st.Put(ctx, datastore.PolicyKey(p.Name), &p); err != nil {
+				return err
+			}
 		default:
-			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPConfiguration or Node", d.Kind)
+			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPConfiguration, Node, Profile or NetworkPolicy", d.Kind)
 		}
 		fmt.Fprintf(out, "%s %s applied\n", d.Kind, d.Metadata.Name)
 	}
 	return nil
+}
+
+// applyProfile replaces a profile's labels and rules, keeping the network
+// it belongs to.
+func applyProfile(ctx context.Context, st *datastore.Store, d document) error {
+	var sp struct {
+		Labels  map[string]string `json:"labels,omitempty"`
+		Ingress []datastore.Rule  `json:"ingress"`
+		Egress  []datastore.Rule  `json:"egress"`
+		Network string            `json:"networkID,omitempty"`
+	}
+	if err := decodeSpec(d, &sp); err != nil {
+		return err
+	}
+	if err := policy.ValidateRules("Profile "+d.Metadata.Name, sp.Ingress, sp.Egress); err != nil {
+		return err
+	}
+	return datastore.Update(ctx, st, datastore.ProfileKey(d.Metadata.Name), func(p *datastore.Profile, _ bool) error {
+		p.Name, p.Labels, p.Ingress, p.Egress = d.Metadata.Name, sp.Labels, sp.Ingress, sp.Egress
+		if sp.Network != "" {
+			p.Network = sp.Network
+		}
+		return nil
+	})
 }
 
 // applyPool validates a pool and refuses overlaps with other pools and
@@ -243,6 +284,7 @@ var kinds = map[string]kind{
 	"BGPConfiguration": {"BGPConfiguration", datastore.BGPConfigDir, []string{"ASN", "MESH"}, rowOf("asNumber", "nodeToNodeMeshEnabled")},
 	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
 	"Profile":          {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
+	"NetworkPolicy":    {"NetworkPolicy", datastore.PoliciesDir, []string{"NAME", "ORDER", "SELECTOR"}, rowOf("name", "order", "selector")},
 	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK"}, rowOf("endpointID", "node", "interfaceName", "ipv4", "networkID")},
 }
 
@@ -255,6 +297,7 @@ func kindOf(s string) (kind, error) {
 		"workloadendpoint": "WorkloadEndpoint", "workloadendpoints": "WorkloadEndpoint", "wep": "WorkloadEndpoint",
 		"bgppeer": "BGPPeer", "bgppeers": "BGPPeer", "bgpconfig": "BGPConfiguration", "bgpconfigs": "BGPConfiguration",
 		"bgpconfiguration": "BGPConfiguration", "bgpconfigurations": "BGPConfiguration",
+		"networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy", "policy": "NetworkPolicy", "policies": "NetworkPolicy",
 	}
 	if k, ok := kinds[alias[strings.ToLower(s)]]; ok {
 		return k, nil

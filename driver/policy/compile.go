@@ -1,0 +1,412 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Table is the nftables table tabby owns (family inet: IPv4 and IPv6).
+const Table = "tabby"
+
+// Endpoint is one workload endpoint as policy sees it.
+type Endpoint struct {
+	Iface    string // host-side interface; "" for endpoints of other hosts
+	Addrs    []netip.Addr
+	Labels   map[string]string
+	Profiles []string
+}
+
+// Input is everything the rule set derives from.
+type Input struct {
+	Local    []Endpoint // this host's joined endpoints
+	All      []Endpoint // every endpoint of the cluster, for selector sets
+	Profiles map[string]datastore.Profile
+	Policies []datastore.NetworkPolicy
+}
+
+// compiler accumulates the named sets that selectors need.
+type compiler struct {
+	in    Input
+	sets  map[string]int // selector -> set index
+	order []string
+}
+
+// Compile returns the nftables script that replaces tabby's table with the
+// rules for in: anti-spoofing per local endpoint, then for new forwarded
+// connections the sending endpoint's egress rules and the receiving one's
+// ingress rules, each made of the policies that select it (by order, first
+// match decides) and then its profiles; no match drops.
+func Compile(in Input) (string, error) {
+	c := &compiler{in: in, sets: map[string]int{}}
+	pols := append([]datastore.NetworkPolicy(nil), in.Policies...)
+	sort.Slice(pols, func(i, j int) bool {
+		if pols[i].Order != pols[j].Order {
+			return pols[i].Order < pols[j].Order
+		}
+		return pols[i].Name < pols[j].Name
+	})
+	local := append([]Endpoint(nil), in.Local...)
+	sort.Slice(local, func(i, j int) bool { return local[i].Iface < local[j].Iface })
+	var chains strings.Builder
+	var spoof, from, to []string
+	for _, e := range local {
+		labels := c.labelsOf(e)
+		for _, dir := range []string{"egress", "ingress"} {
+			lines, err := c.endpointRules(e, labels, pols, dir)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&chains, "\tchain %s {\n", chainName(dir, e.Iface))
+			for _, l := range lines {
+				fmt.Fprintf(&chains, "\t\t%s\n", l)
+			}
+			chains.WriteString("\t}\n")
+		}
+		from = append(from, fmt.Sprintf("%q : goto %s", e.Iface, chainName("egress", e.Iface)))
+		to = append(to, fmt.Sprintf("%q : goto %s", e.Iface, chainName("ingress", e.Iface)))
+		spoof = append(spoof, antiSpoof(e)...)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {}\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
+	c.writeSets(&b)
+	b.WriteString("\tchain antispoof {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
+	for _, l := range spoof {
+		fmt.Fprintf(&b, "\t\t%s\n", l)
+	}
+	b.WriteString("\t}\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n" +
+		"\t\tct state established,related accept\n\t\tct state invalid drop\n" +
+		"\t\tiifname \"cali*\" jump from-wl\n\t\toifname \"cali*\" jump to-wl\n\t}\n")
+	// Interfaces without rules yet (an endpoint being created) get nothing.
+	for _, d := range []struct {
+		name, match string
+		vm          []string
+	}{{"from-wl", "iifname", from}, {"to-wl", "oifname", to}} {
+		fmt.Fprintf(&b, "\tchain %s {\n", d.name)
+		if len(d.vm) > 0 {
+			fmt.Fprintf(&b, "\t\t%s vmap { %s }\n", d.match, strings.Join(d.vm, ", "))
+		}
+		b.WriteString("\t\tdrop\n\t}\n")
+	}
+	b.WriteString(chains.String())
+	b.WriteString("}\n")
+	return b.String(), nil
+}
+
+func chainName(dir, iface string) string {
+	if dir == "egress" {
+		return "eg-" + iface
+	}
+	return "in-" + iface
+}
+
+// labelsOf is an endpoint's labels over those of its profiles.
+func (c *compiler) labelsOf(e Endpoint) map[string]string {
+	out := map[string]string{}
+	for _, p := range e.Profiles {
+		for k, v := range c.in.Profiles[p].Labels {
+			out[k] = v
+		}
+	}
+	for k, v := range e.Labels {
+		out[k] = v
+	}
+	return out
+}
+
+// endpointRules lists one direction's rules of a local endpoint.
+func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []datastore.NetworkPolicy, dir string) ([]string, error) {
+	allow := "accept"
+	if dir == "egress" {
+		allow = "return" // the receiver's ingress rules still apply
+	}
+	var out []string
+	add := func(rules []datastore.Rule, owner string) error {
+		for i, r := range rules {
+			lines, err := c.rule(r, allow)
+			if err != nil {
+				return fmt.Errorf("%s %s rule %d: %w", owner, dir, i+1, err)
+			}
+			out = append(out, lines...)
+		}
+		return nil
+	}
+	for _, p := range pols {
+		sel, err := ParseSelector(p.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("NetworkPolicy %s: spec.selector: %w", p.Name, err)
+		}
+		if !sel.Matches(labels) {
+			continue
+		}
+		rules := p.Ingress
+		if dir == "egress" {
+			rules = p.Egress
+		}
+		if err := add(rules, "NetworkPolicy "+p.Name); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range e.Profiles {
+		prof, ok := c.in.Profiles[name]
+		if !ok {
+			continue
+		}
+		rules := prof.Ingress
+		if dir == "egress" {
+			rules = prof.Egress
+		}
+		if err := add(rules, "Profile "+name); err != nil {
+			return nil, err
+		}
+	}
+	return append(out, "drop"), nil
+}
+
+// antiSpoof drops what an endpoint sends from any address but its own
+// (IPv6 link-local sources stay allowed: neighbour discovery uses them).
+func antiSpoof(e Endpoint) []string {
+	var v4, v6 []string
+	for _, a := range e.Addrs {
+		if a.Is4() {
+			v4 = append(v4, a.String())
+		} else {
+			v6 = append(v6, a.String())
+		}
+	}
+	v6 = append(v6, "fe80::/10")
+	out := []string{fmt.Sprintf("iifname %q ip6 saddr != { %s } drop", e.Iface, strings.Join(v6, ", "))}
+	if len(v4) == 0 {
+		return append(out, fmt.Sprintf("iifname %q meta nfproto ipv4 drop", e.Iface))
+	}
+	return append(out, fmt.Sprintf("iifname %q ip saddr != { %s } drop", e.Iface, strings.Join(v4, ", ")))
+}
+
+// rule turns one rule into nftables rules, one per address family its
+// address matches allow (none when they contradict each other).
+func (c *compiler) rule(r datastore.Rule, allow string) ([]string, error) {
+	verdict := allow
+	switch strings.ToLower(r.Action) {
+	case "allow":
+	case "deny":
+		verdict = "drop"
+	default:
+		return nil, fmt.Errorf("action %q must be Allow or Deny", r.Action)
+	}
+	proto, err := protoMatch(r.Protocol)
+	if err != nil {
+		return nil, err
+	}
+	var l4 []string
+	for _, side := range []struct {
+		name string
+		t    datastore.RuleTarget
+	}{{"sport", r.Source}, {"dport", r.Destination}} {
+		if len(side.t.Ports) == 0 {
+			continue
+		}
+		if p := strings.ToLower(r.Protocol); p != "tcp" && p != "udp" {
+			return nil, fmt.Errorf("ports need protocol TCP or UDP, not %q", r.Protocol)
+		}
+		ports, err := portList(side.t.Ports)
+		if err != nil {
+			return nil, err
+		}
+		l4 = append(l4, fmt.Sprintf("th %s { %s }", side.name, ports))
+	}
+	src, err := c.addrMatch(r.Source, "saddr")
+	if err != nil {
+		return nil, err
+	}
+	dst, err := c.addrMatch(r.Destination, "daddr")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, fam := range []int{4, 6} {
+		s, sok := src[fam]
+		d, dok := dst[fam]
+		if !sok || !dok {
+			continue
+		}
+		parts := append(append([]string{}, s...), d...)
+		if len(parts) == 0 && fam == 6 {
+			continue // no address match: the family-free rule below covers both
+		}
+		parts = append(append(parts, proto...), l4...)
+		out = append(out, strings.Join(append(parts, verdict), " "))
+	}
+	return out, nil
+}
+
+// addrMatch returns per family the matches of one side of a rule; a family
+// is missing when the side cannot match it (nets of the other family only).
+// With no address constraint both families map to no matches at all.
+func (c *compiler) addrMatch(t datastore.RuleTarget, dir string) (map[int][]string, error) {
+	out := map[int][]string{4: nil, 6: nil}
+	if t.Selector != "" {
+		if _, err := ParseSelector(t.Selector); err != nil {
+			return nil, err
+		}
+		i := c.setFor(t.Selector)
+		out[4] = append(out[4], fmt.Sprintf("ip %s @sel%d_4", dir, i))
+		out[6] = append(out[6], fmt.Sprintf("ip6 %s @sel%d_6", dir, i))
+	}
+	if len(t.Nets) > 0 {
+		nets := map[int][]netip.Prefix{}
+		for _, n := range t.Nets {
+			p, err := netip.ParsePrefix(n)
+			if err != nil {
+				a, aerr := netip.ParseAddr(n)
+				if aerr != nil {
+					return nil, fmt.Errorf("net %q is not a CIDR (example: 10.0.0.0/8)", n)
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			fam := 4
+			if p.Addr().Is6() {
+				fam = 6
+			}
+			nets[fam] = append(nets[fam], p.Masked())
+		}
+		for _, fam := range []int{4, 6} {
+			if len(nets[fam]) == 0 {
+				delete(out, fam)
+				continue
+			}
+			kw := "ip"
+			if fam == 6 {
+				kw = "ip6"
+			}
+			out[fam] = append(out[fam], fmt.Sprintf("%s %s { %s }", kw, dir, joinPrefixes(nets[fam])))
+		}
+	}
+	return out, nil
+}
+
+// joinPrefixes lists prefixes without those another one covers (nftables
+// refuses overlapping intervals in one set).
+func joinPrefixes(ps []netip.Prefix) string {
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Bits() < ps[j].Bits() })
+	var keep []string
+	for i, p := range ps {
+		covered := false
+		for _, q := range ps[:i] {
+			covered = covered || (q.Bits() <= p.Bits() && q.Contains(p.Addr()))
+		}
+		if !covered {
+			keep = append(keep, p.String())
+		}
+	}
+	return strings.Join(keep, ", ")
+}
+
+func protoMatch(p string) ([]string, error) {
+	switch strings.ToLower(p) {
+	case "":
+		return nil, nil
+	case "tcp", "udp":
+		return []string{"meta l4proto " + strings.ToLower(p)}, nil
+	case "icmp":
+		return []string{"meta l4proto icmp"}, nil
+	case "icmpv6":
+		return []string{"meta l4proto ipv6-icmp"}, nil
+	}
+	if n, err := strconv.Atoi(p); err == nil && n >= 0 && n <= 255 {
+		return []string{"meta l4proto " + strconv.Itoa(n)}, nil
+	}
+	return nil, fmt.Errorf("protocol %q must be TCP, UDP, ICMP, ICMPv6 or a number 0-255", p)
+}
+
+func portList(ports []datastore.Port) (string, error) {
+	var out []string
+	for _, p := range ports {
+		lo, hi, isRange := strings.Cut(string(p), ":")
+		l, err1 := strconv.Atoi(lo)
+		h, err2 := l, error(nil)
+		if isRange {
+			h, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || l < 0 || h > 65535 || l > h {
+			return "", fmt.Errorf("port %q must be a number 0-65535 or a range LOW:HIGH", string(p))
+		}
+		if isRange {
+			out = append(out, fmt.Sprintf("%d-%d", l, h))
+		} else {
+			out = append(out, strconv.Itoa(l))
+		}
+	}
+	return strings.Join(out, ", "), nil
+}
+
+// setFor returns the index of the named sets for a selector.
+func (c *compiler) setFor(sel string) int {
+	if i, ok := c.sets[sel]; ok {
+		return i
+	}
+	c.sets[sel] = len(c.order)
+	c.order = append(c.order, sel)
+	return c.sets[sel]
+}
+
+// writeSets writes, per selector, the sets of the addresses of every
+// endpoint in the cluster that it selects.
+func (c *compiler) writeSets(b *strings.Builder) {
+	for i, src := range c.order {
+		sel, _ := ParseSelector(src) // parsed before it got a set
+		members := map[int]map[string]bool{4: {}, 6: {}}
+		for _, e := range c.in.All {
+			if !sel.Matches(c.labelsOf(e)) {
+				continue
+			}
+			for _, a := range e.Addrs {
+				fam := 4
+				if a.Is6() {
+					fam = 6
+				}
+				members[fam][a.String()] = true
+			}
+		}
+		for _, fam := range []int{4, 6} {
+			typ := "ipv4_addr"
+			if fam == 6 {
+				typ = "ipv6_addr"
+			}
+			fmt.Fprintf(b, "\tset sel%d_%d {\n\t\ttype %s\n\t\tcomment \"%s\"\n", i, fam, typ, strings.ReplaceAll(src, `"`, "'"))
+			if len(members[fam]) > 0 {
+				elems := make([]string, 0, len(members[fam]))
+				for a := range members[fam] {
+					elems = append(elems, a)
+				}
+				sort.Strings(elems)
+				fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+			}
+			b.WriteString("\t}\n")
+		}
+	}
+}
+
+// Validate checks a policy's selector and rules, naming the bad field.
+func Validate(p datastore.NetworkPolicy) error {
+	if _, err := ParseSelector(p.Selector); err != nil {
+		return fmt.Errorf("NetworkPolicy %s: spec.selector: %w", p.Name, err)
+	}
+	return ValidateRules("NetworkPolicy "+p.Name, p.Ingress, p.Egress)
+}
+
+// ValidateRules checks ingress and egress rules of a policy or profile.
+func ValidateRules(owner string, ingress, egress []datastore.Rule) error {
+	c := &compiler{sets: map[string]int{}}
+	for dir, rules := range map[string][]datastore.Rule{"ingress": ingress, "egress": egress} {
+		for i, r := range rules {
+			if _, err := c.rule(r, "accept"); err != nil {
+				return fmt.Errorf("%s: spec.%s[%d]: %w", owner, dir, i, err)
+			}
+		}
+	}
+	return nil
+}

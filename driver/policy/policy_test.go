@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// profileOf is the profile the driver gives every network.
+func profileOf(net string) datastore.Profile {
+	return datastore.Profile{Name: net,
+		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: "tabby.network == '" + net + "'"}}},
+		Egress:  []datastore.Rule{{Action: "Allow"}}}
+}
+
+func ep(iface, ip, net string) Endpoint {
+	return Endpoint{Iface: iface, Addrs: []netip.Addr{netip.MustParseAddr(ip)},
+		Labels: map[string]string{"tabby.network": net}, Profiles: []string{net}}
+}
+
+func TestCompileRulesAndSets(t *testing.T) {
+	a, c := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1"), ep("caliccccccccccc", "10.0.0.3", "net2")
+	remote := ep("", "10.0.9.9", "net1")
+	pol := datastore.NetworkPolicy{Name: "net2-to-net1", Selector: "tabby.network == 'net1'", Ingress: []datastore.Rule{{
+		Action: "Allow", Protocol: "TCP", Source: datastore.RuleTarget{Selector: "tabby.network == 'net2'"},
+		Destination: datastore.RuleTarget{Ports: []datastore.Port{"8080"}}}}}
+	in := Input{Local: []Endpoint{a, c}, All: []Endpoint{a, c, remote},
+		Profiles: map[string]datastore.Profile{"net1": profileOf("net1"), "net2": profileOf("net2")},
+		Policies: []datastore.NetworkPolicy{pol}}
+	script, err := Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"elements = { 10.0.0.1, 10.0.9.9 }", // net1 members on every host
+		"ip saddr @sel0_4 meta l4proto tcp th dport { 8080 } accept",
+		`iifname "caliaaaaaaaaaaa" ip saddr != { 10.0.0.1 } drop`,
+		`iifname vmap { "caliaaaaaaaaaaa" : goto eg-caliaaaaaaaaaaa, "caliccccccccccc" : goto eg-caliccccccccccc }`,
+	} {
+		if !strings.Contains(script, want) {
+			t.Errorf("script lacks %q:\n%s", want, script)
+		}
+	}
+	// The policy selects net1 only: net2's endpoint gets no port rule.
+	c2 := script[strings.Index(script, "chain in-caliccccccccccc"):]
+	if strings.Contains(c2[:strings.Index(c2, "}")], "8080") {
+		t.Errorf("the net1 policy leaked into net2's ingress chain:\n%s", c2)
+	}
+	bad := in
+	bad.Policies = []datastore.NetworkPolicy{{Name: "p", Selector: "all()", Ingress: []datastore.Rule{{Action: "Allow", Destination: datastore.RuleTarget{Ports: []datastore.Port{"80"}}}}}}
+	if _, err := Compile(bad); err == nil || !strings.Contains(err.Error(), "ports need protocol") {
+		t.Errorf("ports without a protocol: %v", err)
+	}
+	if err := Validate(datastore.NetworkPolicy{Name: "x", Selector: "role =="}); err == nil || !strings.Contains(err.Error(), "spec.selector") {
+		t.Errorf("bad selector: %v", err)
+	}
+}
+
+// The rule set in a real kernel: a host namespace with three "containers"
+// wired like tabby's endpoints. Same network talks, different networks do
+// not, a policy opens exactly one port, and a forged source is dropped.
+func TestEnforcementInKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs the nft command (nftables package): " + err.Error())
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	host := "tpolh-" + id
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	run("ip", "netns", "add", host)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
+	run("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	// Proxy ARP answers for 169.254.1.1 only when the host routes it.
+	run("ip", "-n", host, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	run("ip", "-n", host, "addr", "add", "10.255.0.1/24", "dev", "up0")
+	run("ip", "-n", host, "link", "set", "up0", "up")
+	run("ip", "-n", host, "link", "set", "up1", "up")
+	run("ip", "-n", host, "route", "add", "default", "via", "10.255.0.2")
+	ctrs := map[string]Endpoint{
+		"a": ep("caliaaaaaaaaaaa", "10.0.0.1", "net1"),
+		"b": ep("calibbbbbbbbbbb", "10.0.0.2", "net1"),
+		"c": ep("caliccccccccccc", "10.0.0.3", "net2"),
+	}
+	for n, e := range ctrs {
+		ns := "tpol" + n + "-" + id
+		run("ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		run("ip", "-n", host, "link", "add", e.Iface, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		run("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.conf."+e.Iface+".proxy_arp=1", "net.ipv4.neigh."+e.Iface+".proxy_delay=0")
+		run("ip", "-n", host, "link", "set", e.Iface, "up")
+		run("ip", "-n", host, "route", "add", e.Addrs[0].String(), "dev", e.Iface)
+		run("ip", "-n", ns, "link", "set", "eth0", "up")
+		run("ip", "-n", ns, "link", "set", "lo", "up")
+		run("ip", "-n", ns, "addr", "add", e.Addrs[0].String()+"/32", "dev", "eth0")
+		run("ip", "-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+		run("ip", "-n", ns, "route", "add", "default", "via", "169.254.1.1")
+	}
+	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Profiles: map[string]datastore.Profile{"net1": profileOf("net1"), "net2": profileOf("net2")}}
+	for _, e := range ctrs {
+		in.Local, in.All = append(in.Local, e), append(in.All, e)
+	}
+	apply := func() {
+		t.Helper()
+		s, err := Compile(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := enf.Apply(s); err != nil {
+			t.Fatalf("%v\n%s", err, s)
+		}
+	}
+	apply()
+	ping := func(from, to string, extra ...string) bool {
+		args := append([]string{"netns", "exec", "tpol" + from + "-" + id, "busybox", "ping", "-c", "1", "-W", "1"}, extra...)
+		return exec.Command("ip", append(args, to)...).Run() == nil
+	}
+	tcp := func(from, to string, port int) bool {
+		srv := exec.Command("ip", "netns", "exec", "tpol"+to+"-"+id, "busybox", "nc", "-l", "-p", fmt.Sprint(port))
+		srv.Start()
+		defer func() { srv.Process.Kill(); srv.Wait() }()
+		for i := 0; i < 20; i++ { // until the listener is up; a refused SYN is not a drop
+			cmd := exec.Command("ip", "netns", "exec", "tpol"+from+"-"+id, "busybox", "nc", "-w", "1", ctrs[to].Addrs[0].String(), fmt.Sprint(port))
+			cmd.Stdin = strings.NewReader("x")
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				return true
+			}
+			if !strings.Contains(string(out), "refused") {
+				return false // timed out: dropped
+			}
+		}
+		return false
+	}
+	if !ping("a", "10.0.0.2") {
+		t.Fatal("a cannot reach b on the same network")
+	}
+	if ping("a", "10.0.0.3") || ping("c", "10.0.0.1") {
+		t.Fatal("net1 and net2 reach each other without a policy")
+	}
+	in.Policies = []datastore.NetworkPolicy{{Name: "net2-to-net1", Selector: "tabby.network == 'net1'", Ingress: []datastore.Rule{{
+		Action: "Allow", Protocol: "TCP", Source: datastore.RuleTarget{Selector: "tabby.network == 'net2'"},
+		Destination: datastore.RuleTarget{Ports: []datastore.Port{"8080"}}}}}}
+	apply()
+	if !tcp("c", "a", 8080) {
+		t.Fatal("the policy should open net2 -> net1 on TCP 8080")
+	}
+	if tcp("c", "a", 8081) || ping("c", "10.0.0.1") {
+		t.Fatal("the policy opened more than TCP 8080")
+	}
+	in.Policies = nil
+	apply()
+	if tcp("c", "a", 8080) {
+		t.Fatal("deleting the policy should close TCP 8080 again")
+	}
+	// Anti-spoofing: a sends from an address that is not its own.
+	run("ip", "-n", "tpola-"+id, "addr", "add", "10.0.0.99/32", "dev", "eth0")
+	if ping("a", "10.0.0.2", "-I", "10.0.0.99") {
+		t.Fatal("a forged source address got through")
+	}
+	if !ping("a", "10.0.0.2") {
+		t.Fatal("a's own address must still work")
+	}
+	for i := 0; i < 2; i++ {
+		if err := enf.Remove(); err != nil {
+			t.Fatalf("remove %d: %v", i, err)
+		}
+	}
+	if out := run("ip", "netns", "exec", host, "nft", "list", "tables"); strings.Contains(out, "tabby") {
+		t.Fatalf("table left after Remove: %s", out)
+	}
+}

@@ -1,0 +1,102 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/policy"
+)
+
+// PolicyApplier installs a compiled rule set (policy.Enforcer).
+type PolicyApplier interface {
+	Apply(script string) (bool, error)
+}
+
+// LabelPrefix marks the container labels that become endpoint labels
+// (`tabby.label.role=db` gives the endpoint `role=db`).
+const LabelPrefix = "tabby.label."
+
+// SyncPolicy compiles profiles and policies for this host's endpoints, with
+// selector sets over every endpoint of the cluster, and applies the result.
+func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsDir)
+	if err != nil {
+		return err
+	}
+	profs, err := datastore.ListAs[datastore.Profile](ctx, d.store, datastore.ProfilesDir)
+	if err != nil {
+		return err
+	}
+	pols, err := datastore.ListAs[datastore.NetworkPolicy](ctx, d.store, datastore.PoliciesDir)
+	if err != nil {
+		return err
+	}
+	in := policy.Input{Profiles: map[string]datastore.Profile{}, Policies: pols}
+	for _, p := range profs {
+		in.Profiles[p.Name] = p
+	}
+	for _, e := range eps {
+		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles}
+		for _, s := range []string{e.IPv4, e.IPv6} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				pe.Addrs = append(pe.Addrs, a)
+			}
+		}
+		in.All = append(in.All, pe)
+		if e.Node == d.node && e.SandboxKey != "" {
+			pe.Iface = e.Interface
+			in.Local = append(in.Local, pe)
+		}
+	}
+	script, err := policy.Compile(in)
+	if err != nil {
+		return err
+	}
+	changed, err := a.Apply(script)
+	if err != nil {
+		return fmt.Errorf("apply policy: %w", err)
+	}
+	if changed {
+		d.log.Debug("policy applied", "endpoints", len(in.Local), "policies", len(pols))
+	}
+	return nil
+}
+
+// RunPolicy keeps enforcement current from changes to endpoints (of every
+// host), profiles and policies, with a periodic resync.
+func (d *Driver) RunPolicy(ctx context.Context, a PolicyApplier, resync time.Duration) {
+	dirs := []string{datastore.EndpointsDir, datastore.ProfilesDir, datastore.PoliciesDir}
+	d.store.OnChange(ctx, dirs, resync, func() {
+		if err := d.SyncPolicy(ctx, a); err != nil && ctx.Err() == nil {
+			d.log.Warn("policy sync failed", "err", err)
+		}
+	})
+}
+
+// SetEndpointLabels replaces an endpoint's container labels (those with
+// LabelPrefix, prefix removed), keeping its network label. Labels come from
+// Docker outside any plugin request.
+func (d *Driver) SetEndpointLabels(ctx context.Context, endpointID string, container map[string]string) error {
+	err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, endpointID), func(e *datastore.WorkloadEndpoint, exists bool) error {
+		if !exists {
+			return datastore.ErrNotFound
+		}
+		labels := map[string]string{LabelNetwork: e.Labels[LabelNetwork]}
+		for k, v := range container {
+			if name, ok := strings.CutPrefix(k, LabelPrefix); ok && name != "" && name != LabelNetwork {
+				labels[name] = v
+			}
+		}
+		e.Labels = labels
+		return nil
+	})
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return fmt.Errorf("label endpoint %s: %w", short(endpointID), err)
+	}
+	return err
+}
