@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,16 +41,31 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	for _, p := range profs {
 		in.Profiles[p.Name] = p
 	}
-	for _, e := range eps {
-		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles}
+	addrs := func(e datastore.WorkloadEndpoint) []netip.Addr {
+		var out []netip.Addr
 		for _, s := range []string{e.IPv4, e.IPv6} {
 			if a, err := netip.ParseAddr(s); err == nil {
-				pe.Addrs = append(pe.Addrs, a)
+				out = append(out, a)
 			}
 		}
+		return out
+	}
+	sandbox := map[string][]netip.Addr{}
+	for _, e := range eps {
+		if e.Node == d.node && e.SandboxKey != "" {
+			sandbox[e.SandboxKey] = append(sandbox[e.SandboxKey], addrs(e)...)
+		}
+	}
+	for _, e := range eps {
+		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: addrs(e)}
 		in.All = append(in.All, pe)
 		if e.Node == d.node && e.SandboxKey != "" {
 			pe.Iface = e.Interface
+			for _, a := range sandbox[e.SandboxKey] {
+				if !slices.Contains(pe.Addrs, a) {
+					pe.Sandbox = append(pe.Sandbox, a)
+				}
+			}
 			in.Local = append(in.Local, pe)
 		}
 	}

@@ -19,6 +19,10 @@ type Endpoint struct {
 	Addrs    []netip.Addr
 	Labels   map[string]string
 	Profiles []string
+	// Sandbox lists the addresses of the container's other interfaces: a
+	// container on two networks answers on one interface what came in on
+	// the other (it has one default route), so those sources are its own.
+	Sandbox []netip.Addr
 }
 
 // Input is everything the rule set derives from.
@@ -171,7 +175,7 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 // (IPv6 link-local sources stay allowed: neighbour discovery uses them).
 func antiSpoof(e Endpoint) []string {
 	var v4, v6 []string
-	for _, a := range e.Addrs {
+	for _, a := range append(append([]netip.Addr{}, e.Addrs...), e.Sandbox...) {
 		if a.Is4() {
 			v4 = append(v4, a.String())
 		} else {

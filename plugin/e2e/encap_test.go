@@ -3,6 +3,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
@@ -34,7 +35,13 @@ func TestOutgoingNATMTUAndIPIPCheck(t *testing.T) {
 	if out, ok := pings(h, "plain", "10.99.0.1"); ok {
 		t.Fatalf("a pool with natOutgoing false must not be masqueraded:\n%s", out)
 	}
-	mustPing(t, h, "plain", ipOf(t, h, "natted", "net1")) // pool to pool is routed
+	// Pool to pool is routed (the NAT chain returns it untouched, checked
+	// below), once a policy opens the networks to each other: they are
+	// isolated by default.
+	applyYAML(t, l, h, "open.yaml", "apiVersion: tabby/v1\nkind: NetworkPolicy\nmetadata: {name: open}\nspec: {selector: all(), ingress: [{action: Allow}]}\n")
+	eventually(t, 10*time.Second, "plain reaches natted once a policy allows it", func() (string, bool) {
+		return pings(h, "plain", ipOf(t, h, "natted", "net1"))
+	})
 	nat := mustExec(t, h, "iptables", "-t", "nat", "-S", "TABBY-NAT-OUTGOING")
 	if !strings.Contains(nat, "-s 192.168.0.0/16 -j MASQUERADE") || strings.Contains(nat, "-s 10.20.0.0/16 -j MASQUERADE") {
 		t.Fatalf("NAT chain:\n%s", nat)
