@@ -60,6 +60,14 @@ func TestPolicy(t *testing.T) {
 		}
 	})
 
+	t.Run("the host always reaches its own containers", func(t *testing.T) {
+		for _, ip := range []string{ipA, ipB} {
+			if out, err := n0.Exec("busybox", "ping", "-c", "1", "-W", "2", ip); err != nil {
+				t.Fatalf("node00 cannot reach its container %s:\n%s", ip, out)
+			}
+		}
+	})
+
 	t.Run("profile as seed 001 shows it", func(t *testing.T) {
 		out := mustTabby(t, n0, "get", "profile", "net2", "-o", "yaml")
 		for _, want := range []string{"kind: Profile", "name: net2", "action: Allow", "selector: tabby.network == 'net2'"} {
@@ -115,5 +123,19 @@ func TestPolicy(t *testing.T) {
 			t.Fatalf("a ping from a forged source got an answer:\n%s", out)
 		}
 		mustPing(t, n0, "containerA", ipC)
+	})
+
+	t.Run("the policy table is rebuilt on restart and removed at uninstall", func(t *testing.T) {
+		n1.StopTabby()
+		mustExec(t, n1, "nft", "delete", "table", "inet", "tabby") // lost while tabby was down
+		n1.StartTabby()
+		if out := mustExec(t, n1, "nft", "list", "table", "inet", "tabby"); !strings.Contains(out, "chain in-cali") {
+			t.Fatalf("after a restart node01's table lacks its endpoint chains:\n%s", out)
+		}
+		must(t, n1, "rm", "-f", "containerC", "containerD", "containerE")
+		n1.StopTabby()
+		if out := mustExec(t, n1, "nft", "list", "tables"); strings.Contains(out, "tabby") {
+			t.Fatalf("uninstall left tabby's nftables table:\n%s", out)
+		}
 	})
 }
