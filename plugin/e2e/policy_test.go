@@ -77,6 +77,23 @@ func TestPolicy(t *testing.T) {
 		}
 	})
 
+	t.Run("a profile edited with tabby apply", func(t *testing.T) {
+		prof := "apiVersion: tabby/v1\nkind: Profile\nmetadata: {name: net2}\nspec:\n  egress: [{action: Allow}]\n" +
+			"  ingress: [{action: Allow, source: {selector: \"tabby.network in {'net1', 'net2'}\"}}]\n"
+		applyYAML(t, l, n0, "net2.yaml", prof)
+		eventually(t, 10*time.Second, "net1's containerA reaches net2's containerB", func() (string, bool) {
+			return pings(n0, "containerA", ipB)
+		})
+		applyYAML(t, l, n0, "net2.yaml", strings.ReplaceAll(prof, "'net1', ", ""))
+		eventually(t, 10*time.Second, "net2 closed to net1 again", func() (string, bool) {
+			out, ok := pings(n0, "containerA", ipB)
+			return out, !ok
+		})
+		if !strings.Contains(mustTabby(t, n0, "get", "profile", "net2", "-o", "yaml"), "networkID: ") {
+			t.Fatal("applying a profile must keep the network it belongs to")
+		}
+	})
+
 	policy := "apiVersion: tabby/v1\nkind: NetworkPolicy\nmetadata: {name: net2-to-net1}\n" +
 		"spec:\n  selector: tabby.network == 'net1'\n  ingress:\n  - action: Allow\n    protocol: TCP\n" +
 		"    source: {selector: tabby.network == 'net2'}\n    destination: {ports: [8080]}\n"
