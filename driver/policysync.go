@@ -37,8 +37,21 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	if err != nil {
 		return err
 	}
-	in := policy.Input{Profiles: map[string]datastore.Profile{}, Policies: pols}
+	// A resource written past the CLI's validation must not hold every
+	// other change back: it is left out, loudly.
+	in := policy.Input{Profiles: map[string]datastore.Profile{}}
+	for _, p := range pols {
+		if err := policy.Validate(p); err != nil {
+			d.log.Warn("NetworkPolicy ignored", "err", err)
+			continue
+		}
+		in.Policies = append(in.Policies, p)
+	}
 	for _, p := range profs {
+		if err := policy.ValidateRules("Profile "+p.Name, p.Ingress, p.Egress); err != nil {
+			d.log.Warn("Profile ignored: its endpoints drop everything", "err", err)
+			continue
+		}
 		in.Profiles[p.Name] = p
 	}
 	addrs := func(e datastore.WorkloadEndpoint) []netip.Addr {

@@ -1,0 +1,57 @@
+package driver
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+type scriptCatcher struct{ script string }
+
+func (s *scriptCatcher) Apply(script string) (bool, error) {
+	changed := script != s.script
+	s.script = script
+	return changed, nil
+}
+
+// SyncPolicy compiles from etcd: this host's joined endpoints get chains,
+// every host's endpoints fill the sets, and a policy stored with a bad
+// selector (past the CLI) is left out instead of blocking the others.
+func TestSyncPolicyFromEtcd(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	put := func(key string, v any) {
+		t.Helper()
+		if err := f.st.Put(ctx, key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	net1 := map[string]string{LabelNetwork: "net1"}
+	put(datastore.EndpointKey("node00", "e1"), &datastore.WorkloadEndpoint{Node: "node00", EndpointID: "e1", Interface: "cali1111111111a",
+		IPv4: "192.168.0.1", Labels: net1, Profiles: []string{"net1"}, SandboxKey: "/sb/1"})
+	put(datastore.EndpointKey("node00", "e2"), &datastore.WorkloadEndpoint{Node: "node00", EndpointID: "e2", Interface: "cali2222222222a",
+		IPv4: "192.168.0.2", Labels: net1, Profiles: []string{"net1"}}) // not joined yet
+	put(datastore.EndpointKey("node01", "e3"), &datastore.WorkloadEndpoint{Node: "node01", EndpointID: "e3", Interface: "cali3333333333a",
+		IPv4: "192.168.0.77", Labels: net1, Profiles: []string{"net1"}, SandboxKey: "/sb/3"})
+	put(datastore.ProfileKey("net1"), &datastore.Profile{Name: "net1", Egress: []datastore.Rule{{Action: "Allow"}},
+		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == 'net1'"}}}})
+	put(datastore.PolicyKey("bad"), &datastore.NetworkPolicy{Name: "bad", Selector: "role =="})
+	put(datastore.PolicyKey("good"), &datastore.NetworkPolicy{Name: "good", Selector: "all()",
+		Ingress: []datastore.Rule{{Action: "Deny", Protocol: "UDP"}}})
+	var c scriptCatcher
+	if err := f.d.SyncPolicy(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"chain in-cali1111111111a", "meta l4proto udp drop", "192.168.0.1, 192.168.0.2, 192.168.0.77"} {
+		if !strings.Contains(c.script, want) {
+			t.Errorf("script lacks %q:\n%s", want, c.script)
+		}
+	}
+	for _, not := range []string{"cali2222222222a", "cali3333333333a"} {
+		if strings.Contains(c.script, not) {
+			t.Errorf("script has chains for %s, which is not joined here:\n%s", not, c.script)
+		}
+	}
+}
