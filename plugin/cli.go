@@ -38,7 +38,7 @@ func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command
 	pf.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of the control socket (env TABBY_RUN_DIR)")
 	pf.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (env TABBY_LOG_LEVEL)")
 
-	root.AddCommand(daemonCmd(&cfg), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg), nodeCmd(&cfg))
+	root.AddCommand(daemonCmd(&cfg), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg), nodeCmd(&cfg), ipamCmd(&cfg))
 	return root
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipamdriver"
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
 
@@ -81,6 +84,40 @@ func TestSeed001ThreeHosts(t *testing.T) {
 			if !strings.Contains(nodes, h.Name) || !strings.Contains(nodes, h.Addr+"/24") {
 				t.Fatalf("get nodes lacks %s %s/24:\n%s", h.Name, h.Addr, nodes)
 			}
+		}
+	})
+
+	t.Run("ipam show, check and release", func(t *testing.T) {
+		show := mustTabby(t, n0, "ipam", "show")
+		if !regexp.MustCompile(regexp.QuoteMeta(blockOf(ipA)) + `\s+default-ipv4-ippool\s+node00\s+\d+`).MatchString(show) {
+			t.Fatalf("ipam show lacks node00's block %s:\n%s", blockOf(ipA), show)
+		}
+		if out := mustTabby(t, n0, "ipam", "show", "--ip", ipC); !strings.Contains(out, "on node01") {
+			t.Fatalf("ipam show --ip %s should name node01's endpoint:\n%s", ipC, out)
+		}
+		if out := mustTabby(t, n1, "ipam", "check"); !strings.Contains(out, "IPAM is consistent") {
+			t.Fatalf("ipam check on a healthy cluster:\n%s", out)
+		}
+		// A leak, as a crash between IPAM and the endpoint record would leave.
+		st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		leak := netip.MustParsePrefix(blockOf(ipA)).Addr().Next().Next().Next().Next().Next() // .5 of node00's block
+		if err := ipamdriver.NewAllocator(st, "node00").Assign(context.Background(), leak, "docker-leaked"); err != nil {
+			t.Fatal(err)
+		}
+		out, err := n0.Tabby("ipam", "check")
+		if err == nil || !strings.Contains(out, "leaked") || !strings.Contains(out, leak.String()) {
+			t.Fatalf("ipam check must report the leak %s and fail: %v\n%s", leak, err, out)
+		}
+		if out, err := n0.Tabby("ipam", "release", "--ip", ipA); err == nil || !strings.Contains(out, "in use") {
+			t.Fatalf("releasing an address in use must be refused: %v\n%s", err, out)
+		}
+		mustTabby(t, n0, "ipam", "release", "--ip", leak.String())
+		if out := mustTabby(t, n0, "ipam", "check"); !strings.Contains(out, "IPAM is consistent") {
+			t.Fatalf("after release:\n%s", out)
 		}
 	})
 

@@ -1,0 +1,124 @@
+package ipamdriver
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Tunnel address handles: <kind>-tunnel-addr-<node>.
+var tunnelHandlePrefixes = []string{"vxlan-tunnel-addr-", "ipip-tunnel-addr-"}
+
+// Finding is one inconsistency `tabby ipam check` reports.
+type Finding struct {
+	Kind   string // leaked, unassigned, duplicate, orphan-tunnel
+	IP     string
+	Detail string
+}
+
+func (f Finding) String() string { return fmt.Sprintf("%-13s %-26s %s", f.Kind, f.IP, f.Detail) }
+
+// Check compares the addresses assigned in the blocks with the endpoints
+// and nodes that should hold them. Pure, so it is tested without etcd.
+// - leaked: assigned, but no endpoint and no node's tunnel uses it;
+// - unassigned: an endpoint's address that no block assigns;
+// - duplicate: an address two endpoints claim;
+// - orphan-tunnel: a tunnel address of a node that no longer exists.
+func Check(blocks []datastore.Block, eps []datastore.WorkloadEndpoint, nodes []datastore.Node) []Finding {
+	assigned := map[netip.Addr]string{} // address -> handle
+	for _, sb := range blocks {
+		b, err := wrapBlock(&sb)
+		if err != nil {
+			continue
+		}
+		for a, h := range b.inUse() {
+			assigned[a] = h
+		}
+	}
+	users := map[netip.Addr][]string{}
+	for _, e := range eps {
+		for _, s := range []string{e.IPv4, e.IPv6} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				users[a] = append(users[a], e.Node+"/"+e.EndpointID)
+			}
+		}
+	}
+	known := map[string]bool{}
+	for _, n := range nodes {
+		known[n.Name] = true
+	}
+	var out []Finding
+	for a, h := range assigned {
+		if len(users[a]) > 0 {
+			continue
+		}
+		if node, ok := tunnelNode(h); ok {
+			if !known[node] {
+				out = append(out, Finding{"orphan-tunnel", a.String(), "tunnel address of node " + node + ", which is gone"})
+			}
+			continue
+		}
+		out = append(out, Finding{"leaked", a.String(), "assigned (handle " + h + ") but no endpoint uses it"})
+	}
+	for a, us := range users {
+		if _, ok := assigned[a]; !ok {
+			out = append(out, Finding{"unassigned", a.String(), "endpoint " + strings.Join(us, ", ") + " has it, no block assigns it"})
+		}
+		if len(us) > 1 {
+			out = append(out, Finding{"duplicate", a.String(), "endpoints " + strings.Join(us, ", ") + " share it"})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].IP < out[j].IP
+	})
+	return out
+}
+
+func tunnelNode(handle string) (string, bool) {
+	for _, p := range tunnelHandlePrefixes {
+		if n, ok := strings.CutPrefix(handle, p); ok {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// BlockUsage is one row of `tabby ipam show`.
+type BlockUsage struct {
+	CIDR, Pool, Affinity string
+	InUse, Size          int
+}
+
+// Usage summarises blocks for `tabby ipam show`, sorted by CIDR.
+func Usage(blocks []datastore.Block) []BlockUsage {
+	var out []BlockUsage
+	for _, sb := range blocks {
+		b, err := wrapBlock(&sb)
+		if err != nil {
+			continue
+		}
+		out = append(out, BlockUsage{CIDR: b.CIDR, Pool: b.Pool, Affinity: b.Affinity, InUse: len(b.inUse()), Size: len(b.Allocations)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CIDR < out[j].CIDR })
+	return out
+}
+
+// HandleOf returns the handle that holds addr in blocks ("" when free).
+func HandleOf(blocks []datastore.Block, addr netip.Addr) (string, string) {
+	for _, sb := range blocks {
+		b, err := wrapBlock(&sb)
+		if err != nil {
+			continue
+		}
+		if i, ok := b.ordinal(addr); ok {
+			return b.CIDR, b.Allocations[i]
+		}
+	}
+	return "", ""
+}

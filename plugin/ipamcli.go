@@ -1,0 +1,182 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipamdriver"
+)
+
+// ErrIPAMInconsistent makes `tabby ipam check` exit non-zero.
+var ErrIPAMInconsistent = errors.New("IPAM check found problems")
+
+func ipamCmd(cfg *Config) *cobra.Command {
+	ipam := &cobra.Command{Use: "ipam", Short: "Inspect and repair address assignments"}
+	var showIP string
+	show := &cobra.Command{
+		Use:   "show [--ip IP]",
+		Short: "Blocks with their owners and use, or who holds one address",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cfg, func(st *datastore.Store) error {
+				return ipamShow(cmd.Context(), st, showIP, cmd.OutOrStdout())
+			})
+		},
+	}
+	show.Flags().StringVar(&showIP, "ip", "", "show the block, handle and endpoint of this address")
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Find addresses assigned without an endpoint, endpoints without an assignment, and doubles",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cfg, func(st *datastore.Store) error {
+				return ipamCheck(cmd.Context(), st, cmd.OutOrStdout())
+			})
+		},
+	}
+	var relIP string
+	var force bool
+	release := &cobra.Command{
+		Use:   "release --ip IP",
+		Short: "Release an address no endpoint uses (a leak that ipam check reported)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := netip.ParseAddr(relIP)
+			if err != nil {
+				return fmt.Errorf("--ip %q is not an IP address", relIP)
+			}
+			return withStore(cfg, func(st *datastore.Store) error {
+				return ipamRelease(cmd.Context(), st, a, force, cmd.OutOrStdout())
+			})
+		},
+	}
+	release.Flags().StringVar(&relIP, "ip", "", "the address to release")
+	release.Flags().BoolVar(&force, "force", false, "release even if an endpoint still has the address")
+	ipam.AddCommand(show, check, release)
+	return ipam
+}
+
+func withStore(cfg *Config, fn func(*datastore.Store) error) error {
+	st, err := cliStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(st)
+}
+
+type ipamState struct {
+	blocks []datastore.Block
+	eps    []datastore.WorkloadEndpoint
+	nodes  []datastore.Node
+}
+
+func readIPAM(ctx context.Context, st *datastore.Store) (ipamState, error) {
+	var s ipamState
+	var err error
+	if s.blocks, err = datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir); err != nil {
+		return s, err
+	}
+	if s.eps, err = datastore.ListAs[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsDir); err != nil {
+		return s, err
+	}
+	s.nodes, err = datastore.ListAs[datastore.Node](ctx, st, datastore.NodesDir)
+	return s, err
+}
+
+func ipamShow(ctx context.Context, st *datastore.Store, ip string, out io.Writer) error {
+	s, err := readIPAM(ctx, st)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	if ip != "" {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return fmt.Errorf("--ip %q is not an IP address", ip)
+		}
+		block, handle := ipamdriver.HandleOf(s.blocks, a)
+		if block == "" {
+			return fmt.Errorf("%s is in no block: tabby never assigned it", a)
+		}
+		var users []string
+		for _, e := range s.eps {
+			if e.IPv4 == a.String() || e.IPv6 == a.String() {
+				users = append(users, fmt.Sprintf("%s on %s (%s)", short(e.EndpointID), e.Node, e.Interface))
+			}
+		}
+		fmt.Fprintln(tw, "IP\tBLOCK\tHANDLE\tENDPOINT")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a, block, orDash(handle), orDash(strings.Join(users, ", ")))
+		return nil
+	}
+	fmt.Fprintln(tw, "BLOCK\tPOOL\tAFFINITY\tIN USE\tFREE")
+	used, size := 0, 0
+	for _, u := range ipamdriver.Usage(s.blocks) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", u.CIDR, u.Pool, orDash(u.Affinity), u.InUse, u.Size-u.InUse)
+		used, size = used+u.InUse, size+u.Size
+	}
+	fmt.Fprintf(tw, "TOTAL\t\t\t%d\t%d\n", used, size-used)
+	return nil
+}
+
+func ipamCheck(ctx context.Context, st *datastore.Store, out io.Writer) error {
+	s, err := readIPAM(ctx, st)
+	if err != nil {
+		return err
+	}
+	found := ipamdriver.Check(s.blocks, s.eps, s.nodes)
+	if len(found) == 0 {
+		fmt.Fprintf(out, "IPAM is consistent: %d endpoints, every assigned address accounted for.\n", len(s.eps))
+		return nil
+	}
+	for _, f := range found {
+		fmt.Fprintln(out, f)
+	}
+	return fmt.Errorf("%w: %d (release leaks with 'tabby ipam release --ip IP')", ErrIPAMInconsistent, len(found))
+}
+
+func ipamRelease(ctx context.Context, st *datastore.Store, a netip.Addr, force bool, out io.Writer) error {
+	s, err := readIPAM(ctx, st)
+	if err != nil {
+		return err
+	}
+	block, handle := ipamdriver.HandleOf(s.blocks, a)
+	if block == "" || handle == "" {
+		fmt.Fprintf(out, "%s is not assigned; nothing to release\n", a)
+		return nil
+	}
+	for _, e := range s.eps {
+		if (e.IPv4 == a.String() || e.IPv6 == a.String()) && !force {
+			return fmt.Errorf("%s is in use by endpoint %s on %s: remove its container first (or --force)", a, short(e.EndpointID), e.Node)
+		}
+	}
+	// Releasing through an allocator of the block's owner keeps the handle
+	// bookkeeping in the same transaction as the block.
+	if err := ipamdriver.NewAllocator(st, "tabby-cli").ReleaseIP(ctx, a); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s released (was handle %s in block %s)\n", a, handle, block)
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
