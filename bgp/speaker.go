@@ -407,3 +407,11 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
 	return out, err
 }
+
+// LearnedRoutes counts the routes learned from peers that are in the
+// kernel (the metrics).
+func (s *Speaker) LearnedRoutes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.learned)
+}

@@ -82,11 +82,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer dp.Close()
+	m := newMetrics(st, cfg.NodeName)
 	enf, err := policy.NewEnforcer()
 	if err != nil {
 		return err
 	}
-	if err := drv.SyncPolicy(ctx, enf); err != nil {
+	pol := timedApplier{m: m, apply: enf}
+	if err := drv.SyncPolicy(ctx, pol); err != nil {
 		return err
 	}
 
@@ -94,9 +96,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopBG()
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
-		ASN: uint32(asn)}, dp, d.log)
+		ASN: uint32(asn)}, timedRoutes{Routes: dp, m: m}, d.log)
 	if err := speaker.Start(bg); err != nil {
 		return err
+	}
+	m.setSpeaker(speaker)
+	msrv, err := serveMetrics(bg, cfg.MetricsAddr, m, &health{st: st, sp: speaker}, d.log)
+	if err != nil {
+		return err
+	}
+	if msrv != nil {
+		defer msrv.Close()
 	}
 	ctl, err := serveControl(cfg.ControlSocket(), speaker)
 	if err != nil {
@@ -115,14 +125,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	ipd := ipamdriver.New(st, cfg.NodeName, cfg.IPv6())
-	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log, m), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	go speaker.Run(bg)
 	go drv.RunBlackholes(bg, 30*time.Second)
 	go drv.RunNAT(bg, fwd, 30*time.Second)
-	go drv.RunPolicy(bg, enf, 30*time.Second)
+	go drv.RunPolicy(bg, pol, 30*time.Second)
 	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
 	go drv.RunTunnels(bg, 30*time.Second)
 	go syncNames(bg, docker, drv, d.log)

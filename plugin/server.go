@@ -45,9 +45,15 @@ func none[Resp any](fn func() (Resp, error)) call {
 	return func([]byte) (any, error) { return fn() }
 }
 
+// RequestObserver counts and times plugin calls (the metrics).
+type RequestObserver interface {
+	ObserveRequest(method string, ok bool, took time.Duration)
+}
+
 // NewHandler serves the NetworkDriver and IpamDriver APIs on one mux. It is
-// the one place where errors become Docker's {"Err": "..."} answer.
-func NewHandler(nd network.Driver, id ipam.Ipam, log *slog.Logger) http.Handler {
+// the one place where errors become Docker's {"Err": "..."} answer. obs may
+// be nil.
+func NewHandler(nd network.Driver, id ipam.Ipam, log *slog.Logger, obs RequestObserver) http.Handler {
 	routes := map[string]call{
 		"/Plugin.Activate":                           none(func() (any, error) { return manifest, nil }),
 		"/NetworkDriver.GetCapabilities":             none(nd.GetCapabilities),
@@ -86,6 +92,9 @@ func NewHandler(nd network.Driver, id ipam.Ipam, log *slog.Logger) http.Handler 
 			err = errors.New("request body too large or unreadable: " + err.Error())
 		} else {
 			resp, err = fn(body)
+		}
+		if obs != nil {
+			obs.ObserveRequest(r.URL.Path[1:], err == nil, time.Since(start))
 		}
 		if err != nil {
 			log.Warn("plugin call failed", "method", r.URL.Path[1:], "err", err, "took", time.Since(start))

@@ -49,7 +49,7 @@ func post(t *testing.T, h http.Handler, path, body string) (int, map[string]any)
 
 func TestHandlerServesBothAPIsOnOneSocket(t *testing.T) {
 	nd := &fakeNet{}
-	h := NewHandler(nd, fakeIPAM{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := NewHandler(nd, fakeIPAM{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	code, m := post(t, h, "/Plugin.Activate", "")
 	impl, _ := m["Implements"].([]any)
 	if code != 200 || len(impl) != 2 || impl[0] != "NetworkDriver" || impl[1] != "IpamDriver" {

@@ -1,0 +1,232 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tabbynet/tabby/bgp"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipamdriver"
+)
+
+// metrics are tabby's Prometheus metrics. Counts that etcd or BGP already
+// hold are read when scraped, so they cannot drift from the truth.
+type metrics struct {
+	reg      *prometheus.Registry
+	state    *stateCollector
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	apply    *prometheus.HistogramVec
+}
+
+// speakerView is what the metrics read of the BGP speaker.
+type speakerView interface {
+	Status(ctx context.Context) ([]bgp.PeerStatus, error)
+	LearnedRoutes() int
+}
+
+// newMetrics registers tabby's metrics; the speaker is attached with
+// setSpeaker once it exists (its routes are timed through these metrics).
+func newMetrics(st *datastore.Store, node string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), state: &stateCollector{st: st, node: node},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_plugin_requests_total",
+			Help: "Docker plugin API calls by method and result."}, []string{"method", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_plugin_request_duration_seconds",
+			Help: "Docker plugin API call latency by method.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"method"}),
+		apply: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_dataplane_apply_duration_seconds",
+			Help: "Time to program the kernel, by what was programmed.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"what"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.apply, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.state)
+	return m
+}
+
+func (m *metrics) setSpeaker(sp speakerView) {
+	m.state.mu.Lock()
+	defer m.state.mu.Unlock()
+	m.state.sp = sp
+}
+
+// ObserveRequest implements RequestObserver.
+func (m *metrics) ObserveRequest(method string, ok bool, took time.Duration) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.requests.WithLabelValues(method, result).Inc()
+	m.latency.WithLabelValues(method).Observe(took.Seconds())
+}
+
+// timed records how long fn took under what.
+func (m *metrics) timed(what string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	m.apply.WithLabelValues(what).Observe(time.Since(start).Seconds())
+	return err
+}
+
+var (
+	descEndpoints = prometheus.NewDesc("tabby_local_endpoints", "Workload endpoints on this host.", nil, nil)
+	descBlocks    = prometheus.NewDesc("tabby_ipam_blocks", "IPAM blocks this host has affinity for.", nil, nil)
+	descInUse     = prometheus.NewDesc("tabby_ipam_addresses_in_use", "Addresses assigned in this host's blocks.", nil, nil)
+	descPeers     = prometheus.NewDesc("tabby_bgp_peers", "BGP sessions by state.", []string{"state"}, nil)
+	descRoutes    = prometheus.NewDesc("tabby_routes_installed", "Routes learned over BGP and installed in the kernel.", nil, nil)
+	descUp        = prometheus.NewDesc("tabby_datastore_up", "1 when etcd answered this scrape.", nil, nil)
+)
+
+// stateCollector reads etcd and the speaker at scrape time.
+type stateCollector struct {
+	st   *datastore.Store
+	node string
+	mu   sync.Mutex
+	sp   speakerView
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEndpoints, descBlocks, descInUse, descPeers, descRoutes, descUp} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	up := 1.0
+	if eps, err := c.st.ListKeys(ctx, datastore.EndpointsOf(c.node)); err == nil {
+		ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(eps)))
+	} else {
+		up = 0
+	}
+	if blocks, err := datastore.ListAs[datastore.Block](ctx, c.st, datastore.BlocksDir); err == nil {
+		n, used := 0, 0
+		for _, u := range ipamdriver.Usage(blocks) {
+			if u.Affinity == c.node {
+				n, used = n+1, used+u.InUse
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descBlocks, prometheus.GaugeValue, float64(n))
+		ch <- prometheus.MustNewConstMetric(descInUse, prometheus.GaugeValue, float64(used))
+	} else {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up)
+	c.mu.Lock()
+	sp := c.sp
+	c.mu.Unlock()
+	if sp == nil {
+		return
+	}
+	if peers, err := sp.Status(ctx); err == nil {
+		states := map[string]int{"established": 0, "down": 0}
+		for _, p := range peers {
+			if p.Info == "Established" {
+				states["established"]++
+			} else {
+				states["down"]++
+			}
+		}
+		for s, n := range states {
+			ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(n), s)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.GaugeValue, float64(sp.LearnedRoutes()))
+}
+
+// health answers /healthz (the process serves) and /readyz: the datastore
+// answers and, since start, every BGP session has been established once.
+type health struct {
+	st        *datastore.Store
+	sp        speakerView
+	peersSeen atomic.Bool
+}
+
+func (h *health) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := h.st.ListKeys(ctx, datastore.BGPConfigDir); err != nil {
+		return fmt.Errorf("datastore unreachable: %w", err)
+	}
+	if h.peersSeen.Load() {
+		return nil
+	}
+	peers, err := h.sp.Status(ctx)
+	if err != nil {
+		return err
+	}
+	var down []string
+	for _, p := range peers {
+		if p.Info != "Established" {
+			down = append(down, p.Address+" "+p.Info)
+		}
+	}
+	if len(down) > 0 {
+		return fmt.Errorf("BGP peers not established yet: %s", strings.Join(down, ", "))
+	}
+	h.peersSeen.Store(true)
+	return nil
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz on addr ("off": not
+// at all). It returns once the listener is open.
+func serveMetrics(ctx context.Context, addr string, m *metrics, h *health, log *slog.Logger) (*http.Server, error) {
+	if addr == "" || addr == "off" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := h.ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+			log.Warn("metrics server stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// timedApplier times policy applies.
+type timedApplier struct {
+	m     *metrics
+	apply interface{ Apply(string) (bool, error) }
+}
+
+func (t timedApplier) Apply(script string) (changed bool, err error) {
+	err = t.m.timed("policy", func() error {
+		changed, err = t.apply.Apply(script)
+		return err
+	})
+	return changed, err
+}
+
+// timedRoutes times the kernel route installs of BGP.
+type timedRoutes struct {
+	bgp.Routes
+	m *metrics
+}
+
+func (t timedRoutes) ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error {
+	return t.m.timed("routes", func() error { return t.Routes.ReplaceViaBatch(dst, gw) })
+}
