@@ -4,10 +4,10 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/tabbynet/tabby/plugin.Version=$(VERSION)
 PKGS    := ./...
-DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd
+DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd iperf3 nftables
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run deps test unit e2e bench clean
+.PHONY: all build run deps test unit e2e bench plugin clean
 
 all: build
 
@@ -20,7 +20,7 @@ run: build
 
 # Install what the tests need from Debian (skipped when already there).
 deps:
-	@missing=""; for b in dockerd etcd busybox ip iptables gobgpd; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in dockerd etcd busybox ip iptables gobgpd iperf3 nft; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB); \
 	fi
@@ -38,5 +38,10 @@ e2e: deps build
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugin/e2e/ ./ipamdriver/
 
+# The managed plugin: config.json + a rootfs with bin/tabby, iptables and
+# nft, created in the Docker at $$DOCKER_HOST as tabby:latest.
+plugin: build
+	./plugin/managed/make-plugin.sh bin/tabby config.json build/plugin
+
 clean:
-	rm -rf bin
+	rm -rf bin build

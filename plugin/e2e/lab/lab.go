@@ -64,6 +64,9 @@ type Options struct {
 	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
 	// shared one (single-host default).
 	EmbeddedEtcd bool
+	// NoTabby starts dockerd alone (the managed plugin test installs tabby
+	// into it).
+	NoTabby bool
 	// IPv6 gives each host's first NIC an address in fd00:99::/64 (host i is
 	// ::10+i, the switch ::1) and runs tabby with IP6 set to it.
 	IPv6 bool
@@ -259,7 +262,9 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 		return h
 	}
 	h.StartDocker()
-	h.StartTabby(opt.Env...)
+	if !opt.NoTabby {
+		h.StartTabby(opt.Env...)
+	}
 	if out, err := h.DockerIn(l.rootfs, "import", "-c", `CMD ["sh"]`, "-", "busybox:latest"); err != nil {
 		l.t.Fatalf("import busybox into %s: %v %s", h.Name, err, out)
 	}
@@ -287,8 +292,13 @@ func (l *Lab) Close() {
 	}
 	if l.t.Failed() || os.Getenv("TABBY_LAB_KEEP") != "" {
 		for _, h := range l.Hosts {
-			if b, err := os.ReadFile(filepath.Join(h.Dir, "tabby.log")); err == nil {
-				l.t.Logf("--- %s tabby.log (last 4 KiB):\n%s", h.Name, tail(b, 4096))
+			for _, f := range []string{"tabby.log", "dockerd.log"} {
+				if f == "dockerd.log" && !l.opt.NoTabby {
+					continue // tabby ran outside Docker: its own log says it all
+				}
+				if b, err := os.ReadFile(filepath.Join(h.Dir, f)); err == nil {
+					l.t.Logf("--- %s %s (last 4 KiB):\n%s", h.Name, f, tail(b, 4096))
+				}
 			}
 		}
 	}

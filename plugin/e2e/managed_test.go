@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// The managed plugin: `make plugin`'s script builds the rootfs (tabby,
+// iptables, nft) from config.json and creates tabby:latest in a real
+// dockerd; `docker plugin set` and `enable` start it; networks with
+// --driver/--ipam-driver tabby:latest give containers that talk; a setting
+// changed with `docker plugin set` takes effect; disabling and removing it
+// leaves the host clean.
+func TestManagedPlugin(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 1, NoTabby: true})
+	h := l.Hosts[0]
+	root, _ := filepath.Abs("../..")
+	out := filepath.Join(l.Dir, "plugin")
+	make := exec.Command(filepath.Join(root, "plugin/managed/make-plugin.sh"), l.Bin, filepath.Join(root, "config.json"), out)
+	make.Env = append(os.Environ(), "DOCKER_HOST=unix://"+h.DockerSock)
+	if b, err := make.CombinedOutput(); err != nil {
+		t.Fatalf("make-plugin.sh: %v\n%s", err, b)
+	}
+	t.Cleanup(func() { h.Docker("plugin", "rm", "-f", "tabby:latest") })
+	data, run := filepath.Join(h.Dir, "plugin-data"), filepath.Join(h.Dir, "plugin-run")
+	os.MkdirAll(data, 0o700)
+	os.MkdirAll(run, 0o755)
+	must(t, h, "plugin", "set", "tabby:latest", "data.source="+data, "run.source="+run, "docker.source="+h.DockerSock,
+		"NODENAME=node00", "IP="+h.Addr)
+	must(t, h, "plugin", "enable", "tabby:latest")
+	if ls := must(t, h, "plugin", "ls", "--format", "{{.Name}} {{.Enabled}}"); !strings.Contains(ls, "tabby:latest true") {
+		t.Fatalf("plugin not enabled:\n%s", ls)
+	}
+
+	net := []string{"network", "create", "--driver", "tabby:latest", "--ipam-driver", "tabby:latest"}
+	must(t, h, append(net, "net1")...)
+	must(t, h, append(net, "net2")...)
+	must(t, h, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, h, "run", "--net", "net1", "--name", "containerB", "-tid", "busybox")
+	must(t, h, "run", "--net", "net2", "--name", "containerC", "-tid", "busybox")
+	ipB := ipOf(t, h, "containerB", "net1")
+	if r := must(t, h, "exec", "containerA", "ip", "route"); !strings.Contains(r, "default via 169.254.1.1 dev cali0") {
+		t.Fatalf("container routes:\n%s", r)
+	}
+	eventually(t, 10*time.Second, "containerA reaches containerB through the plugin's rules", func() (string, bool) {
+		return pings(h, "containerA", ipB)
+	})
+	if out, ok := pings(h, "containerC", ipB); ok {
+		t.Fatalf("net2 reaches net1: the plugin's nftables policy is not in force:\n%s", out)
+	}
+	if fwd := mustExec(t, h, "iptables", "-S", "TABBY-FORWARD"); !strings.Contains(fwd, "-i cali+") {
+		t.Fatalf("the plugin's iptables rules are missing:\n%s", fwd)
+	}
+	// The CLI on the host talks to the plugin's control socket and etcd.
+	cli := exec.Command("nsenter", "--net=/run/netns/"+h.NS, l.Bin, "node", "status")
+	cli.Env = []string{"TABBY_RUN_DIR=" + run}
+	if b, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(b), "tabby process is running.") {
+		t.Fatalf("tabby node status against the plugin: %v\n%s", err, b)
+	}
+
+	// docker plugin set needs the plugin disabled, so its users go first.
+	must(t, h, "rm", "-f", "containerA", "containerB", "containerC")
+	must(t, h, "network", "rm", "net1", "net2")
+	must(t, h, "plugin", "disable", "tabby:latest")
+	must(t, h, "plugin", "set", "tabby:latest", "NODENAME=node00-renamed")
+	must(t, h, "plugin", "enable", "tabby:latest")
+	eventually(t, 15*time.Second, "the renamed node registered", func() (string, bool) {
+		get := exec.Command("nsenter", "--net=/run/netns/"+h.NS, l.Bin, "get", "nodes")
+		b, _ := get.CombinedOutput()
+		return string(b), strings.Contains(string(b), "node00-renamed")
+	})
+
+	must(t, h, "plugin", "disable", "tabby:latest")
+	must(t, h, "plugin", "rm", "tabby:latest")
+	if out := mustExec(t, h, "iptables", "-S"); strings.Contains(out, "TABBY") {
+		t.Fatalf("rules left after the plugin was removed:\n%s", out)
+	}
+	if out := mustExec(t, h, "nft", "list", "tables"); strings.Contains(out, "tabby") {
+		t.Fatalf("nftables table left after the plugin was removed:\n%s", out)
+	}
+}
