@@ -7,7 +7,7 @@ PKGS    := ./...
 DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd iperf3 nftables
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run deps test unit e2e bench plugin clean
+.PHONY: all build run deps test unit e2e bench plugin demo clean
 
 all: build
 
@@ -42,6 +42,10 @@ bench: deps build
 # nft, created in the Docker at $$DOCKER_HOST as tabby:latest.
 plugin: build
 	./plugin/managed/make-plugin.sh bin/tabby config.json build/plugin
+
+# Seed 001's three-host lab on this machine (as root); see examples/.
+demo: deps build
+	./examples/seed001-three-hosts.sh
 
 clean:
 	rm -rf bin build
