@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -135,6 +136,11 @@ func (c *Config) Validate() error {
 	}
 	if c.PoolIPIP != "Never" && c.PoolVXLAN != "Never" {
 		bad("--ipv4pool-ipip and --ipv4pool-vxlan cannot both be on: set one to Never")
+	}
+	if c.MetricsAddr != "" && c.MetricsAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("--metrics-addr %q must be HOST:PORT (like 127.0.0.1:9091) or off", c.MetricsAddr)
+		}
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)
