@@ -464,3 +464,11 @@ func (h *Host) Tabby(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
+
+// TabbyPID is the PID of the host's tabby daemon (0 when it is not running).
+func (h *Host) TabbyPID() int {
+	if h.tabby == nil || h.tabby.Process == nil {
+		return 0
+	}
+	return h.tabby.Process.Pid
+}

@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+var vmRE = regexp.MustCompile(`(?m)^(VmHWM|VmRSS):\s+(\d+) kB`)
+
+// memMB returns a process's peak (VmHWM) and current (VmRSS) resident
+// memory in MB.
+func memMB(b *testing.B, pid int) (peak, now float64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range vmRE.FindAllStringSubmatch(string(data), -1) {
+		kb, _ := strconv.ParseFloat(m[2], 64)
+		if m[1] == "VmHWM" {
+			peak = kb / 1024
+		} else {
+			now = kb / 1024
+		}
+	}
+	return peak, now
+}
+
+// BenchmarkDaemonMemory: peak resident memory of node00's tabby daemon
+// idle (started, one peer), then with 100 local endpoints (containers) and
+// 1,000 routes learned from node01, in one run. Target: under 60 MB loaded.
+func BenchmarkDaemonMemory(b *testing.B) {
+	l := lab.New(b, lab.Options{Hosts: 2, Env: []string{"TABBY_LOG_LEVEL=info"}})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	if out, err := n0.Docker("network", "create", "--driver", "tabby", "--ipam-driver", "tabby", "memnet"); err != nil {
+		b.Fatalf("%v %s", err, out)
+	}
+	time.Sleep(3 * time.Second) // sessions up, first syncs done
+	idlePeak, idleNow := memMB(b, n0.TabbyPID())
+
+	for i := 0; i < 100; i++ {
+		if out, err := n0.Docker("run", "-d", "--net", "memnet", "--name", fmt.Sprintf("m%d", i), "busybox", "sleep", "3600"); err != nil {
+			b.Fatalf("container %d: %v %s", i, err, out)
+		}
+	}
+	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	prefixes := routePrefixes(1000)
+	for i := 0; i < len(prefixes); i += 100 {
+		var ops []datastore.Op
+		for _, p := range prefixes[i:min(i+100, len(prefixes))] {
+			ops = append(ops, datastore.Op{Key: datastore.AffinityKey(n1.Name, p),
+				Value: &datastore.Affinity{Node: n1.Name, Block: p}, Rev: datastore.Any})
+		}
+		if err := st.Commit(context.Background(), ops...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, _ := n0.Exec("sh", "-c", "ip route show proto 77 | grep -c ' via '")
+		if n, _ := strconv.Atoi(out); n >= 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("node00 did not install 1,000 learned routes (has %s)", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // a resync period with everything in place
+	peak, now := memMB(b, n0.TabbyPID())
+	b.ReportMetric(idlePeak, "idle-peak-MB")
+	b.ReportMetric(idleNow, "idle-rss-MB")
+	b.ReportMetric(peak, "loaded-peak-MB(target<60)")
+	b.ReportMetric(now, "loaded-rss-MB")
+	b.ReportMetric(peak/idlePeak, "ratio-loaded-vs-idle")
+}
