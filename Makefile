@@ -7,7 +7,7 @@ PKGS    := ./...
 DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd iperf3 nftables
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run deps test unit e2e bench plugin demo clean
+.PHONY: all build run deps test unit e2e bench plugin demo reliability-report clean
 
 all: build
 
@@ -43,9 +43,16 @@ bench: deps build
 plugin: build
 	./plugin/managed/make-plugin.sh bin/tabby config.json build/plugin
 
+# Runs the fault tests and prints what each checked, its figure, and the verdict.
+reliability-report: deps build
+	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run 'TestReliability' -v ./plugin/e2e/ > reliability.log 2>&1; rc=$$?; \
+	printf '%-22s  %-66s  %-40s  %s\n' FAULT CHECK FIGURE RESULT; \
+	grep -o 'REPORT.*' reliability.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-22s  %-66s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
+	echo "(full output: reliability.log)"; exit $$rc
+
 # Seed 001's three-host lab on this machine (as root); see examples/.
 demo: deps build
 	./examples/seed001-three-hosts.sh
 
 clean:
-	rm -rf bin build
+	rm -rf bin build reliability.log

@@ -29,6 +29,12 @@ type PeerSpec struct {
 	// RRClient makes the peer a client of this host, the reflector.
 	RRClient  bool
 	ClusterID string
+	// Passive: wait for the peer to connect. Of two tabby hosts only the
+	// one with the lower address connects, so a restarting host and its
+	// peer never reject each other's attempts (GoBGP closes connections
+	// that arrive while a session is idle, and a failed attempt ends the
+	// graceful restart of the peer, dropping the routes it kept).
+	Passive bool
 }
 
 // NodeAddr returns a node's IPv4 address (stored as address/prefix).
@@ -84,18 +90,19 @@ func addPeers(out map[netip.Addr]PeerSpec, me string, self datastore.Node, selfA
 		if n.Name == me || !ok || addr == selfAddr {
 			continue
 		}
+		passive := selfAddr.Compare(addr) > 0
 		switch {
 		case cfg.MeshEnabled():
-			out[addr] = PeerSpec{Address: addr, ASN: asOf(n), Type: TypeMesh}
+			out[addr] = PeerSpec{Address: addr, ASN: asOf(n), Type: TypeMesh, Passive: passive}
 		case self.RouteReflectorClusterID != "":
 			// A reflector: other reflectors are plain peers, the rest clients.
-			spec := PeerSpec{Address: addr, ASN: asOf(n), Type: TypeReflector}
+			spec := PeerSpec{Address: addr, ASN: asOf(n), Type: TypeReflector, Passive: passive}
 			if n.RouteReflectorClusterID == "" {
 				spec.RRClient, spec.ClusterID = true, self.RouteReflectorClusterID
 			}
 			out[addr] = spec
 		case n.RouteReflectorClusterID != "":
-			out[addr] = PeerSpec{Address: addr, ASN: asOf(n), Type: TypeReflector}
+			out[addr] = PeerSpec{Address: addr, ASN: asOf(n), Type: TypeReflector, Passive: passive}
 		}
 	}
 	for _, p := range peers {

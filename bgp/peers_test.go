@@ -95,3 +95,24 @@ func TestIPv6SessionsBesideIPv4(t *testing.T) {
 		t.Fatalf("node02 sessions = %v, want the two IPv4 mesh peers", got)
 	}
 }
+
+// Of each pair of tabby hosts exactly one connects: the lower address.
+func TestOneSideOfEachPairConnects(t *testing.T) {
+	for _, me := range []string{"node00", "node01", "node02"} {
+		for addr, p := range DesiredPeers(me, nodes, nil, datastore.BGPConfiguration{}) {
+			var self netip.Addr
+			for _, n := range nodes {
+				if n.Name == me {
+					self, _ = NodeAddr(n)
+				}
+			}
+			if p.Passive != (self.Compare(addr) > 0) {
+				t.Errorf("%s -> %s: passive %v; only the higher address waits", me, addr, p.Passive)
+			}
+		}
+	}
+	ext := DesiredPeers("node01", nodes, []datastore.BGPPeer{{Name: "tor", PeerIP: "10.0.0.1", ASNumber: 65000}}, datastore.BGPConfiguration{})
+	if ext[addr("10.0.0.1")].Passive {
+		t.Error("an external peer must be connected to, not waited for")
+	}
+}

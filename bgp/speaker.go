@@ -255,7 +255,7 @@ func (s *Speaker) peerConf(w PeerSpec) *api.Peer {
 	}
 	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: w.Address.String(), PeerAsn: w.ASN, AuthPassword: w.Password},
-		Transport: &api.Transport{LocalAddress: local.String()},
+		Transport: &api.Transport{LocalAddress: local.String(), PassiveMode: w.Passive},
 		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 2, HoldTime: 90, KeepaliveInterval: 30}},
 		// Graceful restart both ways: peers keep our routes while we
 		// restart, and we keep theirs.

@@ -56,8 +56,10 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*datastore.St
 		log.Info("embedded etcd started", "dir", dir, "endpoint", emb.Endpoint)
 		endpoints, stopEmbedded = []string{emb.Endpoint}, emb.Close
 	}
+	// A short request timeout makes an etcd outage fail plugin calls (and
+	// so `docker run`) within seconds, with an error that names etcd.
 	st, err := datastore.Open(ctx, datastore.Config{Endpoints: endpoints,
-		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile})
+		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Timeout: 3 * time.Second})
 	if err != nil {
 		stopEmbedded()
 		return nil, nil, err
@@ -192,8 +194,11 @@ func (d *Daemon) prepare(ctx context.Context, st *datastore.Store) (hostAddrs, e
 	if err := registerNode(ctx, st, cfg, host); err != nil {
 		return host, err
 	}
-	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.v4.Addr.String(), "ifname", host.v4.Iface,
-		"ip6", host.v6.Addr.String())
+	ip6 := ""
+	if host.v6.Addr.IsValid() {
+		ip6 = host.v6.Addr.String()
+	}
+	d.log.Info("node registered", "node", cfg.NodeName, "ip", host.v4.Addr.String(), "ifname", host.v4.Iface, "ip6", ip6)
 	return host, nil
 }
 

@@ -77,6 +77,13 @@ func (s *Server) Stop() {
 	os.RemoveAll(s.dir)
 }
 
+// Freeze stops etcd in place (SIGSTOP): clients see an outage, connections
+// time out rather than being refused, as with a hung or partitioned server.
+func (s *Server) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen etcd.
+func (s *Server) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Store opens a store on a fresh key space: every test starts from an
 // empty /tabby/v1/ and leaves nothing behind.
 func (s *Server) Store(t testing.TB) *datastore.Store {

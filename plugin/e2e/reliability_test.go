@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// report records one row of `make reliability-report`: the fault, what
+// was checked, the figure measured, and whether it passed. A failed row
+// also fails the test.
+func report(t *testing.T, fault, check, figure string, pass bool) {
+	t.Helper()
+	result := "pass"
+	if !pass {
+		result = "FAIL"
+		t.Errorf("%s: %s: %s", fault, check, figure)
+	}
+	t.Logf("REPORT\t%s\t%s\t%s\t%s", fault, check, figure, result)
+}
+
+var receivedRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`)
+
+// pingFor pings ip from ctr n times, 0.2 s apart, and returns how many
+// answers were lost (n when the output is unreadable).
+func pingFor(h *lab.Host, ctr, ip string, n int) (lost int, out string) {
+	out, _ = h.Docker("exec", ctr, "ping", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "1", ip)
+	m := receivedRE.FindStringSubmatch(out)
+	if m == nil {
+		return n, out
+	}
+	got, _ := strconv.Atoi(m[2])
+	return n - got, out
+}
+
+// isolated reports whether ctr fails to reach ip (another network's).
+func isolated(h *lab.Host, ctr, ip string) bool {
+	_, ok := pings(h, ctr, ip)
+	return !ok
+}
+
+// ipamClean runs `tabby ipam check` and reports its verdict.
+func ipamClean(h *lab.Host) (bool, string) {
+	out, err := h.Tabby("ipam", "check")
+	return err == nil && strings.Contains(out, "IPAM is consistent"), out
+}
+
+// twoHostLab: net1 and net2 on two hosts, A (net1) on node00, C (net1) and
+// X (net2) on node01, with A reaching C.
+func twoHostLab(t *testing.T) (l *lab.Lab, n0, n1 *lab.Host, ipC, ipX string) {
+	l = lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 = l.Hosts[0], l.Hosts[1]
+	createEverywhere(t, l, n0, "net1")
+	createEverywhere(t, l, n0, "net2")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "--restart", "always", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net1", "--name", "containerC", "--restart", "always", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net2", "--name", "containerX", "--restart", "always", "-tid", "busybox")
+	ipC, ipX = ipOf(t, n1, "containerC", "net1"), ipOf(t, n1, "containerX", "net2")
+	eventually(t, 30*time.Second, "containerA reaches containerC", func() (string, bool) { return pings(n0, "containerA", ipC) })
+	return l, n0, n1, ipC, ipX
+}
+
+// kill -9 of each host's tabby in turn while a container on one host
+// pings a container on the other: no packet lost, and after the restart
+// the state is reconciled. node01 is the side of the BGP pair that waits for
+// connections, node00 the side that connects.
+func TestReliabilityDaemonCrash(t *testing.T) {
+	_, n0, n1, ipC, ipX := twoHostLab(t)
+	const fault = "tabby kill -9"
+	for _, h := range []*lab.Host{n1, n0} {
+		done := make(chan int, 1)
+		go func() { lost, _ := pingFor(n0, "containerA", ipC, 50); done <- lost }()
+		time.Sleep(time.Second)
+		h.KillTabby()
+		time.Sleep(3 * time.Second)
+		h.StartTabby()
+		lost := <-done
+		report(t, fault, "packets lost, containerA -> containerC, "+h.Name+" crashed", fmt.Sprintf("%d of 50", lost), lost == 0)
+		clean, out := ipamClean(h)
+		report(t, fault, "tabby ipam check after "+h.Name+" restarted", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
+	}
+	must(t, n1, "run", "--net", "net1", "--name", "after", "-tid", "busybox")
+	_, ok := pings(n0, "containerA", ipOf(t, n1, "after", "net1"))
+	report(t, fault, "a container started after the restarts is reachable", fmt.Sprint(ok), ok)
+	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))
+}
+
+// etcd stopped for 30 s: running containers keep talking, `docker run`
+// fails within 5 s naming the datastore, and afterwards everything works
+// with nothing leaked or doubled.
+func TestReliabilityEtcdOutage(t *testing.T) {
+	l, n0, n1, ipC, ipX := twoHostLab(t)
+	const fault = "etcd stopped 30 s"
+	if err := l.Etcd.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	defer func() {
+		if !thawed {
+			l.Etcd.Thaw()
+		}
+	}()
+	outageStart := time.Now()
+	done := make(chan int, 1)
+	go func() { lost, _ := pingFor(n0, "containerA", ipC, 140); done <- lost }()
+	start := time.Now()
+	out, err := n0.Docker("run", "--net", "net1", "--name", "during", "-tid", "busybox")
+	took := time.Since(start)
+	report(t, fault, "docker run fails within 5 s saying the datastore is unreachable",
+		fmt.Sprintf("%.1f s: %s", took.Seconds(), firstLine(out, "datastore unreachable")),
+		err != nil && took < 5*time.Second && strings.Contains(out, "datastore unreachable"))
+	time.Sleep(30*time.Second - time.Since(outageStart))
+	if err := l.Etcd.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	lost := <-done
+	report(t, fault, "packets lost between running containers during the outage", fmt.Sprintf("%d of 140", lost), lost == 0)
+	n0.Docker("rm", "-f", "during")
+	var ipD string
+	eventually(t, 30*time.Second, "docker run works again", func() (string, bool) {
+		n0.Docker("rm", "-f", "after")
+		out, err := n0.Docker("run", "--net", "net1", "--name", "after", "-tid", "busybox")
+		if err == nil {
+			ipD = ipOf(t, n0, "after", "net1")
+		}
+		return out, err == nil
+	})
+	_, ok := pings(n1, "containerC", ipD)
+	report(t, fault, "after etcd is back a new container is reachable", fmt.Sprint(ok), ok)
+	clean, out := ipamClean(n0)
+	report(t, fault, "tabby ipam check (nothing leaked or assigned twice)", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
+	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))
+}
+
+// firstLine returns the first line of out that holds s, or out's first line.
+func firstLine(out, s string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, s) {
+			if i := strings.Index(l, s); i > 0 && len(l) > 120 {
+				return "..." + l[max(0, i-40):min(len(l), i+60)] + "..."
+			}
+			return l
+		}
+	}
+	return strings.Split(out, "\n")[0]
+}
