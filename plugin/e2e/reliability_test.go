@@ -150,3 +150,47 @@ func firstLine(out, s string) string {
 	}
 	return strings.Split(out, "\n")[0]
 }
+
+// dockerd restarted with containers under --restart always: they come back
+// on their networks (a fixed --ip stays), reach the other host, and nothing
+// is orphaned: no stale endpoint, interface or assignment.
+func TestReliabilityDockerRestart(t *testing.T) {
+	l, n0, n1, _, _ := twoHostLab(t)
+	const fault = "dockerd restart"
+	createEverywhere(t, l, n0, "net3", "--subnet", "192.168.200.0/24")
+	must(t, n1, "run", "--net", "net3", "--ip", "192.168.200.50", "--name", "fixed", "--restart", "always", "-tid", "busybox")
+	oldEP := endpointOf(t, n1, "containerC", "net1")
+	n1.StopDocker()
+	n1.StartDocker()
+	var ipC string
+	eventually(t, 60*time.Second, "containers back on node01", func() (string, bool) {
+		out, _ := n1.Docker("ps", "--format", "{{.Names}}")
+		return out, strings.Contains(out, "containerC") && strings.Contains(out, "containerX") && strings.Contains(out, "fixed")
+	})
+	ipC = ipOf(t, n1, "containerC", "net1")
+	newEP := endpointOf(t, n1, "containerC", "net1")
+	report(t, fault, "containerC back on net1 with a new endpoint", ipC+" ("+short(oldEP)+" -> "+short(newEP)+")", ipC != "" && newEP != oldEP)
+	got := ipOf(t, n1, "fixed", "net3")
+	report(t, fault, "a container with --ip keeps its address", got, got == "192.168.200.50")
+	var ok bool
+	eventually(t, 30*time.Second, "containerA reaches containerC again", func() (string, bool) {
+		var out string
+		out, ok = pings(n0, "containerA", ipC)
+		return out, ok
+	})
+	report(t, fault, "containerA (node00) reaches the restarted containerC", fmt.Sprint(ok), ok)
+	clean, out := ipamClean(n1)
+	report(t, fault, "tabby ipam check (old endpoints and addresses gone)", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
+	links, _ := n1.Exec("sh", "-c", "ip -o link | grep -c ' cali'")
+	eps := strings.Count(mustTabby(t, n1, "get", "workloadendpoints"), " node01 ")
+	report(t, fault, "host-side interfaces match endpoints on node01", links+" interfaces, "+fmt.Sprint(eps)+" endpoints", links == fmt.Sprint(eps))
+	ipX := ipOf(t, n1, "containerX", "net2") // addresses are handed out anew
+	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
