@@ -35,6 +35,8 @@ type PeerSpec struct {
 	// that arrive while a session is idle, and a failed attempt ends the
 	// graceful restart of the peer, dropping the routes it kept).
 	Passive bool
+	// HoldTime is the session's hold time in seconds.
+	HoldTime uint32
 }
 
 // NodeAddr returns a node's IPv4 address (stored as address/prefix).

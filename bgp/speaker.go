@@ -126,7 +126,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 // the daemon restarts.
 func (s *Speaker) Run(ctx context.Context) {
 	kick := make(chan struct{}, 1)
-	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir,
+	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir, datastore.LivenessDir,
 		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node)} {
 		go s.store.Notify(ctx, dir, kick)
 	}
@@ -151,7 +151,7 @@ func (s *Speaker) Run(ctx context.Context) {
 
 // Sync makes the sessions and the advertised prefixes match etcd.
 func (s *Speaker) Sync(ctx context.Context) error {
-	nodes, err := datastore.ListAs[datastore.Node](ctx, s.store, datastore.NodesDir)
+	nodes, err := s.liveNodes(ctx)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,38 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	// paths exist would end with an empty End-of-RIB, and a peer helping us
 	// through a restart would flush the routes it kept for us.
 	advErr := s.syncAdverts(ctx, want)
-	return errors.Join(advErr, s.syncPeers(ctx, DesiredPeers(s.cfg.Node, nodes, peers, bc)))
+	desired := DesiredPeers(s.cfg.Node, nodes, peers, bc)
+	for a, p := range desired {
+		p.HoldTime = bc.Hold()
+		desired[a] = p
+	}
+	return errors.Join(advErr, s.syncPeers(ctx, desired))
+}
+
+// liveNodes lists the nodes whose daemon holds its liveness lease (and this
+// one). A host that stopped answering for the hold time loses its sessions:
+// deleting them drops its routes at once, where graceful restart would keep
+// them.
+func (s *Speaker) liveNodes(ctx context.Context) ([]datastore.Node, error) {
+	nodes, err := datastore.ListAs[datastore.Node](ctx, s.store, datastore.NodesDir)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.store.ListKeys(ctx, datastore.LivenessDir)
+	if err != nil {
+		return nil, err
+	}
+	alive := map[string]bool{s.cfg.Node: true}
+	for _, k := range keys {
+		alive[strings.TrimPrefix(k, datastore.LivenessDir)] = true
+	}
+	out := nodes[:0]
+	for _, n := range nodes {
+		if alive[n.Name] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // wantedPrefixes are the blocks this host owns and its addresses that lie
@@ -256,7 +287,8 @@ func (s *Speaker) peerConf(w PeerSpec) *api.Peer {
 	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: w.Address.String(), PeerAsn: w.ASN, AuthPassword: w.Password},
 		Transport: &api.Transport{LocalAddress: local.String(), PassiveMode: w.Passive},
-		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 2, HoldTime: 90, KeepaliveInterval: 30}},
+		Timers: &api.Timers{Config: &api.TimersConfig{ConnectRetry: 2, HoldTime: uint64(max(w.HoldTime, 3)),
+			KeepaliveInterval: uint64(max(w.HoldTime/3, 1))}},
 		// Graceful restart both ways: peers keep our routes while we
 		// restart, and we keep theirs.
 		GracefulRestart: &api.GracefulRestart{Enabled: true, RestartTime: s.cfg.RestartTime},

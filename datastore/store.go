@@ -368,3 +368,61 @@ func (s *Store) DeletePrefix(ctx context.Context, prefix string) error {
 	_, err := s.cli.Delete(ctx, prefix, clientv3.WithPrefix())
 	return s.wrap(err)
 }
+
+// KeepAlive holds key (with value) under a lease of ttlOf() seconds until
+// ctx ends, so the key vanishes about that long after this process stops
+// answering. A lost lease (etcd restarted, an outage longer than the TTL)
+// is taken again; a changed TTL moves the key to a new lease before the old
+// one is revoked, so the key never lapses.
+func (s *Store) KeepAlive(ctx context.Context, key, value string, ttlOf func() int64) {
+	var old clientv3.LeaseID
+	for ctx.Err() == nil {
+		next, err := s.holdLease(ctx, key, value, ttlOf, old)
+		old = next
+		if err != nil && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// holdLease puts key under a new lease, revokes prev, and keeps the lease
+// alive until it is lost (returns 0) or the TTL changes (returns the lease,
+// for the next round to revoke).
+func (s *Store) holdLease(ctx context.Context, key, value string, ttlOf func() int64, prev clientv3.LeaseID) (clientv3.LeaseID, error) {
+	ttl := ttlOf()
+	gctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	lease, err := s.cli.Grant(gctx, ttl)
+	if err == nil {
+		_, err = s.cli.Put(gctx, key, value, clientv3.WithLease(lease.ID))
+	}
+	if err != nil {
+		return prev, s.wrap(err)
+	}
+	if prev != 0 {
+		_, _ = s.cli.Revoke(gctx, prev)
+	}
+	kctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ch, err := s.cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	check := time.NewTicker(time.Second) // a TTL change takes effect within a second
+	defer check.Stop()
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return 0, ErrUnavailable
+			}
+		case <-check.C:
+			if ttlOf() != ttl {
+				return lease.ID, nil
+			}
+		}
+	}
+}

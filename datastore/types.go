@@ -20,6 +20,7 @@ const (
 	bgpConfigKey  = Prefix + "bgpconfiguration/default"
 	bgpPeersDir   = Prefix + "bgppeers/"
 	policiesDir   = Prefix + "networkpolicies/"
+	livenessDir   = Prefix + "nodeliveness/"
 )
 
 // Encapsulation modes of a pool, as in Calico.
@@ -165,6 +166,21 @@ type Handle struct {
 type BGPConfiguration struct {
 	ASNumber              uint32 `json:"asNumber,omitempty"`
 	NodeToNodeMeshEnabled *bool  `json:"nodeToNodeMeshEnabled,omitempty"`
+	// HoldTime (seconds) is the BGP hold time and how long a host that
+	// stopped answering keeps its sessions, and so its routes, at the
+	// others (its liveness lease in etcd).
+	HoldTime uint32 `json:"holdTime,omitempty"`
+}
+
+// DefaultHoldTime is BGP's customary hold time.
+const DefaultHoldTime = 90
+
+// Hold returns the configured hold time or the default.
+func (c BGPConfiguration) Hold() uint32 {
+	if c.HoldTime == 0 {
+		return DefaultHoldTime
+	}
+	return max(c.HoldTime, 3)
 }
 
 // Encapsulated reports whether mode (a pool's ipipMode or vxlanMode) is on.
@@ -221,6 +237,7 @@ func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
 func BGPPeerKey(name string) string        { return bgpPeersDir + name }
 func PolicyKey(name string) string         { return policiesDir + name }
+func LivenessKey(node string) string       { return livenessDir + node }
 
 // Directories, for List and Watch.
 const (
@@ -235,4 +252,5 @@ const (
 	BGPPeersDir   = bgpPeersDir
 	BGPConfigDir  = Prefix + "bgpconfiguration/"
 	PoliciesDir   = policiesDir
+	LivenessDir   = livenessDir
 )

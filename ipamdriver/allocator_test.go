@@ -261,3 +261,51 @@ func TestAllocatorCacheSeesPoolChanges(t *testing.T) {
 		}
 	}
 }
+
+// A gone node's addresses, tunnel address and blocks are released; a block
+// another host borrowed from keeps its borrowed address, without owner.
+func TestReleaseNode(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.0.0.0/28", 30) // four blocks of four
+	gone, other := NewAllocator(st, "gone"), NewAllocator(st, "other")
+	var mine []netip.Addr
+	for i := 0; i < 5; i++ { // one block full, one address in a second
+		ip, err := gone.AutoAssign(ctx, netip.Prefix{}, fmt.Sprintf("h%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine = append(mine, ip)
+	}
+	if _, err := gone.AutoAssign(ctx, netip.Prefix{}, "vxlan-tunnel-addr-gone"); err != nil {
+		t.Fatal(err)
+	}
+	// other fills the two remaining blocks, then borrows from gone's second block.
+	var borrowed netip.Addr
+	for i := 0; i < 9; i++ {
+		ip, err := other.AutoAssign(ctx, netip.Prefix{}, fmt.Sprintf("o%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		borrowed = ip
+	}
+	n, err := NewAllocator(st, "cli").ReleaseNode(ctx, "gone", mine)
+	if err != nil || n != 2 {
+		t.Fatalf("ReleaseNode = %d blocks, %v; want 2", n, err)
+	}
+	if keys, _ := st.ListKeys(ctx, datastore.AffinitiesOf("gone")); len(keys) != 0 {
+		t.Fatalf("affinities left: %v", keys)
+	}
+	blocks, _ := datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir)
+	for _, b := range blocks {
+		if b.Affinity == "gone" {
+			t.Fatalf("block %s still belongs to the gone node", b.CIDR)
+		}
+	}
+	if block, h := HandleOf(blocks, borrowed); block == "" || h != "o8" {
+		t.Fatalf("the borrowed address %s must stay assigned to o8: %s %q", borrowed, block, h)
+	}
+	if f := Check(blocks, nil, nil); len(f) != 9 { // only other's nine (no endpoints given)
+		t.Fatalf("after release, only other's addresses remain: %v", f)
+	}
+}

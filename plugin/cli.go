@@ -169,9 +169,10 @@ func getCmd(cfg *Config) *cobra.Command {
 }
 
 func deleteCmd(cfg *Config) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
-		Short: "Delete a resource: ippool, networkpolicy, bgppeer, or a profile no network uses",
+		Short: "Delete a resource: ippool, networkpolicy, bgppeer, a profile no network uses, or a gone node (releasing its addresses and blocks)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := kindOf(args[0])
@@ -187,6 +188,8 @@ func deleteCmd(cfg *Config) *cobra.Command {
 			case "IPPool":
 			case "NetworkPolicy", "BGPPeer", "Profile":
 				return deleteSimple(cmd, st, k, args[1])
+			case "Node":
+				return deleteNode(cmd.Context(), st, args[1], force, cmd.OutOrStdout())
 			default:
 				return fmt.Errorf("kind %s cannot be deleted with the CLI: Docker owns networks and endpoints", k.name)
 			}
@@ -204,6 +207,8 @@ func deleteCmd(cfg *Config) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete a node even though its daemon still holds its liveness lease")
+	return cmd
 }
 
 // deleteSimple deletes a resource that nothing else holds; a profile still

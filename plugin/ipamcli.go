@@ -180,3 +180,48 @@ func short(id string) string {
 	}
 	return id
 }
+
+// deleteNode removes a gone host: its endpoints' records and addresses,
+// its tunnel addresses, its blocks (see Allocator.ReleaseNode) and its
+// Node. A node whose daemon still answers is refused without force: it
+// would register itself again and hold endpoints nobody knows of.
+func deleteNode(ctx context.Context, st *datastore.Store, name string, force bool, out io.Writer) error {
+	var n datastore.Node
+	if _, err := st.Get(ctx, datastore.NodeKey(name), &n); err != nil {
+		return fmt.Errorf("Node %q: %w", name, err)
+	}
+	live, err := st.ListKeys(ctx, datastore.LivenessDir)
+	if err != nil {
+		return err
+	}
+	for _, k := range live {
+		if k == datastore.LivenessKey(name) && !force {
+			return fmt.Errorf("node %s is alive (its daemon holds its liveness lease): stop tabby there first, or --force", name)
+		}
+	}
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsOf(name))
+	if err != nil {
+		return err
+	}
+	var addrs []netip.Addr
+	for _, e := range eps {
+		for _, s := range []string{e.IPv4, e.IPv6} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	blocks, err := ipamdriver.NewAllocator(st, "tabby-cli").ReleaseNode(ctx, name, addrs)
+	if err != nil {
+		return err
+	}
+	ops := []datastore.Op{{Key: datastore.NodeKey(name), Rev: datastore.Any}, {Key: datastore.LivenessKey(name), Rev: datastore.Any}}
+	for _, e := range eps {
+		ops = append(ops, datastore.Op{Key: datastore.EndpointKey(name, e.EndpointID), Rev: datastore.Any})
+	}
+	if err := st.Commit(ctx, ops...); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Node %s deleted: %d endpoints, %d addresses and %d blocks released\n", name, len(eps), len(addrs), blocks)
+	return nil
+}

@@ -194,3 +194,54 @@ func short(id string) string {
 	}
 	return id
 }
+
+// A host is lost (its daemon killed and its uplink down): the others
+// withdraw its routes within the configured hold time, and `tabby delete
+// node` releases its addresses and blocks.
+func TestReliabilityHostLoss(t *testing.T) {
+	const hold = 6
+	l := lab.New(t, lab.Options{Hosts: 3})
+	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	const fault = "host lost"
+	applyYAML(t, l, n0, "hold.yaml", fmt.Sprintf("apiVersion: tabby/v1\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {holdTime: %d}\n", hold))
+	createEverywhere(t, l, n0, "net1")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net1", "--name", "containerB", "-tid", "busybox")
+	must(t, n2, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
+	ipB, ipC := ipOf(t, n1, "containerB", "net1"), ipOf(t, n2, "containerC", "net1")
+	route := blockOf(ipB) + " via " + n1.Addr
+	eventually(t, 30*time.Second, "node00 routes node01's block", func() (string, bool) {
+		r, _ := n0.Exec("ip", "route")
+		return r, strings.Contains(r, route)
+	})
+	time.Sleep(2 * time.Second) // daemons move their liveness leases to the new hold time within a second
+	n1.KillTabby()
+	mustExec(t, n1, "ip", "link", "set", "eth0", "down")
+	lost := time.Now()
+	var took time.Duration
+	for took = 0; took < 3*hold*time.Second; took = time.Since(lost) {
+		if r, _ := n0.Exec("ip", "route"); !strings.Contains(r, route) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	report(t, fault, fmt.Sprintf("node00 withdraws node01's route (hold time %d s)", hold), fmt.Sprintf("%.1f s", took.Seconds()),
+		took <= (hold+1)*time.Second)
+	_, ok := pings(n0, "containerA", ipC)
+	report(t, fault, "the surviving hosts still reach each other", fmt.Sprint(ok), ok)
+	out, err := n0.Tabby("ipam", "check")
+	report(t, fault, "ipam check sees node01's addresses as held (endpoints remain)", firstLine(out, "IPAM"), err == nil)
+	out = mustTabby(t, n0, "delete", "node", "node01")
+	report(t, fault, "tabby delete node node01 releases its blocks", strings.TrimSpace(out), strings.Contains(out, "1 endpoints"))
+	show := mustTabby(t, n0, "ipam", "show")
+	clean, cout := ipamClean(n0)
+	report(t, fault, "ipam show lists no block of node01; ipam check clean", firstLine(cout, "IPAM"), clean && !strings.Contains(show, "node01"))
+	if nodes := mustTabby(t, n0, "get", "nodes"); strings.Contains(nodes, "node01") {
+		t.Fatalf("node01 still listed:\n%s", nodes)
+	}
+	// Bring node01 back, so tearing the lab down does not wait on a plugin
+	// socket that will never come.
+	mustExec(t, n1, "ip", "link", "set", "eth0", "up")
+	mustExec(t, n1, "ip", "route", "replace", "default", "via", "10.99.0.1")
+	n1.StartTabby()
+}
