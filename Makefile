@@ -7,7 +7,7 @@ PKGS    := ./...
 DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd iperf3 nftables
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run deps test unit e2e bench plugin demo reliability-report clean
+.PHONY: all build run deps test unit e2e bench fuzz plugin demo reliability-report clean
 
 all: build
 
@@ -25,9 +25,17 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB); \
 	fi
 
-# -race needs cgo.
+# -race needs cgo. The fuzz targets' checked-in corpora run as tests here;
+# `make fuzz` explores further for a bounded time.
 test: deps build
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+fuzz:
+	for f in FuzzPluginAPI FuzzResourceYAML FuzzSelector; do \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./plugin/ || exit 1; \
+	done
 
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v /e2e)
