@@ -53,7 +53,7 @@ plugin: build
 
 # Runs the fault tests and prints what each checked, its figure, and the verdict.
 reliability-report: deps build
-	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run 'TestReliability' -v ./plugin/e2e/ > reliability.log 2>&1; rc=$$?; \
+	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run 'TestReliability|TestEtcdMutualTLS' -v ./plugin/e2e/ ./datastore/ > reliability.log 2>&1; rc=$$?; \
 	printf '%-22s  %-66s  %-40s  %s\n' FAULT CHECK FIGURE RESULT; \
 	grep -o 'REPORT.*' reliability.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-22s  %-66s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
 	echo "(full output: reliability.log)"; exit $$rc

@@ -59,21 +59,20 @@ func TestRouteReflectorTopology(t *testing.T) {
 	mustPing(t, n1, "containerC", ipA)
 }
 
-// Debian's gobgpd stands for a top-of-rack router: configured as a global
-// BGPPeer with an MD5 password it learns every host's blocks, and a route it
-// announces reaches the hosts' kernels.
-func TestExternalBGPPeer(t *testing.T) {
+// startGoBGPD runs Debian's gobgpd in the lab's switch as AS 65000 at
+// 10.99.0.1, peering with every host under an MD5 password, and returns its
+// CLI.
+func startGoBGPD(t *testing.T, l *lab.Lab, password string) func(args ...string) (string, error) {
+	t.Helper()
 	if _, err := exec.LookPath("gobgpd"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("CI must install gobgpd")
 		}
 		t.Skip("needs Debian's gobgpd: " + err.Error())
 	}
-	l := lab.New(t, lab.Options{Hosts: 2})
-	n0, n1 := l.Hosts[0], l.Hosts[1]
 	conf := "[global.config]\n  as = 65000\n  router-id = \"10.99.0.1\"\n  local-address-list = [\"10.99.0.1\"]\n"
 	for _, h := range l.Hosts {
-		conf += fmt.Sprintf("[[neighbors]]\n  [neighbors.config]\n    neighbor-address = %q\n    peer-as = 64512\n    auth-password = \"s3cret\"\n", h.Addr)
+		conf += fmt.Sprintf("[[neighbors]]\n  [neighbors.config]\n    neighbor-address = %q\n    peer-as = 64512\n    auth-password = %q\n", h.Addr, password)
 	}
 	cf := filepath.Join(l.Dir, "gobgpd.toml")
 	os.WriteFile(cf, []byte(conf), 0o644)
@@ -85,10 +84,19 @@ func TestExternalBGPPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tor.Process.Kill(); tor.Wait() })
-	gobgp := func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
 		out, err := l.InSwitch(append([]string{"gobgp", "-u", "127.0.0.1", "-p", "50151"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
+}
+
+// Debian's gobgpd stands for a top-of-rack router: configured as a global
+// BGPPeer with an MD5 password it learns every host's blocks, and a route it
+// announces reaches the hosts' kernels.
+func TestExternalBGPPeer(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	gobgp := startGoBGPD(t, l, "s3cret")
 	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret}\n")
 
 	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")

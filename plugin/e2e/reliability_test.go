@@ -245,3 +245,32 @@ func TestReliabilityHostLoss(t *testing.T) {
 	mustExec(t, n1, "ip", "route", "replace", "default", "via", "10.99.0.1")
 	n1.StartTabby()
 }
+
+// Security: a BGP peer with the wrong MD5 password never gets a session;
+// the plugin and control sockets are not world-writable.
+func TestReliabilitySecurity(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0 := l.Hosts[0]
+	const fault = "security"
+	gobgp := startGoBGPD(t, l, "s3cret")
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: wrong}\n")
+	established := false
+	for i := 0; i < 20 && !established; i++ { // 20 s: many connect attempts at 2 s apart
+		out, _ := gobgp("neighbor")
+		established = strings.Contains(out, "Establ")
+		time.Sleep(time.Second)
+	}
+	report(t, fault, "BGP peer with a wrong MD5 password, 20 s", fmt.Sprintf("established: %v", established), !established)
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret}\n")
+	var out string
+	eventually(t, 30*time.Second, "the right password establishes", func() (string, bool) {
+		out, _ = gobgp("neighbor")
+		return out, strings.Count(out, "Establ") == 2
+	})
+	report(t, fault, "the same peer with the right password", "2 sessions established", true)
+	for _, sock := range []string{n0.PluginDir + "/tabby.sock", n0.Dir + "/run/ctl.sock"} {
+		mode, _ := n0.Exec("stat", "-c", "%a", sock)
+		report(t, fault, "socket "+strings.TrimPrefix(sock, n0.Dir+"/")+" is not world-writable", "mode "+mode,
+			len(mode) == 3 && mode[2] != '2' && mode[2] != '3' && mode[2] != '6' && mode[2] != '7')
+	}
+}
