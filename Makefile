@@ -51,11 +51,18 @@ bench: deps build
 plugin: build
 	./plugin/managed/make-plugin.sh bin/tabby config.json build/plugin
 
-# Runs the fault tests and prints what each checked, its figure, and the verdict.
+# Runs the fault tests and the fuzzers (10 s each) and prints what each
+# checked, its figure, and the verdict.
 reliability-report: deps build
 	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run 'TestReliability|TestEtcdMutualTLS' -v ./plugin/e2e/ ./datastore/ > reliability.log 2>&1; rc=$$?; \
-	printf '%-22s  %-66s  %-40s  %s\n' FAULT CHECK FIGURE RESULT; \
-	grep -o 'REPORT.*' reliability.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-22s  %-66s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
+	for f in FuzzPluginAPI FuzzResourceYAML FuzzSelector; do \
+		if $(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime 10s ./plugin/ > fuzz-$$f.log 2>&1; then r=pass; else r=FAIL; rc=1; fi; \
+		n=$$(grep -o 'execs: [0-9]*' fuzz-$$f.log | tail -1 | cut -d' ' -f2); \
+		printf 'REPORT\tbad input (fuzz)\t%s: no panic, rejections are errors, nothing left behind\t%s inputs in 10 s\t%s\n' $$f "$$n" $$r >> reliability.log; \
+		cat fuzz-$$f.log >> reliability.log; rm -f fuzz-$$f.log; \
+	done; \
+	printf '%-24s  %-66s  %-40s  %s\n' FAULT CHECK FIGURE RESULT; \
+	grep -o 'REPORT.*' reliability.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-24s  %-66s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
 	echo "(full output: reliability.log)"; exit $$rc
 
 # Seed 001's three-host lab on this machine (as root); see examples/.

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +45,16 @@ func isolated(h *lab.Host, ctr, ip string) bool {
 	return !ok
 }
 
+// forgedSource is an address containerA holds but tabby never gave it.
+const forgedSource = "192.168.250.250"
+
+// forgedDropped reports whether containerA's packets from forgedSource to
+// ip go unanswered.
+func forgedDropped(h *lab.Host, ip string) bool {
+	_, err := h.Docker("exec", "containerA", "ping", "-c", "2", "-W", "1", "-I", forgedSource, ip)
+	return err != nil
+}
+
 // ipamClean runs `tabby ipam check` and reports its verdict.
 func ipamClean(h *lab.Host) (bool, string) {
 	out, err := h.Tabby("ipam", "check")
@@ -57,7 +68,8 @@ func twoHostLab(t *testing.T) (l *lab.Lab, n0, n1 *lab.Host, ipC, ipX string) {
 	n0, n1 = l.Hosts[0], l.Hosts[1]
 	createEverywhere(t, l, n0, "net1")
 	createEverywhere(t, l, n0, "net2")
-	must(t, n0, "run", "--net", "net1", "--name", "containerA", "--restart", "always", "-tid", "busybox")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "--restart", "always", "--cap-add", "NET_ADMIN", "-tid", "busybox")
+	must(t, n0, "exec", "containerA", "ip", "addr", "add", forgedSource+"/32", "dev", "cali0")
 	must(t, n1, "run", "--net", "net1", "--name", "containerC", "--restart", "always", "-tid", "busybox")
 	must(t, n1, "run", "--net", "net2", "--name", "containerX", "--restart", "always", "-tid", "busybox")
 	ipC, ipX = ipOf(t, n1, "containerC", "net1"), ipOf(t, n1, "containerX", "net2")
@@ -88,6 +100,7 @@ func TestReliabilityDaemonCrash(t *testing.T) {
 	_, ok := pings(n0, "containerA", ipOf(t, n1, "after", "net1"))
 	report(t, fault, "a container started after the restarts is reachable", fmt.Sprint(ok), ok)
 	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))
+	report(t, fault, "a forged source still dropped", fmt.Sprint(forgedDropped(n0, ipC)), forgedDropped(n0, ipC))
 }
 
 // etcd stopped for 30 s: running containers keep talking, `docker run`
@@ -136,6 +149,7 @@ func TestReliabilityEtcdOutage(t *testing.T) {
 	clean, out := ipamClean(n0)
 	report(t, fault, "tabby ipam check (nothing leaked or assigned twice)", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
 	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))
+	report(t, fault, "a forged source still dropped", fmt.Sprint(forgedDropped(n0, ipC)), forgedDropped(n0, ipC))
 }
 
 // firstLine returns the first line of out that holds s, or out's first line.
@@ -186,6 +200,7 @@ func TestReliabilityDockerRestart(t *testing.T) {
 	report(t, fault, "host-side interfaces match endpoints on node01", links+" interfaces, "+fmt.Sprint(eps)+" endpoints", links == fmt.Sprint(eps))
 	ipX := ipOf(t, n1, "containerX", "net2") // addresses are handed out anew
 	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))
+	report(t, fault, "a forged source still dropped", fmt.Sprint(forgedDropped(n0, ipC)), forgedDropped(n0, ipC))
 }
 
 func short(id string) string {
@@ -273,4 +288,95 @@ func TestReliabilitySecurity(t *testing.T) {
 		report(t, fault, "socket "+strings.TrimPrefix(sock, n0.Dir+"/")+" is not world-writable", "mode "+mode,
 			len(mode) == 3 && mode[2] != '2' && mode[2] != '3' && mode[2] != '6' && mode[2] != '7')
 	}
+}
+
+// Load: three hosts each start 100 containers at once on one network. No
+// address is handed out twice, every container reaches one on another
+// host, and once all are removed nothing is left assigned.
+func TestReliabilityLoad(t *testing.T) {
+	const perHost = 100
+	l := lab.New(t, lab.Options{Hosts: 3})
+	const fault = "load: 3 x 100 containers"
+	createEverywhere(t, l, l.Hosts[0], "busy")
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	for _, h := range l.Hosts {
+		for i := 0; i < perHost; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("%s-c%d", h.Name, i)
+				if out, err := h.Docker("run", "-d", "--net", "busy", "--name", name, "busybox", "sleep", "3600"); err != nil {
+					mu.Lock()
+					failed = append(failed, name+": "+firstLine(out, "Error"))
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	report(t, fault, "containers started concurrently", fmt.Sprintf("%d of %d in %.0f s", 3*perHost-len(failed), 3*perHost, time.Since(start).Seconds()), len(failed) == 0)
+	if len(failed) > 0 {
+		t.Fatalf("failed runs (first): %s", failed[0])
+	}
+	ips := map[string][]string{} // address -> containers
+	byHost := make([][]string, len(l.Hosts))
+	for hi, h := range l.Hosts {
+		out := must(t, h, "ps", "-q")
+		fields := append([]string{"inspect", "-f", "{{.Name}} {{.NetworkSettings.Networks.busy.IPAddress}}"}, strings.Fields(out)...)
+		for _, line := range strings.Split(must(t, h, fields...), "\n") {
+			name, ip, _ := strings.Cut(strings.TrimPrefix(line, "/"), " ")
+			ips[ip] = append(ips[ip], name)
+			byHost[hi] = append(byHost[hi], ip)
+		}
+	}
+	doubled := 0
+	for _, names := range ips {
+		if len(names) > 1 {
+			doubled++
+		}
+	}
+	report(t, fault, "addresses handed out twice", fmt.Sprintf("%d (%d distinct for %d containers)", doubled, len(ips), 3*perHost), doubled == 0 && len(ips) == 3*perHost)
+	// Every container pings one on the next host, 25 at a time.
+	sem := make(chan struct{}, 25)
+	unreachable := 0
+	for hi, h := range l.Hosts {
+		peers := byHost[(hi+1)%len(l.Hosts)]
+		for i := 0; i < perHost; i++ {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				name := fmt.Sprintf("%s-c%d", h.Name, i)
+				target := peers[i%len(peers)]
+				ok := false
+				for try := 0; try < 3 && !ok; try++ {
+					_, ok = pings(h, name, target)
+				}
+				if !ok {
+					mu.Lock()
+					unreachable++
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	report(t, fault, "containers that cannot reach one on another host", fmt.Sprintf("%d of %d", unreachable, 3*perHost), unreachable == 0)
+	for _, h := range l.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ids, err := h.Docker("ps", "-aq"); err == nil && ids != "" {
+				h.Docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+			}
+		}()
+	}
+	wg.Wait()
+	out := mustTabby(t, l.Hosts[0], "ipam", "show")
+	total := regexp.MustCompile(`(?m)^TOTAL\s+(\d+)`).FindStringSubmatch(out)
+	clean, cout := ipamClean(l.Hosts[0])
+	report(t, fault, "addresses still assigned after removing all", total[1]+" ("+firstLine(cout, "IPAM")+")", clean && total[1] == "0")
 }
