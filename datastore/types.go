@@ -136,6 +136,8 @@ type WorkloadEndpoint struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	SandboxKey string            `json:"sandboxKey,omitempty"`
 	Gateway    string            `json:"gateway,omitempty"`
+	// Workload is the container's name, learned from Docker (for DNS).
+	Workload string `json:"workload,omitempty"`
 }
 
 // Block is a power-of-two slice of a pool. Allocations holds, per ordinal,

@@ -107,10 +107,10 @@ func (d *Driver) RunPolicy(ctx context.Context, a PolicyApplier, resync time.Dur
 	})
 }
 
-// SetEndpointLabels replaces an endpoint's container labels (those with
-// LabelPrefix, prefix removed), keeping its network label. Labels come from
-// Docker outside any plugin request.
-func (d *Driver) SetEndpointLabels(ctx context.Context, endpointID string, container map[string]string) error {
+// SetEndpointContainer records the container behind an endpoint: its name
+// (for DNS) and its labels with LabelPrefix (prefix removed), keeping the
+// network label. Both come from Docker outside any plugin request.
+func (d *Driver) SetEndpointContainer(ctx context.Context, endpointID, name string, container map[string]string) error {
 	err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, endpointID), func(e *datastore.WorkloadEndpoint, exists bool) error {
 		if !exists {
 			return datastore.ErrNotFound
@@ -121,7 +121,7 @@ func (d *Driver) SetEndpointLabels(ctx context.Context, endpointID string, conta
 				labels[name] = v
 			}
 		}
-		e.Labels = labels
+		e.Labels, e.Workload = labels, name
 		return nil
 	})
 	if err != nil && !errors.Is(err, datastore.ErrNotFound) {

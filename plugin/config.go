@@ -35,6 +35,7 @@ type Config struct {
 	PoolV6CIDR       string
 	DockerHost       string
 	DNSAddr          string
+	DNSUpstream      []string
 	MetricsAddr      string
 	LogLevel         string
 }
@@ -83,6 +84,9 @@ func (c *Config) FromEnv(getenv func(string) string) {
 	}
 	if v := getenv("ETCD_ENDPOINTS"); v != "" {
 		c.EtcdEndpoints = splitList(v)
+	}
+	if v := getenv("TABBY_DNS_UPSTREAM"); v != "" {
+		c.DNSUpstream = splitList(v)
 	}
 }
 
@@ -136,6 +140,16 @@ func (c *Config) Validate() error {
 	}
 	if c.PoolIPIP != "Never" && c.PoolVXLAN != "Never" {
 		bad("--ipv4pool-ipip and --ipv4pool-vxlan cannot both be on: set one to Never")
+	}
+	if c.DNSAddr != "" && c.DNSAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.DNSAddr); err != nil {
+			bad("--dns-addr %q must be HOST:PORT (like 10.0.0.5:53), off, or empty for this host's IPv4:53", c.DNSAddr)
+		}
+	}
+	for _, u := range c.DNSUpstream {
+		if _, _, err := net.SplitHostPort(u); err != nil {
+			bad("--dns-upstream %q must be HOST:PORT (like 192.0.2.53:53)", u)
+		}
 	}
 	if c.MetricsAddr != "" && c.MetricsAddr != "off" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

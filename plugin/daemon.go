@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -23,6 +24,7 @@ import (
 	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
 	"github.com/tabbynet/tabby/plugin/autodetect"
+	"github.com/tabbynet/tabby/plugin/dns"
 )
 
 // Daemon is one host's tabby.
@@ -148,6 +150,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go syncLabels(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
+	d.startDNS(bg, st, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
 	select {
@@ -236,6 +239,32 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 		return fail(fmt.Errorf("reconcile kernel state with etcd: %w", err))
 	}
 	return dp, fwd, drv, nil
+}
+
+// startDNS runs the cluster name resolver unless --dns-addr is off. A
+// resolver that cannot start (port 53 taken) is logged: networking works
+// without it.
+func (d *Daemon) startDNS(ctx context.Context, st *datastore.Store, host hostAddrs) {
+	addr := d.cfg.DNSAddr
+	if addr == "off" {
+		return
+	}
+	if addr == "" {
+		addr = net.JoinHostPort(host.v4.Addr.Addr().String(), "53")
+	}
+	ups := d.cfg.DNSUpstream
+	if len(ups) == 0 {
+		var err error
+		if ups, err = dns.Upstreams("/etc/resolv.conf", addr); err != nil {
+			d.log.Warn("DNS: no upstream resolvers; other names will fail", "err", err)
+		}
+	}
+	srv := dns.New(st, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.log)
+	if err := srv.Run(ctx, addr, 30*time.Second); err != nil {
+		d.log.Warn("cluster name resolver not started", "err", err)
+		return
+	}
+	d.log.Info("cluster name resolver serving", "addr", addr, "upstreams", strings.Join(ups, ","))
 }
 
 // keepNode re-registers the node periodically, so a deleted or edited

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -13,13 +14,14 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 )
 
-// Labeler records the container labels of an endpoint.
+// Labeler records the container behind an endpoint.
 type Labeler interface {
-	SetEndpointLabels(ctx context.Context, endpointID string, labels map[string]string) error
+	SetEndpointContainer(ctx context.Context, endpointID, name string, labels map[string]string) error
 }
 
-// syncLabels copies `tabby.label.*` container labels onto the container's
-// tabby endpoints: from a listing at start, then on every network connect.
+// syncLabels copies the container's name and `tabby.label.*` labels onto
+// its tabby endpoints: from a listing at start, then on every network
+// connect.
 // It runs apart from the plugin handlers (Docker holds locks during them).
 func syncLabels(ctx context.Context, docker *client.Client, l Labeler, log *slog.Logger) {
 	for ctx.Err() == nil {
@@ -46,9 +48,13 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 		if c.NetworkSettings == nil {
 			continue
 		}
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
 		for _, ep := range c.NetworkSettings.Networks {
 			if ep != nil {
-				labelOne(ctx, l, ep.EndpointID, c.Labels)
+				labelOne(ctx, l, ep.EndpointID, name, c.Labels)
 			}
 		}
 	}
@@ -67,7 +73,7 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 				continue
 			}
 			if ep, ok := c.NetworkSettings.Networks[m.Actor.Attributes["name"]]; ok && ep != nil {
-				labelOne(ctx, l, ep.EndpointID, c.Config.Labels)
+				labelOne(ctx, l, ep.EndpointID, strings.TrimPrefix(c.Name, "/"), c.Config.Labels)
 			}
 		}
 	}
@@ -75,9 +81,9 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 
 // labelOne retries briefly on etcd trouble; endpoints of other drivers are
 // not tabby's and are skipped.
-func labelOne(ctx context.Context, l Labeler, endpointID string, labels map[string]string) {
+func labelOne(ctx context.Context, l Labeler, endpointID, name string, labels map[string]string) {
 	for i := 0; i < 5 && endpointID != ""; i++ {
-		err := l.SetEndpointLabels(ctx, endpointID, labels)
+		err := l.SetEndpointContainer(ctx, endpointID, name, labels)
 		if err == nil || errors.Is(err, datastore.ErrNotFound) {
 			return
 		}

@@ -64,6 +64,10 @@ type Options struct {
 	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
 	// shared one (single-host default).
 	EmbeddedEtcd bool
+	// DNS points each host's dockerd at its tabby resolver (--dns HOSTIP) and
+	// the resolvers at an upstream on the switch, 10.99.0.1:53, that the test
+	// provides; without it the resolvers are off.
+	DNS bool
 	// NoTabby starts dockerd alone (the managed plugin test installs tabby
 	// into it).
 	NoTabby bool
@@ -180,7 +184,7 @@ func (l *Lab) makeRootfs() string {
 	}
 	bb, _ := exec.LookPath("busybox")
 	l.must("cp", bb, filepath.Join(root, "bin/busybox"))
-	for _, c := range []string{"sh", "ping", "ip", "sleep", "cat", "nc", "ls", "grep", "hostname", "wget", "httpd", "true"} {
+	for _, c := range []string{"sh", "ping", "ip", "sleep", "cat", "nc", "ls", "grep", "hostname", "wget", "httpd", "true", "nslookup"} {
 		os.Symlink("busybox", filepath.Join(root, "bin", c))
 	}
 	tarball := filepath.Join(l.Dir, "busybox.tar")
@@ -319,6 +323,9 @@ func (h *Host) StartDocker() {
 	os.MkdirAll("/run/docker/plugins", 0o755)
 	script := fmt.Sprintf("mount --bind %s /run/docker/plugins && exec dockerd --data-root %s --exec-root %s --pidfile %s -H unix://%s --storage-driver overlay2",
 		h.PluginDir, filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "docker.pid"), h.DockerSock)
+	if h.lab.opt.DNS {
+		script += " --dns " + h.Addr
+	}
 	logf, _ := os.OpenFile(filepath.Join(h.Dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -359,6 +366,11 @@ func (h *Host) TabbyEnv() []string {
 		"TABBY_DATA_DIR=" + filepath.Join(h.Dir, "tabbydata"),
 		"DOCKER_HOST=unix://" + h.DockerSock,
 		"TABBY_LOG_LEVEL=debug",
+	}
+	if h.lab.opt.DNS {
+		env = append(env, "TABBY_DNS_UPSTREAM="+underlay+"1:53")
+	} else {
+		env = append(env, "TABBY_DNS_ADDR=off")
 	}
 	if !h.embedded {
 		env = append(env, "ETCD_ENDPOINTS="+h.lab.Etcd.Endpoint)
@@ -464,6 +476,9 @@ func (h *Host) Tabby(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
+
+// SwitchNS is the path of the switch's network namespace.
+func (l *Lab) SwitchNS() string { return "/run/netns/" + l.switch_ }
 
 // TabbyPID is the PID of the host's tabby daemon (0 when it is not running).
 func (h *Host) TabbyPID() int {

@@ -1,0 +1,213 @@
+// Package dns is tabby's cluster name resolver. Modern Docker knows only the
+// containers of its own daemon; each tabby daemon answers A and AAAA queries
+// for every workload endpoint in etcd, as NAME and NAME.NETWORK, to
+// containers that share a network with the target, and forwards every other
+// query to the host's upstream resolvers. Docker's embedded resolver
+// forwards what it does not know to the daemon's --dns servers from inside
+// the asking container's namespace, so the query's source address says who
+// asks.
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// record is one endpoint as DNS sees it.
+type record struct {
+	name, network string
+	addrs         []netip.Addr
+}
+
+// Index answers lookups from a snapshot of the endpoints. Pure, so the
+// rules (shared networks, NAME.NETWORK) are tested without sockets.
+type Index struct {
+	byName map[string][]record    // lower-case container name
+	nets   map[netip.Addr][]string // an endpoint address -> its networks
+}
+
+// NewIndex indexes endpoints; networkOf gives an endpoint's network name.
+func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string) *Index {
+	ix := &Index{byName: map[string][]record{}, nets: map[netip.Addr][]string{}}
+	for _, e := range eps {
+		r := record{name: strings.ToLower(e.Workload), network: strings.ToLower(networkOf(e))}
+		for _, s := range []string{e.IPv4, e.IPv6} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				r.addrs = append(r.addrs, a)
+				ix.nets[a] = append(ix.nets[a], r.network)
+			}
+		}
+		if r.name != "" {
+			ix.byName[r.name] = append(ix.byName[r.name], r)
+		}
+	}
+	return ix
+}
+
+// Lookup resolves qname (NAME or NAME.NETWORK) for the container at asker.
+// cluster reports whether qname names a workload at all; addrs are the
+// addresses in networks asker shares with it.
+func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, cluster bool) {
+	q := strings.TrimSuffix(strings.ToLower(qname), ".")
+	name, network := q, ""
+	if _, ok := ix.byName[name]; !ok {
+		if i := strings.IndexByte(q, '.'); i > 0 {
+			name, network = q[:i], q[i+1:]
+		}
+	}
+	recs, ok := ix.byName[name]
+	if !ok {
+		return nil, false
+	}
+	shared := map[string]bool{}
+	for _, n := range ix.nets[asker.Unmap()] {
+		shared[n] = true
+	}
+	matched := false
+	for _, r := range recs {
+		if network != "" && r.network != network {
+			continue
+		}
+		matched = true
+		if shared[r.network] {
+			addrs = append(addrs, r.addrs...)
+		}
+	}
+	return addrs, matched
+}
+
+// Server answers DNS on one address.
+type Server struct {
+	store     *datastore.Store
+	upstreams []string
+	networkOf func(datastore.WorkloadEndpoint) string
+	log       *slog.Logger
+	index     atomic.Pointer[Index]
+	client    *mdns.Client
+}
+
+// New returns a resolver that forwards to upstreams (host:port).
+func New(store *datastore.Store, upstreams []string, networkOf func(datastore.WorkloadEndpoint) string, log *slog.Logger) *Server {
+	s := &Server{store: store, upstreams: upstreams, networkOf: networkOf, log: log,
+		client: &mdns.Client{Timeout: 2 * time.Second}}
+	s.index.Store(NewIndex(nil, networkOf))
+	return s
+}
+
+// Upstreams reads the host's resolvers from resolv.conf, leaving out self.
+func Upstreams(path, self string) ([]string, error) {
+	cfg, err := mdns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("upstream resolvers from %s: %w", path, err)
+	}
+	var out []string
+	for _, s := range cfg.Servers {
+		hp := net.JoinHostPort(s, cfg.Port)
+		if hp != self {
+			out = append(out, hp)
+		}
+	}
+	return out, nil
+}
+
+// Run serves UDP and TCP on addr until ctx ends, keeping the index current
+// from etcd watches. It returns once both listeners are open, or an error.
+func (s *Server) Run(ctx context.Context, addr string, resync time.Duration) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
+	}
+	if err := s.refresh(ctx); err != nil {
+		s.log.Warn("DNS index", "err", err)
+	}
+	go s.store.OnChange(ctx, []string{datastore.EndpointsDir, datastore.NetworksDir}, resync, func() {
+		if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("DNS index", "err", err)
+		}
+	})
+	h := mdns.HandlerFunc(s.serve)
+	udp, tcp := &mdns.Server{PacketConn: pc, Handler: h}, &mdns.Server{Listener: ln, Handler: h}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
+	go func() {
+		<-ctx.Done()
+		udp.Shutdown()
+		tcp.Shutdown()
+	}()
+	return nil
+}
+
+func (s *Server) refresh(ctx context.Context) error {
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, s.store, datastore.EndpointsDir)
+	if err != nil {
+		return err
+	}
+	s.index.Store(NewIndex(eps, s.networkOf))
+	return nil
+}
+
+// serve answers cluster names from the index and forwards the rest.
+func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
+	if len(req.Question) != 1 {
+		m := new(mdns.Msg)
+		m.SetRcode(req, mdns.RcodeFormatError)
+		w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	asker, _ := netip.ParseAddrPort(w.RemoteAddr().String())
+	addrs, cluster := s.index.Load().Lookup(asker.Addr(), q.Name)
+	if !cluster {
+		w.WriteMsg(s.forward(req))
+		return
+	}
+	m := new(mdns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	if len(addrs) == 0 {
+		m.Rcode = mdns.RcodeNameError // a name of networks the asker is not on
+	}
+	for _, a := range addrs {
+		hdr := mdns.RR_Header{Name: q.Name, Class: mdns.ClassINET, Ttl: 0}
+		switch {
+		case a.Is4() && q.Qtype == mdns.TypeA:
+			hdr.Rrtype = mdns.TypeA
+			m.Answer = append(m.Answer, &mdns.A{Hdr: hdr, A: a.AsSlice()})
+		case a.Is6() && q.Qtype == mdns.TypeAAAA:
+			hdr.Rrtype = mdns.TypeAAAA
+			m.Answer = append(m.Answer, &mdns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	w.WriteMsg(m)
+}
+
+// forward asks the upstreams in turn; SERVFAIL when none answers.
+func (s *Server) forward(req *mdns.Msg) *mdns.Msg {
+	var errs []error
+	for _, up := range s.upstreams {
+		resp, _, err := s.client.Exchange(req, up)
+		if err == nil {
+			return resp
+		}
+		errs = append(errs, err)
+	}
+	s.log.Debug("DNS forward failed", "name", req.Question[0].Name, "err", errors.Join(errs...))
+	m := new(mdns.Msg)
+	m.SetRcode(req, mdns.RcodeServerFailure)
+	return m
+}

@@ -1,0 +1,49 @@
+package dns
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+func TestLookupSharesNetworksOnly(t *testing.T) {
+	eps := []datastore.WorkloadEndpoint{
+		{Workload: "containerA", IPv4: "10.0.0.1", Labels: map[string]string{"n": "net1"}},
+		{Workload: "containerC", IPv4: "10.0.1.3", IPv6: "fd00::3", Labels: map[string]string{"n": "net1"}},
+		{Workload: "containerD", IPv4: "10.0.1.4", Labels: map[string]string{"n": "net2"}},
+		{Workload: "multi", IPv4: "10.0.2.1", Labels: map[string]string{"n": "net1"}},
+		{Workload: "multi", IPv4: "10.0.2.2", Labels: map[string]string{"n": "net2"}},
+		{IPv4: "10.0.9.9", Labels: map[string]string{"n": "net1"}}, // name not known yet
+	}
+	ix := NewIndex(eps, func(e datastore.WorkloadEndpoint) string { return e.Labels["n"] })
+	a := netip.MustParseAddr("10.0.0.1")
+	cases := []struct {
+		q       string
+		want    []string
+		cluster bool
+	}{
+		{"containerC.", []string{"10.0.1.3", "fd00::3"}, true},
+		{"CONTAINERC.net1.", []string{"10.0.1.3", "fd00::3"}, true},
+		{"containerC.net2.", nil, false},
+		{"containerD.", nil, true}, // exists, on a network A is not on
+		{"multi.", []string{"10.0.2.1"}, true},
+		{"multi.net2.", nil, true},
+		{"example.com.", nil, false},
+	}
+	for _, c := range cases {
+		got, cluster := ix.Lookup(a, c.q)
+		if cluster != c.cluster || len(got) != len(c.want) {
+			t.Errorf("%s: got %v cluster=%v, want %v cluster=%v", c.q, got, cluster, c.want, c.cluster)
+			continue
+		}
+		for i := range got {
+			if got[i].String() != c.want[i] {
+				t.Errorf("%s: got %v, want %v", c.q, got, c.want)
+			}
+		}
+	}
+	if got, _ := ix.Lookup(netip.MustParseAddr("10.0.1.4"), "containerD"); len(got) != 1 {
+		t.Errorf("containerD finds itself: %v", got)
+	}
+}
