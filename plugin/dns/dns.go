@@ -32,7 +32,7 @@ type record struct {
 // Index answers lookups from a snapshot of the endpoints. Pure, so the
 // rules (shared networks, NAME.NETWORK) are tested without sockets.
 type Index struct {
-	byName map[string][]record    // lower-case container name
+	byName map[string][]record     // lower-case container name
 	nets   map[netip.Addr][]string // an endpoint address -> its networks
 }
 
