@@ -89,14 +89,20 @@ func BenchmarkDNS(b *testing.B) {
 	docker := dialIn(b, aNS, "127.0.0.11:53")
 	defer tabby.Close()
 	defer docker.Close()
-	// Wait until tabby knows containerC (its name comes from Docker's events).
+	// Wait until tabby knows containerC (its name comes from Docker's
+	// events), asking from containerA's namespace.
 	for i := 0; ; i++ {
 		m := new(mdns.Msg)
 		m.SetQuestion("containerC.", mdns.TypeA)
-		if r, err := mdns.Exchange(m, n0.Addr+":53"); err == nil && len(r.Answer) > 0 {
-			break
-		} else if i > 100 {
-			b.Fatalf("tabby never answered containerC: %v %v", err, r)
+		c := &mdns.Conn{Conn: tabby}
+		tabby.SetDeadline(time.Now().Add(time.Second))
+		if c.WriteMsg(m) == nil {
+			if r, err := c.ReadMsg(); err == nil && len(r.Answer) > 0 {
+				break
+			}
+		}
+		if i > 100 {
+			b.Fatal("tabby never answered containerC")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
