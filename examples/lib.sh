@@ -80,8 +80,9 @@ lab_bridge() {
 }
 
 # lab_host NAME IFACE=ADDR/LEN [IFACE=ADDR/LEN...] [-- ENV=VALUE...]: a host
-# whose first interface carries its default route, running dockerd and
-# tabby (with the ENV settings).
+# whose first interface carries its default route, running dockerd (its
+# --dns pointed at the host's tabby resolver, so container names resolve
+# across hosts) and tabby (with the ENV settings).
 lab_host() {
 	local name=$1 ns="tex-$1-$LAB_ID" dir="$LAB_DIR/$1" first= n=0 env=()
 	shift
@@ -103,7 +104,7 @@ lab_host() {
 	[ "${1:-}" = -- ] && shift && env=("$@")
 	ip -n "$ns" route add default via "${first%.*}.1"
 	nsenter --net="/run/netns/$ns" unshare --mount --propagation private sh -c \
-		"mount --bind $dir/plugins /run/docker/plugins && exec dockerd --data-root $dir/data --exec-root $dir/exec --pidfile $dir/docker.pid -H unix://$dir/docker.sock" \
+		"mount --bind $dir/plugins /run/docker/plugins && exec dockerd --data-root $dir/data --exec-root $dir/exec --pidfile $dir/docker.pid -H unix://$dir/docker.sock --dns ${first%/*}" \
 		>"$dir/dockerd.log" 2>&1 &
 	until D "$name" version >/dev/null 2>&1; do sleep 0.2; done
 	D "$name" import -c 'CMD ["sh"]' "$LAB_DIR/busybox.tar" busybox >/dev/null

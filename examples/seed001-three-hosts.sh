@@ -33,6 +33,8 @@ H node00 ip route
 
 say "containerA -> containerC (net1, across hosts)"
 D node00 exec containerA ping -c 3 "$IPC"
+say "containerA -> containerC by name (tabby's resolver, as old Docker's cluster store did)"
+D node00 exec containerA ping -c 3 containerC
 say "containerB -> containerD (net2, across hosts)"
 D node00 exec containerB ping -c 3 "$IPD"
 say "containerA -> containerD (net1 -> net2): isolated, no answer"

@@ -23,6 +23,7 @@ func TestExampleLabs(t *testing.T) {
 			"2 packets transmitted, 0 packets received, 100% packet loss",
 			`\| 10\.99\.0\.11 +\| node-to-node mesh \| up`,
 			"selector: tabby.network == 'net2'",
+			`(?s)containerA -> containerC by name.*PING containerC \(192\.168\.\d+\.\d+\).*3 packets received`,
 			`blackhole 192\.168\.\d+\.\d+/26 proto 77`,
 		},
 		"seed000-node-status.sh": {
