@@ -98,32 +98,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
-	// Liveness: peers keep this host's sessions (and routes) while the
-	// lease lives; it ends the hold time after this daemon stops answering.
-	go st.KeepAlive(bg, datastore.LivenessKey(cfg.NodeName), cfg.NodeName, func() int64 {
-		var bc datastore.BGPConfiguration
-		_, _ = st.Get(bg, datastore.BGPConfigKey(), &bc)
-		return int64(bc.Hold())
-	})
-	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
-	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
-		ASN: uint32(asn)}, timedRoutes{Routes: dp, m: m}, d.log)
-	if err := speaker.Start(bg); err != nil {
-		return err
-	}
-	m.setSpeaker(speaker)
-	msrv, err := serveMetrics(bg, cfg.MetricsAddr, m, &health{st: st, sp: speaker}, d.log)
+	speaker, closeBGP, err := d.startBGP(bg, st, dp, host, m)
 	if err != nil {
 		return err
 	}
-	if msrv != nil {
-		defer msrv.Close()
-	}
-	ctl, err := serveControl(cfg.ControlSocket(), speaker)
-	if err != nil {
-		return err
-	}
-	defer ctl.Close()
+	defer closeBGP()
 	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		return fmt.Errorf("--docker-host %s: %w", cfg.DockerHost, err)
@@ -164,6 +143,44 @@ func (d *Daemon) Run(ctx context.Context) error {
 	_ = srv.Shutdown(sctx)
 	os.Remove(cfg.Socket)
 	return d.uninstallIfIdle(sctx, drv, fwd, enf)
+}
+
+// startBGP keeps this host's liveness lease, starts the speaker (its
+// kernel routes timed by the metrics) and serves metrics, health and the
+// control socket; stop closes the servers.
+func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, dp bgp.Routes, host hostAddrs, m *metrics) (*bgp.Speaker, func(), error) {
+	cfg := d.cfg
+	// Liveness: peers keep this host's sessions (and routes) while the
+	// lease lives; it ends the hold time after this daemon stops answering.
+	go st.KeepAlive(bg, datastore.LivenessKey(cfg.NodeName), cfg.NodeName, func() int64 {
+		var bc datastore.BGPConfiguration
+		_, _ = st.Get(bg, datastore.BGPConfigKey(), &bc)
+		return int64(bc.Hold())
+	})
+	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
+	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
+		ASN: uint32(asn)}, timedRoutes{Routes: dp, m: m}, d.log)
+	if err := speaker.Start(bg); err != nil {
+		return nil, nil, err
+	}
+	m.setSpeaker(speaker)
+	msrv, err := serveMetrics(bg, cfg.MetricsAddr, m, &health{st: st, sp: speaker}, d.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctl, err := serveControl(cfg.ControlSocket(), speaker)
+	if err != nil {
+		if msrv != nil {
+			msrv.Close()
+		}
+		return nil, nil, err
+	}
+	return speaker, func() {
+		ctl.Close()
+		if msrv != nil {
+			msrv.Close()
+		}
+	}, nil
 }
 
 // hostAddrs are this host's addresses for tabby: IPv4, and IPv6 when IP6

@@ -99,21 +99,7 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 				return err
 			}
 		case "BGPPeer":
-			var sp struct {
-				PeerIP   string `json:"peerIP"`
-				ASNumber uint32 `json:"asNumber"`
-				Node     string `json:"node,omitempty"`
-				Password string `json:"password,omitempty"`
-			}
-			if err := decodeSpec(d, &sp); err != nil {
-				return err
-			}
-			a, err := netip.ParseAddr(sp.PeerIP)
-			if err != nil || a.Is4In6() || a.Zone() != "" {
-				return fmt.Errorf("BGPPeer %s: spec.peerIP %q must be an IPv4 or IPv6 address", d.Metadata.Name, sp.PeerIP)
-			}
-			p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: a.String(), ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password}
-			if err := st.Put(ctx, datastore.BGPPeerKey(p.Name), &p); err != nil {
+			if err := applyBGPPeer(ctx, st, d); err != nil {
 				return err
 			}
 		case "BGPConfiguration":
@@ -128,26 +114,7 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 				return err
 			}
 		case "Node":
-			var sp struct {
-				BGP struct {
-					RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
-					ASNumber                uint32 `json:"asNumber,omitempty"`
-				} `json:"bgp"`
-			}
-			if err := decodeSpec(d, &sp); err != nil {
-				return err
-			}
-			if id := sp.BGP.RouteReflectorClusterID; id != "" {
-				if a, err := netip.ParseAddr(id); err != nil || !a.Is4() {
-					return fmt.Errorf("Node %s: spec.bgp.routeReflectorClusterID %q must look like an IPv4 address (e.g. 224.0.0.1)", d.Metadata.Name, id)
-				}
-			}
-			err := datastore.Update(ctx, st, datastore.NodeKey(d.Metadata.Name), func(n *datastore.Node, _ bool) error {
-				n.Name = d.Metadata.Name
-				n.RouteReflectorClusterID, n.ASNumber = sp.BGP.RouteReflectorClusterID, sp.BGP.ASNumber
-				return nil
-			})
-			if err != nil {
+			if err := applyNode(ctx, st, d); err != nil {
 				return err
 			}
 		case "Profile":
@@ -378,4 +345,47 @@ func ipipSupported() error {
 	}
 	defer dp.Close()
 	return dp.IPIPSupported()
+}
+
+// applyBGPPeer stores an external BGP peer (IPv4 or IPv6).
+func applyBGPPeer(ctx context.Context, st *datastore.Store, d document) error {
+	var sp struct {
+		PeerIP   string `json:"peerIP"`
+		ASNumber uint32 `json:"asNumber"`
+		Node     string `json:"node,omitempty"`
+		Password string `json:"password,omitempty"`
+	}
+	if err := decodeSpec(d, &sp); err != nil {
+		return err
+	}
+	a, err := netip.ParseAddr(sp.PeerIP)
+	if err != nil || a.Is4In6() || a.Zone() != "" {
+		return fmt.Errorf("BGPPeer %s: spec.peerIP %q must be an IPv4 or IPv6 address", d.Metadata.Name, sp.PeerIP)
+	}
+	p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: a.String(), ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password}
+	return st.Put(ctx, datastore.BGPPeerKey(p.Name), &p)
+}
+
+// applyNode sets what users own on a Node (route reflector cluster, AS);
+// the daemon owns the rest.
+func applyNode(ctx context.Context, st *datastore.Store, d document) error {
+	var sp struct {
+		BGP struct {
+			RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+			ASNumber                uint32 `json:"asNumber,omitempty"`
+		} `json:"bgp"`
+	}
+	if err := decodeSpec(d, &sp); err != nil {
+		return err
+	}
+	if id := sp.BGP.RouteReflectorClusterID; id != "" {
+		if a, err := netip.ParseAddr(id); err != nil || !a.Is4() {
+			return fmt.Errorf("Node %s: spec.bgp.routeReflectorClusterID %q must look like an IPv4 address (e.g. 224.0.0.1)", d.Metadata.Name, id)
+		}
+	}
+	return datastore.Update(ctx, st, datastore.NodeKey(d.Metadata.Name), func(n *datastore.Node, _ bool) error {
+		n.Name = d.Metadata.Name
+		n.RouteReflectorClusterID, n.ASNumber = sp.BGP.RouteReflectorClusterID, sp.BGP.ASNumber
+		return nil
+	})
 }
