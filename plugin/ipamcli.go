@@ -215,11 +215,18 @@ func deleteNode(ctx context.Context, st *datastore.Store, name string, force boo
 	if err != nil {
 		return err
 	}
-	ops := []datastore.Op{{Key: datastore.NodeKey(name), Rev: datastore.Any}, {Key: datastore.LivenessKey(name), Rev: datastore.Any}}
-	for _, e := range eps {
-		ops = append(ops, datastore.Op{Key: datastore.EndpointKey(name, e.EndpointID), Rev: datastore.Any})
+	// etcd bounds the operations of one transaction (128 by default).
+	for i := 0; i < len(eps); i += 100 {
+		var ops []datastore.Op
+		for _, e := range eps[i:min(i+100, len(eps))] {
+			ops = append(ops, datastore.Op{Key: datastore.EndpointKey(name, e.EndpointID), Rev: datastore.Any})
+		}
+		if err := st.Commit(ctx, ops...); err != nil {
+			return err
+		}
 	}
-	if err := st.Commit(ctx, ops...); err != nil {
+	if err := st.Commit(ctx, datastore.Op{Key: datastore.NodeKey(name), Rev: datastore.Any},
+		datastore.Op{Key: datastore.LivenessKey(name), Rev: datastore.Any}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "Node %s deleted: %d endpoints, %d addresses and %d blocks released\n", name, len(eps), len(addrs), blocks)
