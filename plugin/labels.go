@@ -2,16 +2,13 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/tabbynet/tabby/datastore"
 )
 
 // Labeler records the container behind an endpoint.
@@ -24,17 +21,7 @@ type Labeler interface {
 // connect.
 // It runs apart from the plugin handlers (Docker holds locks during them).
 func syncLabels(ctx context.Context, docker *client.Client, l Labeler, log *slog.Logger) {
-	for ctx.Err() == nil {
-		err := syncLabelsOnce(ctx, docker, l)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Debug("docker event stream ended; resyncing labels", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	followDocker(ctx, log, "container labels", func(ctx context.Context) error { return syncLabelsOnce(ctx, docker, l) })
 }
 
 func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error {
@@ -79,18 +66,10 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 	}
 }
 
-// labelOne retries briefly on etcd trouble; endpoints of other drivers are
-// not tabby's and are skipped.
+// labelOne records one endpoint's container; endpoints of other drivers
+// are not tabby's and are skipped.
 func labelOne(ctx context.Context, l Labeler, endpointID, name string, labels map[string]string) {
-	for i := 0; i < 5 && endpointID != ""; i++ {
-		err := l.SetEndpointContainer(ctx, endpointID, name, labels)
-		if err == nil || errors.Is(err, datastore.ErrNotFound) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
+	if endpointID != "" {
+		retryBriefly(ctx, func() error { return l.SetEndpointContainer(ctx, endpointID, name, labels) })
 	}
 }

@@ -25,12 +25,18 @@ var driverNames = []string{"tabby", "tabby:latest"}
 // driver, and asking Docker from inside a plugin request deadlocks, so this
 // runs apart from the handlers, from a listing at start and then events.
 func syncNames(ctx context.Context, docker *client.Client, namer Namer, log *slog.Logger) {
+	followDocker(ctx, log, "network names", func(ctx context.Context) error { return syncNamesOnce(ctx, docker, namer) })
+}
+
+// followDocker runs once (a listing, then Docker's event stream) again
+// whenever the stream ends, until ctx ends.
+func followDocker(ctx context.Context, log *slog.Logger, what string, once func(context.Context) error) {
 	for ctx.Err() == nil {
-		err := syncNamesOnce(ctx, docker, namer)
+		err := once(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		log.Debug("docker event stream ended; resyncing", "err", err)
+		log.Debug("docker event stream ended; resyncing", "what", what, "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -75,11 +81,19 @@ func isTabby(driver string) bool {
 	return false
 }
 
-// nameOne retries briefly: the event can overtake nothing, but etcd may be
-// slow, and a network tabby never stored (another driver's) is skipped.
+// nameOne records one name; a network tabby never stored (another
+// driver's) is skipped.
 func nameOne(ctx context.Context, namer Namer, id, name, driver string) {
-	for i := 0; i < 5 && name != ""; i++ {
-		err := namer.SetNetworkName(ctx, id, name, driver)
+	if name != "" {
+		retryBriefly(ctx, func() error { return namer.SetNetworkName(ctx, id, name, driver) })
+	}
+}
+
+// retryBriefly retries fn a few times while etcd is slow; ErrNotFound (a
+// resource that is not tabby's) ends it like success.
+func retryBriefly(ctx context.Context, fn func() error) {
+	for i := 0; i < 5; i++ {
+		err := fn()
 		if err == nil || errors.Is(err, datastore.ErrNotFound) {
 			return
 		}
