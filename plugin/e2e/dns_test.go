@@ -82,6 +82,10 @@ func TestDNSAcrossHosts(t *testing.T) {
 		out := lookup(n0, "containerA", "containerC")
 		return out, strings.Contains(out, ipC)
 	})
+	// The name can resolve before node00 has the route to node01's block.
+	eventually(t, 30*time.Second, "containerA reaches containerC's address", func() (string, bool) {
+		return pings(n0, "containerA", ipC)
+	})
 	out := must(t, n0, "exec", "containerA", "ping", "-c", "3", "containerC")
 	if !strings.Contains(out, "3 packets received") || !strings.Contains(out, ipC) {
 		t.Fatalf("docker exec containerA ping -c 3 containerC:\n%s", out)
