@@ -2,33 +2,18 @@ package e2e
 
 import (
 	"net"
-	"runtime"
 	"sort"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
-	"github.com/vishvananda/netns"
 )
 
 // dialIn opens a UDP "connection" to addr from inside the namespace at path.
 func dialIn(b *testing.B, path, addr string) net.Conn {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, _ := netns.Get()
-	defer orig.Close()
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		b.Fatal(err)
-	}
-	defer netns.Set(orig)
-	c, err := net.Dial("udp", addr)
-	if err != nil {
+	var c net.Conn
+	if err := inNetns(path, func() (err error) { c, err = net.Dial("udp", addr); return err }); err != nil {
 		b.Fatal(err)
 	}
 	return c

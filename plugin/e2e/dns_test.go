@@ -2,38 +2,20 @@ package e2e
 
 import (
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
-	"github.com/vishvananda/netns"
 )
 
 // listenIn opens a UDP socket on addr inside the network namespace at path
 // (sockets keep the namespace they were made in).
 func listenIn(t testing.TB, path, addr string) net.PacketConn {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
+	var pc net.PacketConn
+	if err := inNetns(path, func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	return pc

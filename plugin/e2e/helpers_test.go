@@ -4,12 +4,36 @@ package e2e
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
+	"github.com/vishvananda/netns"
 )
+
+// inNetns runs fn on a thread switched into the network namespace at path,
+// and back: sockets fn opens stay in that namespace.
+func inNetns(path string, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return fn()
+}
 
 func must(t *testing.T, h *lab.Host, args ...string) string {
 	t.Helper()

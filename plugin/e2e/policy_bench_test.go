@@ -4,39 +4,23 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
-	"github.com/vishvananda/netns"
 )
 
 // dialFrom opens a TCP connection from inside the network namespace at
-// nsPath (a container's), on a locked thread switched there and back.
+// nsPath (a container's).
 func dialFrom(nsPath, addr string, timeout time.Duration) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
+	return inNetns(nsPath, func() error {
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err == nil {
+			c.Close()
+		}
 		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err == nil {
-		c.Close()
-	}
-	return err
+	})
 }
 
 // BenchmarkPolicy: (1) the time from `tabby apply` of a policy to the first
