@@ -372,12 +372,13 @@ func (s *Store) DeletePrefix(ctx context.Context, prefix string) error {
 // KeepAlive holds key (with value) under a lease of ttlOf() seconds until
 // ctx ends, so the key vanishes about that long after this process stops
 // answering. A lost lease (etcd restarted, an outage longer than the TTL)
-// is taken again; a changed TTL moves the key to a new lease before the old
-// one is revoked, so the key never lapses.
-func (s *Store) KeepAlive(ctx context.Context, key, value string, ttlOf func() int64) {
+// is taken again. ttlOf is asked again after each signal on recheck (a
+// watch on what it reads); a changed TTL moves the key to a new lease
+// before the old one is revoked, so the key never lapses.
+func (s *Store) KeepAlive(ctx context.Context, key, value string, ttlOf func() int64, recheck <-chan struct{}) {
 	var old clientv3.LeaseID
 	for ctx.Err() == nil {
-		next, err := s.holdLease(ctx, key, value, ttlOf, old)
+		next, err := s.holdLease(ctx, key, value, ttlOf, recheck, old)
 		old = next
 		if err != nil && ctx.Err() == nil {
 			select {
@@ -391,7 +392,7 @@ func (s *Store) KeepAlive(ctx context.Context, key, value string, ttlOf func() i
 // holdLease puts key under a new lease, revokes prev, and keeps the lease
 // alive until it is lost (returns 0) or the TTL changes (returns the lease,
 // for the next round to revoke).
-func (s *Store) holdLease(ctx context.Context, key, value string, ttlOf func() int64, prev clientv3.LeaseID) (clientv3.LeaseID, error) {
+func (s *Store) holdLease(ctx context.Context, key, value string, ttlOf func() int64, recheck <-chan struct{}, prev clientv3.LeaseID) (clientv3.LeaseID, error) {
 	ttl := ttlOf()
 	gctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -411,15 +412,13 @@ func (s *Store) holdLease(ctx context.Context, key, value string, ttlOf func() i
 	if err != nil {
 		return 0, s.wrap(err)
 	}
-	check := time.NewTicker(time.Second) // a TTL change takes effect within a second
-	defer check.Stop()
 	for {
 		select {
 		case _, ok := <-ch:
 			if !ok {
 				return 0, ErrUnavailable
 			}
-		case <-check.C:
+		case <-recheck:
 			if ttlOf() != ttl {
 				return lease.ID, nil
 			}

@@ -229,7 +229,7 @@ func TestReliabilityHostLoss(t *testing.T) {
 		r, _ := n0.Exec("ip", "route")
 		return r, strings.Contains(r, route)
 	})
-	time.Sleep(2 * time.Second) // daemons move their liveness leases to the new hold time within a second
+	time.Sleep(2 * time.Second) // daemons move their liveness leases to the new hold time as soon as they see it
 	n1.KillTabby()
 	mustExec(t, n1, "ip", "link", "set", "eth0", "down")
 	lost := time.Now()
