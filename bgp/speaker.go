@@ -232,11 +232,7 @@ func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, er
 		return nil, err
 	}
 	for _, e := range eps {
-		for _, ip := range []string{e.IPv4, e.IPv6} {
-			a, err := netip.ParseAddr(ip)
-			if err != nil {
-				continue
-			}
+		for _, a := range e.Addrs() {
 			inside := false
 			for _, b := range blocks {
 				inside = inside || b.Contains(a)

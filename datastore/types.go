@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"net/netip"
 	"strings"
 )
 
@@ -138,6 +139,17 @@ type WorkloadEndpoint struct {
 	Gateway    string            `json:"gateway,omitempty"`
 	// Workload is the container's name, learned from Docker (for DNS).
 	Workload string `json:"workload,omitempty"`
+}
+
+// Addrs returns the endpoint's addresses (IPv4, then IPv6 when it has one).
+func (e WorkloadEndpoint) Addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, s := range []string{e.IPv4, e.IPv6} {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Block is a power-of-two slice of a pool. Allocations holds, per ordinal,

@@ -54,23 +54,14 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		}
 		in.Profiles[p.Name] = p
 	}
-	addrs := func(e datastore.WorkloadEndpoint) []netip.Addr {
-		var out []netip.Addr
-		for _, s := range []string{e.IPv4, e.IPv6} {
-			if a, err := netip.ParseAddr(s); err == nil {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
 	sandbox := map[string][]netip.Addr{}
 	for _, e := range eps {
 		if e.Node == d.node && e.SandboxKey != "" {
-			sandbox[e.SandboxKey] = append(sandbox[e.SandboxKey], addrs(e)...)
+			sandbox[e.SandboxKey] = append(sandbox[e.SandboxKey], e.Addrs()...)
 		}
 	}
 	for _, e := range eps {
-		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: addrs(e)}
+		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()}
 		in.All = append(in.All, pe)
 		if e.Node == d.node && e.SandboxKey != "" {
 			pe.Iface = e.Interface

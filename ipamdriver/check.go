@@ -40,10 +40,8 @@ func Check(blocks []datastore.Block, eps []datastore.WorkloadEndpoint, nodes []d
 	}
 	users := map[netip.Addr][]string{}
 	for _, e := range eps {
-		for _, s := range []string{e.IPv4, e.IPv6} {
-			if a, err := netip.ParseAddr(s); err == nil {
-				users[a] = append(users[a], e.Node+"/"+e.EndpointID)
-			}
+		for _, a := range e.Addrs() {
+			users[a] = append(users[a], e.Node+"/"+e.EndpointID)
 		}
 	}
 	known := map[string]bool{}

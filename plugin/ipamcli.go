@@ -205,11 +205,7 @@ func deleteNode(ctx context.Context, st *datastore.Store, name string, force boo
 	}
 	var addrs []netip.Addr
 	for _, e := range eps {
-		for _, s := range []string{e.IPv4, e.IPv6} {
-			if a, err := netip.ParseAddr(s); err == nil {
-				addrs = append(addrs, a)
-			}
-		}
+		addrs = append(addrs, e.Addrs()...)
 	}
 	blocks, err := ipamdriver.NewAllocator(st, "tabby-cli").ReleaseNode(ctx, name, addrs)
 	if err != nil {

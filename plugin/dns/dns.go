@@ -41,11 +41,9 @@ func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.Workloa
 	ix := &Index{byName: map[string][]record{}, nets: map[netip.Addr][]string{}}
 	for _, e := range eps {
 		r := record{name: strings.ToLower(e.Workload), network: strings.ToLower(networkOf(e))}
-		for _, s := range []string{e.IPv4, e.IPv6} {
-			if a, err := netip.ParseAddr(s); err == nil {
-				r.addrs = append(r.addrs, a)
-				ix.nets[a] = append(ix.nets[a], r.network)
-			}
+		r.addrs = e.Addrs()
+		for _, a := range r.addrs {
+			ix.nets[a] = append(ix.nets[a], r.network)
 		}
 		if r.name != "" {
 			ix.byName[r.name] = append(ix.byName[r.name], r)
