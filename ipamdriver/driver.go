@@ -247,15 +247,38 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 			return nil, fmt.Errorf("address %s is outside the network's subnet %s: choose an %s inside it", addr, within, flag)
 		}
 		if err := d.alloc.Assign(ctx, addr, handle); err != nil {
+			d.undoLater(handle, err)
 			return nil, err
 		}
 		return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
 	}
 	addr, err := d.alloc.AutoAssign(ctx, within, handle)
 	if err != nil {
+		d.undoLater(handle, err)
 		return nil, err
 	}
 	return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
+}
+
+// undoLater releases handle once etcd answers again, when a request failed
+// because etcd did not answer in time: the transaction may still have been
+// applied after the client gave up, and Docker, told it failed, will never
+// use or release that address. The handle is this request's alone.
+func (d *Driver) undoLater(handle string, err error) {
+	if !errors.Is(err, datastore.ErrUnavailable) {
+		return
+	}
+	go func() {
+		for i := 0; i < 600; i++ { // up to ten minutes
+			ctx, cancel := d.ctx()
+			err := d.alloc.ReleaseHandle(ctx, handle)
+			cancel()
+			if err == nil {
+				return
+			}
+			time.Sleep(time.Second)
+		}
+	}()
 }
 
 // ReleaseAddress frees an address; releasing a free one succeeds.
