@@ -45,6 +45,7 @@ type Config struct {
 type Store struct {
 	cli     *clientv3.Client
 	timeout time.Duration
+	later   later
 }
 
 // Open connects to etcd and checks that it answers.
@@ -81,7 +82,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 // Close releases the connection.
-func (s *Store) Close() error { return s.cli.Close() }
+func (s *Store) Close() error {
+	s.later.close()
+	return s.cli.Close()
+}
 
 // Ping checks that etcd answers within the request timeout.
 func (s *Store) Ping(ctx context.Context) error {

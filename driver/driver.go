@@ -263,7 +263,16 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	if err := d.store.Delete(ctx, datastore.EndpointKey(d.node, req.EndpointID)); err != nil {
+	key := datastore.EndpointKey(d.node, req.EndpointID)
+	// Failing while etcd is unreachable would leave Docker holding a stale
+	// endpoint (and its address) until dockerd restarts, though the
+	// container and its interface are gone; the record waits for etcd.
+	queued, err := d.store.NowOrLater(ctx, func(ctx context.Context) error { return d.store.Delete(ctx, key) })
+	if queued {
+		d.log.Warn("endpoint deleted; its record goes when etcd answers", "network", short(req.NetworkID), "endpoint", short(req.EndpointID))
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.log.Info("endpoint deleted", "network", short(req.NetworkID), "endpoint", short(req.EndpointID))
@@ -367,17 +376,26 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
 		return err
 	}
+	unjoin := func(ctx context.Context) error {
+		err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, req.EndpointID),
+			func(e *datastore.WorkloadEndpoint, exists bool) error {
+				if !exists {
+					return datastore.ErrNotFound
+				}
+				e.SandboxKey, e.Gateway = "", ""
+				return nil
+			})
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, req.EndpointID),
-		func(e *datastore.WorkloadEndpoint, exists bool) error {
-			if !exists {
-				return datastore.ErrNotFound
-			}
-			e.SandboxKey, e.Gateway = "", ""
-			return nil
-		})
-	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+	// The interface is gone whatever etcd says; while etcd is unreachable
+	// the record follows when it answers (before DeleteEndpoint's removal:
+	// one queue).
+	if _, err := d.store.NowOrLater(ctx, unjoin); err != nil {
 		return err
 	}
 	d.log.Info("endpoint left", "network", short(req.NetworkID), "endpoint", short(req.EndpointID))

@@ -268,20 +268,11 @@ func (d *Driver) undoLater(handle string, err error) {
 	if !errors.Is(err, datastore.ErrUnavailable) {
 		return
 	}
-	go func() {
-		for i := 0; i < 600; i++ { // up to ten minutes
-			ctx, cancel := d.ctx()
-			err := d.alloc.ReleaseHandle(ctx, handle)
-			cancel()
-			if err == nil {
-				return
-			}
-			time.Sleep(time.Second)
-		}
-	}()
+	d.alloc.store.Later(func(ctx context.Context) error { return d.alloc.ReleaseHandle(ctx, handle) })
 }
 
-// ReleaseAddress frees an address; releasing a free one succeeds.
+// ReleaseAddress frees an address; releasing a free one succeeds. While
+// etcd is unreachable the release is queued until it answers.
 func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	addr, err := netip.ParseAddr(req.Address)
 	if err != nil {
@@ -296,5 +287,8 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	return d.alloc.ReleaseIP(ctx, addr)
+	// Docker forgets the address whatever we answer (it only logs a failed
+	// release), so while etcd is unreachable the release waits for it.
+	_, err = d.alloc.store.NowOrLater(ctx, func(ctx context.Context) error { return d.alloc.ReleaseIP(ctx, addr) })
+	return err
 }
