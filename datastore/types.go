@@ -75,6 +75,9 @@ type Network struct {
 	Origin string `json:"origin,omitempty"`
 	// Driver is the name Docker knows the driver by (tabby or tabby:latest).
 	Driver string `json:"driver,omitempty"`
+	// AuxAddresses are the network's --aux-address reservations: assigned
+	// in IPAM for the network's life, used by no endpoint.
+	AuxAddresses []string `json:"auxAddresses,omitempty"`
 }
 
 // Rule is one profile or policy rule (Calico v3 shape, reduced).

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -130,6 +131,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 			n.Subnet6 = p6
 		}
 	}
+	for _, data := range append(req.IPv4Data, req.IPv6Data...) {
+		n.AuxAddresses = append(n.AuxAddresses, auxAddresses(data.AuxAddresses)...)
+	}
 	prof := datastore.Profile{Name: req.NetworkID, Network: req.NetworkID,
 		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == '" + req.NetworkID + "'"}}},
 		Egress:  []datastore.Rule{{Action: "Allow"}}}
@@ -141,6 +145,22 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	}
 	d.log.Info("network created", "network", short(n.ID), "pool", pool)
 	return nil
+}
+
+// auxAddresses returns the addresses of --aux-address reservations, which
+// Docker sends as CIDRs ("10.0.0.5/24"), sorted.
+func auxAddresses(aux map[string]interface{}) []string {
+	var out []string
+	for _, v := range aux {
+		s, _ := v.(string)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Addr().String())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.String())
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // checkTabbyPool refuses subnets that did not come from tabby's IPAM.

@@ -305,7 +305,7 @@ func TestReleaseNode(t *testing.T) {
 	if block, h := HandleOf(blocks, borrowed); block == "" || h != "o8" {
 		t.Fatalf("the borrowed address %s must stay assigned to o8: %s %q", borrowed, block, h)
 	}
-	if f := Check(blocks, nil, nil); len(f) != 9 { // only other's nine (no endpoints given)
+	if f := Check(State{Blocks: blocks}); len(f) != 9 { // only other's nine (no endpoints given)
 		t.Fatalf("after release, only other's addresses remain: %v", f)
 	}
 }

@@ -1,6 +1,7 @@
 package ipamdriver
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -16,20 +17,50 @@ var tunnelHandlePrefixes = []string{"vxlan-tunnel-addr-", "ipip-tunnel-addr-"}
 type Finding struct {
 	Kind   string // leaked, unassigned, duplicate, orphan-tunnel
 	IP     string
+	Handle string // the assigning handle, for leaked and orphan-tunnel
 	Detail string
 }
 
 func (f Finding) String() string { return fmt.Sprintf("%-13s %-26s %s", f.Kind, f.IP, f.Detail) }
 
-// Check compares the addresses assigned in the blocks with the endpoints
-// and nodes that should hold them. Pure, so it is tested without etcd.
-// - leaked: assigned, but no endpoint and no node's tunnel uses it;
+// State is what the IPAM checks read from etcd.
+type State struct {
+	Blocks    []datastore.Block
+	Endpoints []datastore.WorkloadEndpoint
+	Nodes     []datastore.Node
+	Networks  []datastore.Network
+}
+
+// ReadState reads the blocks first: an address assigned after that is not
+// judged, and one whose endpoint is being created is covered by the
+// endpoints read after it.
+func ReadState(ctx context.Context, st *datastore.Store) (State, error) {
+	var s State
+	var err error
+	if s.Blocks, err = datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir); err != nil {
+		return s, err
+	}
+	if s.Endpoints, err = datastore.ListAs[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsDir); err != nil {
+		return s, err
+	}
+	if s.Networks, err = datastore.ListAs[datastore.Network](ctx, st, datastore.NetworksDir); err != nil {
+		return s, err
+	}
+	s.Nodes, err = datastore.ListAs[datastore.Node](ctx, st, datastore.NodesDir)
+	return s, err
+}
+
+// Check compares the addresses assigned in the blocks with the endpoints,
+// networks and nodes that should hold them. Pure, so it is tested without
+// etcd.
+// - leaked: assigned, but no endpoint, network (--aux-address) or node's
+// tunnel uses it;
 // - unassigned: an endpoint's address that no block assigns;
 // - duplicate: an address two endpoints claim;
 // - orphan-tunnel: a tunnel address of a node that no longer exists.
-func Check(blocks []datastore.Block, eps []datastore.WorkloadEndpoint, nodes []datastore.Node) []Finding {
+func Check(s State) []Finding {
 	assigned := map[netip.Addr]string{} // address -> handle
-	for _, sb := range blocks {
+	for _, sb := range s.Blocks {
 		b, err := wrapBlock(&sb)
 		if err != nil {
 			continue
@@ -39,34 +70,42 @@ func Check(blocks []datastore.Block, eps []datastore.WorkloadEndpoint, nodes []d
 		}
 	}
 	users := map[netip.Addr][]string{}
-	for _, e := range eps {
+	for _, e := range s.Endpoints {
 		for _, a := range e.Addrs() {
 			users[a] = append(users[a], e.Node+"/"+e.EndpointID)
 		}
 	}
+	reserved := map[netip.Addr]bool{}
+	for _, n := range s.Networks {
+		for _, x := range n.AuxAddresses {
+			if a, err := netip.ParseAddr(x); err == nil {
+				reserved[a] = true
+			}
+		}
+	}
 	known := map[string]bool{}
-	for _, n := range nodes {
+	for _, n := range s.Nodes {
 		known[n.Name] = true
 	}
 	var out []Finding
 	for a, h := range assigned {
-		if len(users[a]) > 0 {
+		if len(users[a]) > 0 || reserved[a] {
 			continue
 		}
 		if node, ok := tunnelNode(h); ok {
 			if !known[node] {
-				out = append(out, Finding{"orphan-tunnel", a.String(), "tunnel address of node " + node + ", which is gone"})
+				out = append(out, Finding{"orphan-tunnel", a.String(), h, "tunnel address of node " + node + ", which is gone"})
 			}
 			continue
 		}
-		out = append(out, Finding{"leaked", a.String(), "assigned (handle " + h + ") but no endpoint uses it"})
+		out = append(out, Finding{"leaked", a.String(), h, "assigned (handle " + h + ") but no endpoint uses it"})
 	}
 	for a, us := range users {
 		if _, ok := assigned[a]; !ok {
-			out = append(out, Finding{"unassigned", a.String(), "endpoint " + strings.Join(us, ", ") + " has it, no block assigns it"})
+			out = append(out, Finding{"unassigned", a.String(), "", "endpoint " + strings.Join(us, ", ") + " has it, no block assigns it"})
 		}
 		if len(us) > 1 {
-			out = append(out, Finding{"duplicate", a.String(), "endpoints " + strings.Join(us, ", ") + " share it"})
+			out = append(out, Finding{"duplicate", a.String(), "", "endpoints " + strings.Join(us, ", ") + " share it"})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

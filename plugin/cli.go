@@ -81,6 +81,7 @@ func daemonCmd(cfg *Config) *cobra.Command {
 	f.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "cluster name resolver address, empty for this host's IPv4:53, or off (env TABBY_DNS_ADDR)")
 	f.StringSliceVar(&cfg.DNSUpstream, "dns-upstream", cfg.DNSUpstream, "resolvers for other names, HOST:PORT list (env TABBY_DNS_UPSTREAM; default: /etc/resolv.conf)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "metrics and health address (env TABBY_METRICS_ADDR)")
+	f.StringVar(&cfg.IPAMGCGrace, "ipam-gc-grace", cfg.IPAMGCGrace, "release an address this host assigned once no endpoint has used it this long; 0: never (env TABBY_IPAM_GC_GRACE)")
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is every setting of the daemon and the CLI. Defaults live in
@@ -38,6 +39,10 @@ type Config struct {
 	DNSUpstream      []string
 	MetricsAddr      string
 	LogLevel         string
+	// IPAMGCGrace is how long an address this host assigned for Docker may
+	// stay unused by any endpoint before the IPAM collector releases it
+	// ("0" turns the collector off).
+	IPAMGCGrace string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -58,6 +63,7 @@ func DefaultConfig() Config {
 		DockerHost:       "unix:///var/run/docker.sock",
 		MetricsAddr:      "127.0.0.1:9091",
 		LogLevel:         "info",
+		IPAMGCGrace:      "15m",
 	}
 }
 
@@ -72,6 +78,7 @@ func (c *Config) envVars() map[string]*string {
 		"AS": &c.AS, "TABBY_IPV4POOL_CIDR": &c.PoolCIDR, "TABBY_IPV4POOL_IPIP": &c.PoolIPIP,
 		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DNS_ADDR": &c.DNSAddr,
 		"TABBY_METRICS_ADDR": &c.MetricsAddr, "TABBY_LOG_LEVEL": &c.LogLevel,
+		"TABBY_IPAM_GC_GRACE": &c.IPAMGCGrace,
 	}
 }
 
@@ -159,6 +166,9 @@ func (c *Config) Validate() error {
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.GCGrace(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -169,6 +179,18 @@ func (c *Config) Level() (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level %q must be debug, info, warn or error", c.LogLevel)
 	}
 	return l, nil
+}
+
+// GCGrace parses IPAMGCGrace (0: no collector).
+func (c *Config) GCGrace() (time.Duration, error) {
+	d, err := time.ParseDuration(c.IPAMGCGrace)
+	if c.IPAMGCGrace == "0" {
+		d, err = 0, nil
+	}
+	if err != nil || d < 0 || (d > 0 && d < time.Second) {
+		return 0, fmt.Errorf("--ipam-gc-grace %q must be a duration of at least 1s (like 15m), or 0 to turn the IPAM collector off", c.IPAMGCGrace)
+	}
+	return d, nil
 }
 
 // IPv6 reports whether this host takes part in IPv6 (IP6 is set).

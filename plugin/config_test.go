@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnvWinsOverDefaultAndFlagOverBoth(t *testing.T) {
@@ -34,11 +35,12 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	cfg.AS = "x"
 	cfg.PoolIPIP = "Sometimes"
 	cfg.LogLevel = "loud"
+	cfg.IPAMGCGrace = "soon"
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level"} {
+	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level", "--ipam-gc-grace"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error does not name %s:\n%v", want, err)
 		}
@@ -47,6 +49,18 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	good.NodeName = "n"
 	if err := good.Validate(); err != nil {
 		t.Fatalf("defaults must validate: %v", err)
+	}
+	for v, want := range map[string]time.Duration{"15m": 15 * time.Minute, "0": 0, "2s": 2 * time.Second} {
+		good.IPAMGCGrace = v
+		if got, err := good.GCGrace(); err != nil || got != want {
+			t.Fatalf("--ipam-gc-grace %s = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"-1m", "10ms"} {
+		good.IPAMGCGrace = v
+		if err := good.Validate(); err == nil || !strings.Contains(err.Error(), "--ipam-gc-grace") {
+			t.Fatalf("--ipam-gc-grace %s accepted: %v", v, err)
+		}
 	}
 	both := DefaultConfig()
 	both.PoolIPIP, both.PoolVXLAN = "Always", "Always"

@@ -129,6 +129,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go syncLabels(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
+	go d.collectIPAM(bg, ipd.Allocator(), m)
 	d.startDNS(bg, st, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
@@ -362,4 +363,24 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("--socket %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// collectIPAM runs the IPAM collector: addresses this host assigned for
+// Docker that no endpoint used for the grace period are released. It
+// sweeps four times per grace period, at most once a minute.
+func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, m *metrics) {
+	grace, _ := d.cfg.GCGrace() // validated
+	if grace == 0 {
+		return
+	}
+	every := min(max(grace/4, time.Second), time.Minute)
+	ipamdriver.NewCollector(alloc, grace).Run(ctx, every, func(released []ipamdriver.Finding, err error) {
+		for _, f := range released {
+			m.gc.Inc()
+			d.log.Warn("released a leaked address", "ip", f.IP, "handle", f.Handle)
+		}
+		if err != nil {
+			d.log.Warn("IPAM collector", "err", err)
+		}
+	})
 }

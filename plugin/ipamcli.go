@@ -72,27 +72,8 @@ func withStore(cfg *Config, fn func(*datastore.Store) error) error {
 	return fn(st)
 }
 
-type ipamState struct {
-	blocks []datastore.Block
-	eps    []datastore.WorkloadEndpoint
-	nodes  []datastore.Node
-}
-
-func readIPAM(ctx context.Context, st *datastore.Store) (ipamState, error) {
-	var s ipamState
-	var err error
-	if s.blocks, err = datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir); err != nil {
-		return s, err
-	}
-	if s.eps, err = datastore.ListAs[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsDir); err != nil {
-		return s, err
-	}
-	s.nodes, err = datastore.ListAs[datastore.Node](ctx, st, datastore.NodesDir)
-	return s, err
-}
-
 func ipamShow(ctx context.Context, st *datastore.Store, ip string, out io.Writer) error {
-	s, err := readIPAM(ctx, st)
+	s, err := ipamdriver.ReadState(ctx, st)
 	if err != nil {
 		return err
 	}
@@ -103,12 +84,12 @@ func ipamShow(ctx context.Context, st *datastore.Store, ip string, out io.Writer
 		if err != nil {
 			return fmt.Errorf("--ip %q is not an IP address", ip)
 		}
-		block, handle := ipamdriver.HandleOf(s.blocks, a)
+		block, handle := ipamdriver.HandleOf(s.Blocks, a)
 		if block == "" {
 			return fmt.Errorf("%s is in no block: tabby never assigned it", a)
 		}
 		var users []string
-		for _, e := range s.eps {
+		for _, e := range s.Endpoints {
 			if e.IPv4 == a.String() || e.IPv6 == a.String() {
 				users = append(users, fmt.Sprintf("%s on %s (%s)", short(e.EndpointID), e.Node, e.Interface))
 			}
@@ -119,7 +100,7 @@ func ipamShow(ctx context.Context, st *datastore.Store, ip string, out io.Writer
 	}
 	fmt.Fprintln(tw, "BLOCK\tPOOL\tAFFINITY\tIN USE\tFREE")
 	used, size := 0, 0
-	for _, u := range ipamdriver.Usage(s.blocks) {
+	for _, u := range ipamdriver.Usage(s.Blocks) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", u.CIDR, u.Pool, orDash(u.Affinity), u.InUse, u.Size-u.InUse)
 		used, size = used+u.InUse, size+u.Size
 	}
@@ -128,13 +109,13 @@ func ipamShow(ctx context.Context, st *datastore.Store, ip string, out io.Writer
 }
 
 func ipamCheck(ctx context.Context, st *datastore.Store, out io.Writer) error {
-	s, err := readIPAM(ctx, st)
+	s, err := ipamdriver.ReadState(ctx, st)
 	if err != nil {
 		return err
 	}
-	found := ipamdriver.Check(s.blocks, s.eps, s.nodes)
+	found := ipamdriver.Check(s)
 	if len(found) == 0 {
-		fmt.Fprintf(out, "IPAM is consistent: %d endpoints, every assigned address accounted for.\n", len(s.eps))
+		fmt.Fprintf(out, "IPAM is consistent: %d endpoints, every assigned address accounted for.\n", len(s.Endpoints))
 		return nil
 	}
 	for _, f := range found {
@@ -144,16 +125,16 @@ func ipamCheck(ctx context.Context, st *datastore.Store, out io.Writer) error {
 }
 
 func ipamRelease(ctx context.Context, st *datastore.Store, a netip.Addr, force bool, out io.Writer) error {
-	s, err := readIPAM(ctx, st)
+	s, err := ipamdriver.ReadState(ctx, st)
 	if err != nil {
 		return err
 	}
-	block, handle := ipamdriver.HandleOf(s.blocks, a)
+	block, handle := ipamdriver.HandleOf(s.Blocks, a)
 	if block == "" || handle == "" {
 		fmt.Fprintf(out, "%s is not assigned; nothing to release\n", a)
 		return nil
 	}
-	for _, e := range s.eps {
+	for _, e := range s.Endpoints {
 		if (e.IPv4 == a.String() || e.IPv6 == a.String()) && !force {
 			return fmt.Errorf("%s is in use by endpoint %s on %s: remove its container first (or --force)", a, short(e.EndpointID), e.Node)
 		}

@@ -29,6 +29,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	apply    *prometheus.HistogramVec
+	gc       prometheus.Counter
 }
 
 // speakerView is what the metrics read of the BGP speaker.
@@ -47,8 +48,10 @@ func newMetrics(st *datastore.Store, node string) *metrics {
 			Help: "Docker plugin API call latency by method.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"method"}),
 		apply: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_dataplane_apply_duration_seconds",
 			Help: "Time to program the kernel, by what was programmed.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"what"}),
+		gc: prometheus.NewCounter(prometheus.CounterOpts{Name: "tabby_ipam_gc_released_total",
+			Help: "Leaked addresses the IPAM collector released."}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.apply, collectors.NewGoCollector(),
+	m.reg.MustRegister(m.requests, m.latency, m.apply, m.gc, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.state)
 	return m
 }
@@ -84,6 +87,8 @@ var (
 	descPeers     = prometheus.NewDesc("tabby_bgp_peers", "BGP sessions by state.", []string{"state"}, nil)
 	descRoutes    = prometheus.NewDesc("tabby_routes_installed", "Routes learned over BGP and installed in the kernel.", nil, nil)
 	descUp        = prometheus.NewDesc("tabby_datastore_up", "1 when etcd answered this scrape.", nil, nil)
+	descPending   = prometheus.NewDesc("tabby_datastore_pending_writes",
+		"Writes Docker was already answered for that wait for etcd to answer.", nil, nil)
 )
 
 // stateCollector reads etcd and the speaker at scrape time.
@@ -95,7 +100,7 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEndpoints, descBlocks, descInUse, descPeers, descRoutes, descUp} {
+	for _, d := range []*prometheus.Desc{descEndpoints, descBlocks, descInUse, descPeers, descRoutes, descUp, descPending} {
 		ch <- d
 	}
 }
@@ -122,6 +127,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 0
 	}
 	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(c.st.Pending()))
 	c.mu.Lock()
 	sp := c.sp
 	c.mu.Unlock()

@@ -121,3 +121,17 @@ func createEverywhere(t *testing.T, l *lab.Lab, origin *lab.Host, name string, a
 		})
 	}
 }
+
+// handleOf returns the IPAM handle holding ip, "-" when it is free (from
+// `tabby ipam show --ip`), or "" when that fails.
+func handleOf(h *lab.Host, ip string) (handle, out string) {
+	out, err := h.Tabby("ipam", "show", "--ip", ip)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) < 2 {
+		return "", out
+	}
+	if f := strings.Fields(lines[1]); len(f) == 4 && f[0] == ip {
+		return f[2], out
+	}
+	return "", out
+}

@@ -109,6 +109,8 @@ func TestReliabilityDaemonCrash(t *testing.T) {
 func TestReliabilityEtcdOutage(t *testing.T) {
 	l, n0, n1, ipC, ipX := twoHostLab(t)
 	const fault = "etcd stopped 30 s"
+	must(t, n0, "run", "--net", "net1", "--name", "victim", "-tid", "busybox")
+	ipV, epV := ipOf(t, n0, "victim", "net1"), endpointOf(t, n0, "victim", "net1")
 	if err := l.Etcd.Freeze(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +129,11 @@ func TestReliabilityEtcdOutage(t *testing.T) {
 	report(t, fault, "docker run fails within 5 s saying the datastore is unreachable",
 		fmt.Sprintf("%.1f s: %s", took.Seconds(), firstLine(out, "datastore unreachable")),
 		err != nil && took < 5*time.Second && strings.Contains(out, "datastore unreachable"))
+	start = time.Now()
+	out, err = n0.Docker("rm", "-f", "victim")
+	took = time.Since(start)
+	report(t, fault, "docker rm -f during the outage succeeds", fmt.Sprintf("%.1f s: %s", took.Seconds(), firstLine(out, "")),
+		err == nil && took < 10*time.Second)
 	time.Sleep(30*time.Second - time.Since(outageStart))
 	if err := l.Etcd.Thaw(); err != nil {
 		t.Fatal(err)
@@ -146,6 +153,16 @@ func TestReliabilityEtcdOutage(t *testing.T) {
 	})
 	_, ok := pings(n1, "containerC", ipD)
 	report(t, fault, "after etcd is back a new container is reachable", fmt.Sprint(ok), ok)
+	var freed bool
+	eventually(t, 30*time.Second, "the address of the container removed during the outage is released", func() (string, bool) {
+		handle, out := handleOf(n0, ipV)
+		freed = handle == "-" && !strings.Contains(out, short(epV))
+		return out, freed
+	})
+	report(t, fault, "the address and record of a container removed during the outage are released", ipV, freed)
+	stale := must(t, n0, "network", "inspect", "net1", "-f", "{{range $k, $v := .Containers}}{{$k}} {{$v.Name}} {{$v.EndpointID}}; {{end}}")
+	report(t, fault, "Docker keeps no stale endpoint of the removed container", strings.TrimSpace(stale),
+		!strings.Contains(stale, "victim") && !strings.Contains(stale, epV[:12]))
 	clean, out := ipamClean(n0)
 	report(t, fault, "tabby ipam check (nothing leaked or assigned twice)", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
 	report(t, fault, "net1 -> net2 still dropped", fmt.Sprint(isolated(n0, "containerA", ipX)), isolated(n0, "containerA", ipX))

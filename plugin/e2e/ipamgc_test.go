@@ -1,0 +1,77 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipamdriver"
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// A daemon that dies between assigning an address to Docker and recording
+// the endpoint leaves an address nobody will release. The collector of the
+// host that assigned it releases it after the grace period (3 s here), and
+// nothing else: not running containers' addresses, not a network's
+// --aux-address reservation, not another host's assignment.
+func TestReliabilityIPAMCollector(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2, Env: []string{"TABBY_IPAM_GC_GRACE=3s"}})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	const fault = "daemon dies after assigning an address"
+	createEverywhere(t, l, n0, "net1")
+	createEverywhere(t, l, n0, "aux", "--subnet", "10.123.0.0/24", "--aux-address", "router=10.123.0.9")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "aux", "--name", "containerB", "-tid", "busybox")
+	ipA, ipB := ipOf(t, n0, "containerA", "net1"), ipOf(t, n1, "containerB", "aux")
+
+	// Exactly what node00's RequestAddress writes before the endpoint is
+	// recorded; its daemon then "dies" and Docker never hears of it.
+	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	orphan, err := ipamdriver.NewAllocator(st, n0.Name).AutoAssign(context.Background(), netip.Prefix{}, ipamdriver.NewHandle("docker-"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := n0.Tabby("ipam", "check"); !strings.Contains(out, "leaked") || !strings.Contains(out, orphan.String()) {
+		t.Fatalf("tabby ipam check does not see the orphaned %s:\n%s", orphan, out)
+	}
+	start := time.Now()
+	released := false
+	for time.Since(start) < 20*time.Second && !released {
+		time.Sleep(500 * time.Millisecond)
+		h, _ := handleOf(n0, orphan.String())
+		released = h == "-"
+	}
+	took := time.Since(start)
+	report(t, fault, "the orphaned address is released after the 3 s grace period", orphan.String()+" after "+took.Round(100*time.Millisecond).String(),
+		released && took >= 3*time.Second)
+	clean, out := ipamClean(n0)
+	report(t, fault, "tabby ipam check clean; --aux-address 10.123.0.9 is no leak", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
+	for ip, h := range map[string]*lab.Host{ipA: n0, ipB: n1, "10.123.0.9": n0} {
+		handle, _ := handleOf(h, ip)
+		report(t, fault, "still assigned: "+ip+" (running containers, aux reservation)", "handle "+handle, handle != "" && handle != "-")
+	}
+	if m, err := fetch(n0, "http://127.0.0.1:9091/metrics"); err != nil || !strings.Contains(m, "tabby_ipam_gc_released_total 1") {
+		t.Errorf("node00's metrics do not count the release: %v\n%s", err, grepLines(m, "tabby_ipam_gc"))
+	}
+	// Docker still refuses the reserved address to a container.
+	if out, err := n0.Docker("run", "--net", "aux", "--ip", "10.123.0.9", "--name", "taken", "-tid", "busybox"); err == nil {
+		t.Errorf("a container got the --aux-address reservation 10.123.0.9:\n%s", out)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
