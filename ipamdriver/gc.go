@@ -2,7 +2,7 @@ package ipamdriver
 
 import (
 	"context"
-	"errors"
+	"sort"
 	"strings"
 	"time"
 
@@ -19,79 +19,88 @@ const dockerHandlePrefix = "docker-"
 // grace period). The grace period covers the moment between Docker's
 // RequestAddress and CreateEndpoint, when the address is rightly unused.
 type Collector struct {
-	alloc *Allocator
-	grace time.Duration
-	now   func() time.Time
-	seen  map[string]time.Time // leaked handle -> first seen leaked
+	alloc    *Allocator
+	now      func() time.Time
+	suspects *Suspects
 }
 
 // NewCollector returns the collector of the allocator's node.
 func NewCollector(alloc *Allocator, grace time.Duration) *Collector {
-	return &Collector{alloc: alloc, grace: grace, now: time.Now, seen: map[string]time.Time{}}
+	return &Collector{alloc: alloc, now: time.Now, suspects: NewSuspects(grace)}
 }
 
-// Sweep reads IPAM once, releases the node's Docker handles found leaked in
-// an earlier sweep at least the grace period ago and still leaked, and
-// returns their findings. Handles of other nodes are theirs to collect (a
-// gone node's with `tabby delete node`).
+// Sweep reads IPAM once and releases the node's Docker handles that have
+// been leaked, in every sweep, for the grace period, returning their
+// findings. Handles of other nodes are theirs to collect (a gone node's
+// with `tabby delete node`).
 func (c *Collector) Sweep(ctx context.Context) ([]Finding, error) {
 	s, err := ReadState(ctx, c.alloc.store)
 	if err != nil {
 		return nil, err
 	}
-	now := c.now()
-	leaked := map[string]bool{}
-	var released []Finding
+	handles, err := datastore.ListAs[datastore.Handle](ctx, c.alloc.store, datastore.HandlesDir)
+	if err != nil {
+		return nil, err
+	}
+	mine := map[string]bool{}
+	for _, h := range handles {
+		mine[h.ID] = h.Node == c.alloc.node
+	}
+	found := map[string]Finding{}
+	var suspect []string
 	for _, f := range Check(s) {
-		if f.Kind != "leaked" || !strings.HasPrefix(f.Handle, dockerHandlePrefix) {
-			continue
+		if f.Kind == "leaked" && strings.HasPrefix(f.Handle, dockerHandlePrefix) && mine[f.Handle] {
+			found[f.Handle] = f
+			suspect = append(suspect, f.Handle)
 		}
-		first, ok := c.seen[f.Handle]
-		if !ok {
-			var h datastore.Handle
-			if _, err := c.alloc.store.Get(ctx, datastore.HandleKey(f.Handle), &h); errors.Is(err, datastore.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return released, err
-			}
-			if h.Node != c.alloc.node {
-				continue
-			}
-			first = now
-		}
-		leaked[f.Handle] = true
-		c.seen[f.Handle] = first
-		if now.Sub(first) < c.grace {
-			continue
-		}
-		if err := c.alloc.ReleaseHandle(ctx, f.Handle); err != nil {
+	}
+	var released []Finding
+	for _, h := range c.suspects.Observe(c.now(), suspect) {
+		if err := c.alloc.ReleaseHandle(ctx, h); err != nil {
 			return released, err
 		}
-		delete(c.seen, f.Handle)
-		delete(leaked, f.Handle)
-		released = append(released, f)
-	}
-	for h := range c.seen {
-		if !leaked[h] {
-			delete(c.seen, h) // used or released since
-		}
+		released = append(released, found[h])
 	}
 	return released, nil
 }
 
-// Run sweeps every interval until ctx ends, reporting each release and
-// each failed sweep to report.
-func (c *Collector) Run(ctx context.Context, interval time.Duration, report func([]Finding, error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// Suspects remembers since when each key has been suspect, for sweepers
+// that act only on what stays suspect for a whole grace period.
+type Suspects struct {
+	grace time.Duration
+	first map[string]time.Time
+}
+
+// NewSuspects returns an empty record.
+func NewSuspects(grace time.Duration) *Suspects {
+	return &Suspects{grace: grace, first: map[string]time.Time{}}
+}
+
+// Observe records one sweep's suspects, seen at now, forgets keys no
+// longer suspect, and returns (and forgets) those suspect in every sweep
+// for at least the grace period, sorted.
+func (s *Suspects) Observe(now time.Time, suspect []string) []string {
+	still := map[string]bool{}
+	var due []string
+	for _, k := range suspect {
+		still[k] = true
+		first, ok := s.first[k]
+		if !ok {
+			first = now
+			s.first[k] = now
 		}
-		if released, err := c.Sweep(ctx); len(released) > 0 || err != nil {
-			report(released, err)
+		if now.Sub(first) >= s.grace {
+			due = append(due, k)
 		}
 	}
+	for k := range s.first {
+		if !still[k] {
+			delete(s.first, k)
+		}
+	}
+	for _, k := range due {
+		delete(s.first, k)
+	}
+	sort.Strings(due)
+	return due
 }

@@ -86,7 +86,7 @@ func TestCollectorReleasesOnlyOwnLeaksAfterGrace(t *testing.T) {
 	if got := sweep(); len(got) != 0 {
 		t.Fatalf("sweep released %v, which an endpoint now uses", got)
 	}
-	if len(c.seen) != 0 {
-		t.Fatalf("the collector still tracks %v", c.seen)
+	if len(c.suspects.first) != 0 {
+		t.Fatalf("the collector still tracks %v", c.suspects.first)
 	}
 }

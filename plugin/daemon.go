@@ -129,7 +129,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go syncLabels(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
-	go d.collectIPAM(bg, ipd.Allocator(), m)
+	if grace, _ := cfg.GCGrace(); grace > 0 {
+		go d.collectIPAM(bg, ipd.Allocator(), grace, m)
+		go sweepEndpoints(bg, docker, st, drv, cfg.NodeName, grace, d.log)
+	}
 	d.startDNS(bg, st, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
@@ -368,13 +371,10 @@ func listen(path string) (net.Listener, error) {
 // collectIPAM runs the IPAM collector: addresses this host assigned for
 // Docker that no endpoint used for the grace period are released. It
 // sweeps four times per grace period, at most once a minute.
-func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, m *metrics) {
-	grace, _ := d.cfg.GCGrace() // validated
-	if grace == 0 {
-		return
-	}
-	every := min(max(grace/4, time.Second), time.Minute)
-	ipamdriver.NewCollector(alloc, grace).Run(ctx, every, func(released []ipamdriver.Finding, err error) {
+func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, grace time.Duration, m *metrics) {
+	c := ipamdriver.NewCollector(alloc, grace)
+	every(ctx, sweepInterval(grace), func() {
+		released, err := c.Sweep(ctx)
 		for _, f := range released {
 			m.gc.Inc()
 			d.log.Warn("released a leaked address", "ip", f.IP, "handle", f.Handle)
@@ -383,4 +383,23 @@ func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, m
 			d.log.Warn("IPAM collector", "err", err)
 		}
 	})
+}
+
+// sweepInterval is four sweeps per grace period, at most one a minute.
+func sweepInterval(grace time.Duration) time.Duration {
+	return min(max(grace/4, time.Second), time.Minute)
+}
+
+// every runs fn each interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }

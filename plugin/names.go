@@ -8,7 +8,6 @@ import (
 
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
-	dnetwork "github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/tabbynet/tabby/datastore"
 )
@@ -47,11 +46,7 @@ func followDocker(ctx context.Context, log *slog.Logger, what string, once func(
 func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) error {
 	f := filters.NewArgs(filters.Arg("type", "network"), filters.Arg("event", "create"))
 	msgs, errs := docker.Events(ctx, events.ListOptions{Filters: f})
-	lf := filters.NewArgs()
-	for _, d := range driverNames {
-		lf.Add("driver", d)
-	}
-	nets, err := docker.NetworkList(ctx, dnetwork.ListOptions{Filters: lf})
+	nets, err := tabbyNetworks(ctx, docker)
 	if err != nil {
 		return err
 	}

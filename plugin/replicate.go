@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/docker/docker/api/types/filters"
 	dnetwork "github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/tabbynet/tabby/datastore"
@@ -31,11 +30,7 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		log.Debug("replicate: list networks", "err", err)
 		return
 	}
-	lf := filters.NewArgs()
-	for _, d := range driverNames {
-		lf.Add("driver", d)
-	}
-	local, err := docker.NetworkList(ctx, dnetwork.ListOptions{Filters: lf})
+	local, err := tabbyNetworks(ctx, docker)
 	if err != nil {
 		log.Debug("replicate: docker network list", "err", err)
 		return

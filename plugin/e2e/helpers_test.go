@@ -130,7 +130,7 @@ func handleOf(h *lab.Host, ip string) (handle, out string) {
 	if err != nil || len(lines) < 2 {
 		return "", out
 	}
-	if f := strings.Fields(lines[1]); len(f) == 4 && f[0] == ip {
+	if f := strings.Fields(lines[1]); len(f) >= 4 && f[0] == ip { // ENDPOINT may hold spaces
 		return f[2], out
 	}
 	return "", out

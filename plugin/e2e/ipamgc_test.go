@@ -22,7 +22,7 @@ func TestReliabilityIPAMCollector(t *testing.T) {
 	n0, n1 := l.Hosts[0], l.Hosts[1]
 	const fault = "daemon dies after assigning an address"
 	createEverywhere(t, l, n0, "net1")
-	createEverywhere(t, l, n0, "aux", "--subnet", "10.123.0.0/24", "--aux-address", "router=10.123.0.9")
+	createEverywhere(t, l, n0, "aux", "--subnet", "192.168.123.0/24", "--aux-address", "router=192.168.123.9")
 	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
 	must(t, n1, "run", "--net", "aux", "--name", "containerB", "-tid", "busybox")
 	ipA, ipB := ipOf(t, n0, "containerA", "net1"), ipOf(t, n1, "containerB", "aux")
@@ -41,28 +41,40 @@ func TestReliabilityIPAMCollector(t *testing.T) {
 	if out, _ := n0.Tabby("ipam", "check"); !strings.Contains(out, "leaked") || !strings.Contains(out, orphan.String()) {
 		t.Fatalf("tabby ipam check does not see the orphaned %s:\n%s", orphan, out)
 	}
-	start := time.Now()
-	released := false
-	for time.Since(start) < 20*time.Second && !released {
-		time.Sleep(500 * time.Millisecond)
-		h, _ := handleOf(n0, orphan.String())
-		released = h == "-"
-	}
-	took := time.Since(start)
-	report(t, fault, "the orphaned address is released after the 3 s grace period", orphan.String()+" after "+took.Round(100*time.Millisecond).String(),
+	took, released := untilFree(n0, orphan.String(), 20*time.Second)
+	report(t, fault, "the orphaned address is released after the 3 s grace period", orphan.String()+" after "+took.String(),
 		released && took >= 3*time.Second)
+
+	// A record of an endpoint Docker does not have: the daemon died with
+	// the endpoint's removal queued during an etcd outage. The record goes
+	// after the grace period, then its address after another.
+	staleIP, err := ipamdriver.NewAllocator(st, n0.Name).AutoAssign(context.Background(), netip.Prefix{}, ipamdriver.NewHandle("docker-"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const staleID = "5ca1ab1e00000000000000000000000000000000000000000000000000000000"
+	rec := datastore.WorkloadEndpoint{Node: n0.Name, EndpointID: staleID, NetworkID: "0000", Interface: "cali5ca1ab1e000", IPv4: staleIP.String()}
+	if err := st.Put(context.Background(), datastore.EndpointKey(n0.Name, staleID), &rec); err != nil {
+		t.Fatal(err)
+	}
+	took, released = untilFree(n0, staleIP.String(), 30*time.Second)
+	eps := mustTabby(t, n0, "get", "workloadendpoints")
+	report(t, fault, "a stale endpoint record (daemon died with its removal queued) and its address are removed",
+		staleIP.String()+" after "+took.String(), released && took >= 6*time.Second && !strings.Contains(eps, staleID[:12]))
 	clean, out := ipamClean(n0)
-	report(t, fault, "tabby ipam check clean; --aux-address 10.123.0.9 is no leak", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
-	for ip, h := range map[string]*lab.Host{ipA: n0, ipB: n1, "10.123.0.9": n0} {
+	report(t, fault, "tabby ipam check clean; --aux-address 192.168.123.9 is no leak", strings.TrimSpace(strings.Split(out, "\n")[0]), clean)
+	for ip, h := range map[string]*lab.Host{ipA: n0, ipB: n1, "192.168.123.9": n0} {
+		// Running containers keep their endpoints and addresses.
 		handle, _ := handleOf(h, ip)
 		report(t, fault, "still assigned: "+ip+" (running containers, aux reservation)", "handle "+handle, handle != "" && handle != "-")
 	}
-	if m, err := fetch(n0, "http://127.0.0.1:9091/metrics"); err != nil || !strings.Contains(m, "tabby_ipam_gc_released_total 1") {
-		t.Errorf("node00's metrics do not count the release: %v\n%s", err, grepLines(m, "tabby_ipam_gc"))
+	// Two releases: the orphan and the stale record's address.
+	if m, err := fetch(n0, "http://127.0.0.1:9091/metrics"); err != nil || !strings.Contains(m, "tabby_ipam_gc_released_total 2") {
+		t.Errorf("node00's metrics do not count the two releases: %v\n%s", err, grepLines(m, "tabby_ipam_gc"))
 	}
 	// Docker still refuses the reserved address to a container.
-	if out, err := n0.Docker("run", "--net", "aux", "--ip", "10.123.0.9", "--name", "taken", "-tid", "busybox"); err == nil {
-		t.Errorf("a container got the --aux-address reservation 10.123.0.9:\n%s", out)
+	if out, err := n0.Docker("run", "--net", "aux", "--ip", "192.168.123.9", "--name", "taken", "-tid", "busybox"); err == nil {
+		t.Errorf("a container got the --aux-address reservation 192.168.123.9:\n%s", out)
 	}
 }
 
@@ -74,4 +86,16 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// untilFree polls until ip is free in IPAM, up to limit.
+func untilFree(h *lab.Host, ip string, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	for time.Since(start) < limit {
+		time.Sleep(500 * time.Millisecond)
+		if handle, _ := handleOf(h, ip); handle == "-" {
+			return time.Since(start).Round(100 * time.Millisecond), true
+		}
+	}
+	return limit, false
 }

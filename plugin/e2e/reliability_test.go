@@ -141,6 +141,13 @@ func TestReliabilityEtcdOutage(t *testing.T) {
 	thawed = true
 	lost := <-done
 	report(t, fault, "packets lost between running containers during the outage", fmt.Sprintf("%d of 140", lost), lost == 0)
+	var freed bool
+	eventually(t, 30*time.Second, "the address of the container removed during the outage is released", func() (string, bool) {
+		handle, out := handleOf(n0, ipV)
+		freed = handle == "-" && !strings.Contains(out, short(epV))
+		return out, freed
+	})
+	report(t, fault, "the address and record of a container removed during the outage are released", ipV, freed)
 	n0.Docker("rm", "-f", "during")
 	var ipD string
 	eventually(t, 30*time.Second, "docker run works again", func() (string, bool) {
@@ -153,13 +160,6 @@ func TestReliabilityEtcdOutage(t *testing.T) {
 	})
 	_, ok := pings(n1, "containerC", ipD)
 	report(t, fault, "after etcd is back a new container is reachable", fmt.Sprint(ok), ok)
-	var freed bool
-	eventually(t, 30*time.Second, "the address of the container removed during the outage is released", func() (string, bool) {
-		handle, out := handleOf(n0, ipV)
-		freed = handle == "-" && !strings.Contains(out, short(epV))
-		return out, freed
-	})
-	report(t, fault, "the address and record of a container removed during the outage are released", ipV, freed)
 	stale := must(t, n0, "network", "inspect", "net1", "-f", "{{range $k, $v := .Containers}}{{$k}} {{$v.Name}} {{$v.EndpointID}}; {{end}}")
 	report(t, fault, "Docker keeps no stale endpoint of the removed container", strings.TrimSpace(stale),
 		!strings.Contains(stale, "victim") && !strings.Contains(stale, epV[:12]))
