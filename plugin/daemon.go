@@ -293,14 +293,7 @@ func (d *Daemon) startDNS(ctx context.Context, st *datastore.Store, host hostAdd
 // keepNode re-registers the node periodically, so a deleted or edited
 // record comes back; an address change takes a restart to reach BGP.
 func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host hostAddrs) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, 30*time.Second, func() {
 		if now, err := d.cfg.detect(); err == nil && now != host {
 			d.log.Warn("host address changed; restart tabby to move BGP to it", "ip", now.v4.Addr.String(),
 				"ip6", now.v6.Addr.String(), "was", host.v4.Addr.String(), "was6", host.v6.Addr.String())
@@ -308,7 +301,7 @@ func (d *Daemon) keepNode(ctx context.Context, st *datastore.Store, host hostAdd
 		if err := registerNode(ctx, st, d.cfg, host); err != nil && ctx.Err() == nil {
 			d.log.Warn("node registration failed", "err", err)
 		}
-	}
+	})
 }
 
 // registerNode records this host in etcd with its detected address, keeping
