@@ -64,6 +64,11 @@ type Speaker struct {
 	// skipped keeps them, to install if that stops.
 	encap   encap
 	skipped map[netip.Prefix]netip.Addr
+	// missingSince is when each node whose liveness key was last seen
+	// present was first read without it (zero while present); recheck wakes
+	// Run when a missing key's grace ends.
+	missingSince map[string]time.Time
+	recheck      chan struct{}
 }
 
 // New returns a speaker; Run starts it.
@@ -79,7 +84,7 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 	}
 	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
-		skipped:  map[netip.Prefix]netip.Addr{},
+		skipped:  map[netip.Prefix]netip.Addr{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
 		installs: make(chan install, 4096)}
 }
 
@@ -141,6 +146,7 @@ func (s *Speaker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-kick:
+		case <-s.recheck:
 		case <-tick.C:
 			s.repairRoutes()
 		case <-sweep:
@@ -151,16 +157,16 @@ func (s *Speaker) Run(ctx context.Context) {
 
 // Sync makes the sessions and the advertised prefixes match etcd.
 func (s *Speaker) Sync(ctx context.Context) error {
-	nodes, err := s.liveNodes(ctx)
+	var bc datastore.BGPConfiguration
+	if _, err := s.store.Get(ctx, datastore.BGPConfigKey(), &bc); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return err
+	}
+	nodes, err := s.liveNodes(ctx, bc.LivenessGrace())
 	if err != nil {
 		return err
 	}
 	peers, err := datastore.ListAs[datastore.BGPPeer](ctx, s.store, datastore.BGPPeersDir)
 	if err != nil {
-		return err
-	}
-	var bc datastore.BGPConfiguration
-	if _, err := s.store.Get(ctx, datastore.BGPConfigKey(), &bc); err != nil && !errors.Is(err, datastore.ErrNotFound) {
 		return err
 	}
 	want, err := s.wantedPrefixes(ctx)
@@ -187,10 +193,11 @@ func (s *Speaker) Sync(ctx context.Context) error {
 }
 
 // liveNodes lists the nodes whose daemon holds its liveness lease (and this
-// one). A host that stopped answering for the hold time loses its sessions:
-// deleting them drops its routes at once, where graceful restart would keep
-// them.
-func (s *Speaker) liveNodes(ctx context.Context) ([]datastore.Node, error) {
+// one), or held it less than grace ago. A host that stopped answering for
+// the hold time loses its sessions: deleting them drops its routes at once,
+// where graceful restart would keep them. The grace covers daemons taking
+// new leases after an etcd outage that outlived them all.
+func (s *Speaker) liveNodes(ctx context.Context, grace time.Duration) ([]datastore.Node, error) {
 	nodes, err := datastore.ListAs[datastore.Node](ctx, s.store, datastore.NodesDir)
 	if err != nil {
 		return nil, err
@@ -199,15 +206,48 @@ func (s *Speaker) liveNodes(ctx context.Context) ([]datastore.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	alive := map[string]bool{s.cfg.Node: true}
+	present := map[string]bool{s.cfg.Node: true}
 	for _, k := range keys {
-		alive[strings.TrimPrefix(k, datastore.LivenessDir)] = true
+		present[strings.TrimPrefix(k, datastore.LivenessDir)] = true
+	}
+	// The grace counts from the first read that misses the key, not from
+	// the last read that saw it: no read succeeds during an etcd outage.
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var wake time.Duration
+	for name, since := range s.missingSince {
+		if present[name] {
+			continue
+		}
+		if since.IsZero() {
+			since = now
+			s.missingSince[name] = now
+		}
+		if left := grace - now.Sub(since); left > 0 {
+			if wake == 0 || left < wake {
+				wake = left
+			}
+		} else {
+			delete(s.missingSince, name)
+		}
+	}
+	for name := range present {
+		s.missingSince[name] = time.Time{}
 	}
 	out := nodes[:0]
 	for _, n := range nodes {
-		if alive[n.Name] {
+		if _, ok := s.missingSince[n.Name]; ok {
 			out = append(out, n)
 		}
+	}
+	if wake > 0 {
+		time.AfterFunc(wake, func() {
+			select {
+			case s.recheck <- struct{}{}:
+			default:
+			}
+		})
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package datastore
 import (
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Prefix is the root of every key tabby writes; nothing outside it is touched.
@@ -198,6 +199,22 @@ func (c BGPConfiguration) Hold() uint32 {
 		return DefaultHoldTime
 	}
 	return max(c.HoldTime, 3)
+}
+
+// LivenessGrace is how long a node's liveness key may be missing before
+// its peers drop its sessions. An etcd outage longer than the lease TTL
+// ends every lease at once; the daemons take new ones within a second or
+// two of etcd answering, and the grace keeps routes up meanwhile. It is a
+// third of the hold time, at most 10 s, so that lease TTL plus grace is
+// the hold time.
+func (c BGPConfiguration) LivenessGrace() time.Duration {
+	return time.Duration(min(10, c.Hold()/3)) * time.Second
+}
+
+// LivenessTTL is the TTL of a node's liveness lease: the hold time less
+// the grace.
+func (c BGPConfiguration) LivenessTTL() int64 {
+	return int64(c.Hold()) - int64(c.LivenessGrace()/time.Second)
 }
 
 // Encapsulated reports whether mode (a pool's ipipMode or vxlanMode) is on.

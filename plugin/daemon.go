@@ -155,13 +155,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, dp bgp.Routes, host hostAddrs, m *metrics) (*bgp.Speaker, func(), error) {
 	cfg := d.cfg
 	// Liveness: peers keep this host's sessions (and routes) while the
-	// lease lives; it ends the hold time after this daemon stops answering.
+	// lease lives; it ends the hold time less the liveness grace after this
+	// daemon stops answering, and the peers wait out the grace.
 	holdChanged := make(chan struct{}, 1)
 	go st.Notify(bg, datastore.BGPConfigDir, holdChanged)
 	go st.KeepAlive(bg, datastore.LivenessKey(cfg.NodeName), cfg.NodeName, func() int64 {
 		var bc datastore.BGPConfiguration
 		_, _ = st.Get(bg, datastore.BGPConfigKey(), &bc)
-		return int64(bc.Hold())
+		return bc.LivenessTTL()
 	}, holdChanged)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
