@@ -84,7 +84,7 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 	}
 	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
-		skipped:  map[netip.Prefix]netip.Addr{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
+		skipped: map[netip.Prefix]netip.Addr{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
 		installs: make(chan install, 4096)}
 }
 
