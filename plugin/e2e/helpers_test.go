@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -134,4 +135,10 @@ func handleOf(h *lab.Host, ip string) (handle, out string) {
 		return f[2], out
 	}
 	return "", out
+}
+
+// meshPeerUp reports whether `tabby node status` output shows addr as an
+// established node-to-node mesh peer.
+func meshPeerUp(status, addr string) bool {
+	return regexp.MustCompile(`\| ` + regexp.QuoteMeta(addr) + ` +\| node-to-node mesh \| up +\| \d{4}-\d\d-\d\d \| Established \|`).MatchString(status)
 }

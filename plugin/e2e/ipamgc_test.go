@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +74,35 @@ func TestReliabilityIPAMCollector(t *testing.T) {
 	if m, err := fetch(n0, "http://127.0.0.1:9091/metrics"); err != nil || !strings.Contains(m, "tabby_ipam_gc_released_total 2") {
 		t.Errorf("node00's metrics do not count the two releases: %v\n%s", err, grepLines(m, "tabby_ipam_gc"))
 	}
+	// The real thing: kill -9 node00's daemon while ten containers start,
+	// then remove them all. Whatever the kill interrupted, after the grace
+	// period nothing is left assigned or recorded.
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n0.Docker("run", "--net", "net1", "--name", fmt.Sprintf("burst%d", i), "-tid", "busybox")
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	n0.KillTabby()
+	n0.StartTabby("TABBY_IPAM_GC_GRACE=3s")
+	wg.Wait()
+	for i := range 10 {
+		n0.Docker("rm", "-f", fmt.Sprintf("burst%d", i))
+	}
+	start := time.Now()
+	var cleanAfter string
+	eventually(t, 30*time.Second, "nothing left of the containers started across the crash", func() (string, bool) {
+		clean, out := ipamClean(n0)
+		eps := mustTabby(t, n0, "get", "workloadendpoints")
+		cleanAfter = time.Since(start).Round(100 * time.Millisecond).String()
+		return out + "\n" + eps, clean && strings.Count(eps, " "+n0.Name+" ") == 1 // containerA's
+	})
+	report(t, fault, "kill -9 while 10 containers start, all removed: ipam check clean, only containerA's record left",
+		"after "+cleanAfter, true)
+
 	// Docker still refuses the reserved address to a container.
 	if out, err := n0.Docker("run", "--net", "aux", "--ip", "192.168.123.9", "--name", "taken", "-tid", "busybox"); err == nil {
 		t.Errorf("a container got the --aux-address reservation 192.168.123.9:\n%s", out)

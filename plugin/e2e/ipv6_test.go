@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +89,7 @@ func TestDualStack(t *testing.T) {
 			_, v6, _ := strings.Cut(out, "IPv6 BGP status")
 			ok := true
 			for _, h := range []*lab.Host{n1, n2} {
-				ok = ok && regexp.MustCompile(`\| `+regexp.QuoteMeta(h.Addr6)+` +\| node-to-node mesh \| up +\| \d{4}-\d\d-\d\d \| Established \|`).MatchString(v6)
+				ok = ok && meshPeerUp(v6, h.Addr6)
 			}
 			return out, ok
 		})
