@@ -8,15 +8,15 @@ import (
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
 
-// etcd stopped for longer than the hold time (6 s here, 15 s outage): every
+// etcd stopped for longer than the hold time (9 s here, 15 s outage): every
 // liveness lease lapses while etcd is away, and the daemons take new ones
 // only once it answers. Peers wait out the liveness grace before dropping a
 // node's sessions, so running containers lose no packet.
 func TestReliabilityEtcdOutageBeyondHoldTime(t *testing.T) {
-	const hold = 6
+	const hold = 9 // lease TTL 6 s, grace 3 s
 	l := lab.New(t, lab.Options{Hosts: 2})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
-	const fault = "etcd stopped 15 s, hold time 6 s"
+	const fault = "etcd stopped 15 s, hold time 9 s"
 	applyYAML(t, l, n0, "hold.yaml", fmt.Sprintf("apiVersion: tabby/v1\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {holdTime: %d}\n", hold))
 	createEverywhere(t, l, n0, "net1")
 	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
