@@ -32,7 +32,9 @@ const (
 	optMTU     = "com.docker.network.driver.mtu"
 	// optOrigin marks a network tabby mirrored from another host.
 	optOrigin = "tabby.origin"
-	// routeConnected is libnetwork's RouteType for an on-link route.
+	// routeNextHop and routeConnected are libnetwork's RouteTypes for a
+	// route via a gateway and an on-link route.
+	routeNextHop   = 0
 	routeConnected = 1
 )
 
@@ -338,6 +340,17 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		Gateway:               gw,
 		StaticRoutes:          []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}},
 		DisableGatewayService: true,
+	}
+	// A network with its own --subnet is routed by its own interface, so a
+	// container on several networks starts connections to each one's peers
+	// from its address there (a peer's profile admits only its network's
+	// addresses). Networks drawing from a whole pool share it: no route can
+	// tell them apart, and they go by the default route.
+	var n datastore.Network
+	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); err == nil && n.Subnet != "" {
+		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: n.Subnet, RouteType: routeNextHop, NextHop: gw})
+	} else if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
 	}
 	if ep.IPv6 != "" {
 		// Link-local, so no on-link route is needed: the kernel routes

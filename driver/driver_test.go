@@ -154,6 +154,35 @@ func TestJoinTwoNetworksPicksDistinctGatewaysAndDeletesAreIdempotent(t *testing.
 	}
 }
 
+// A --subnet network's Join routes its subnet by the endpoint's own
+// gateway; a network drawing from the whole pool gets no such route.
+func TestJoinRoutesOwnSubnetByItsInterface(t *testing.T) {
+	f := newFixture(t)
+	f.network(t, net1)
+	const sub = "n2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	if err := f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: sub,
+		IPv4Data: []*network.IPAMData{{Pool: "192.168.9.0/24", Gateway: "169.254.1.1/32"}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	f.endpoint(t, sub, ep2, "192.168.9.2")
+	j1, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "/var/run/docker/netns/y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2, err := f.d.Join(&network.JoinRequest{NetworkID: sub, EndpointID: ep2, SandboxKey: "/var/run/docker/netns/y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j1.StaticRoutes) != 1 {
+		t.Fatalf("a network without --subnet got routes %+v, want only its gateway's", j1.StaticRoutes[1:])
+	}
+	if len(j2.StaticRoutes) != 2 || j2.StaticRoutes[1].Destination != "192.168.9.0/24" ||
+		j2.StaticRoutes[1].RouteType != routeNextHop || j2.StaticRoutes[1].NextHop != j2.Gateway || j2.Gateway != "169.254.1.2" {
+		t.Fatalf("--subnet network's join routes %+v (gateway %s), want 192.168.9.0/24 via 169.254.1.2", j2.StaticRoutes, j2.Gateway)
+	}
+}
+
 func TestJoinUndoesVethWhenRecordingFails(t *testing.T) {
 	f := newFixture(t)
 	f.network(t, net1)

@@ -193,6 +193,23 @@ func TestSingleHost(t *testing.T) {
 		mustPing(t, h, "containerB", ipA)
 	})
 
+	t.Run("a container on two --subnet networks starts connections on both", func(t *testing.T) {
+		must(t, h, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "192.168.252.0/24", "net4")
+		must(t, h, "run", "-d", "--net", "net3", "--name", "peer3", "busybox", "sleep", "3600")
+		must(t, h, "run", "-d", "--net", "net4", "--name", "peer4", "busybox", "sleep", "3600")
+		must(t, h, "run", "-d", "--net", "net3", "--name", "both", "busybox", "sleep", "3600")
+		must(t, h, "network", "connect", "net4", "both")
+		if r := must(t, h, "exec", "both", "ip", "route"); !strings.Contains(r, "192.168.252.0/24 via 169.254.1.2 dev cali1") {
+			t.Fatalf("both should route net4's subnet by its net4 interface:\n%s", r)
+		}
+		// Each peer's profile admits only its own network's addresses: the
+		// ping to peer4 must leave by cali1, from both's net4 address.
+		mustPing(t, h, "both", ipOf(t, h, "peer3", "net3"))
+		mustPing(t, h, "both", ipOf(t, h, "peer4", "net4"))
+		must(t, h, "rm", "-f", "peer3", "peer4", "both")
+		must(t, h, "network", "rm", "net4")
+	})
+
 	t.Run("bad input is one clear error and leaves nothing behind", func(t *testing.T) {
 		before := hostState(t, h)
 		cases := []struct {
