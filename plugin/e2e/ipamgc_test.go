@@ -18,7 +18,9 @@ import (
 // the endpoint leaves an address nobody will release. The collector of the
 // host that assigned it releases it after the grace period (3 s here), and
 // nothing else: not running containers' addresses, not a network's
-// --aux-address reservation, not another host's assignment.
+// --aux-address reservation, not another host's assignment. An endpoint
+// record Docker does not have goes the same way, and a real kill -9 while
+// containers start leaves nothing once they are removed.
 func TestReliabilityIPAMCollector(t *testing.T) {
 	l := lab.New(t, lab.Options{Hosts: 2, Env: []string{"TABBY_IPAM_GC_GRACE=3s"}})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
