@@ -129,14 +129,17 @@ type Profile struct {
 
 // WorkloadEndpoint is one container interface on one host.
 type WorkloadEndpoint struct {
-	Node       string            `json:"node"`
-	EndpointID string            `json:"endpointID"`
-	NetworkID  string            `json:"networkID"`
-	Interface  string            `json:"interfaceName"`
-	IPv4       string            `json:"ipv4,omitempty"`
-	IPv6       string            `json:"ipv6,omitempty"`
-	MAC        string            `json:"mac"`
-	MTU        int               `json:"mtu,omitempty"`
+	Node       string `json:"node"`
+	EndpointID string `json:"endpointID"`
+	NetworkID  string `json:"networkID"`
+	Interface  string `json:"interfaceName"`
+	IPv4       string `json:"ipv4,omitempty"`
+	IPv6       string `json:"ipv6,omitempty"`
+	MAC        string `json:"mac"`
+	MTU        int    `json:"mtu,omitempty"`
+	// Subnet is its network's --subnet (IPv4), routed in the container by
+	// this endpoint's interface; empty for networks drawing from a pool.
+	Subnet     string            `json:"subnet,omitempty"`
 	Profiles   []string          `json:"profiles,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	SandboxKey string            `json:"sandboxKey,omitempty"`

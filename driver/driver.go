@@ -261,7 +261,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	ep := datastore.WorkloadEndpoint{
 		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
 		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), IPv6: ip6, MAC: mac, MTU: mtu,
-		Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
+		Subnet: n.Subnet, Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
 	}
 	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {
 		return nil, fmt.Errorf("store endpoint %s: %w", short(ep.EndpointID), err)
@@ -346,11 +346,8 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	// from its address there (a peer's profile admits only its network's
 	// addresses). Networks drawing from a whole pool share it: no route can
 	// tell them apart, and they go by the default route.
-	var n datastore.Network
-	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); err == nil && n.Subnet != "" {
-		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: n.Subnet, RouteType: routeNextHop, NextHop: gw})
-	} else if err != nil && !errors.Is(err, datastore.ErrNotFound) {
-		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
+	if ep.Subnet != "" {
+		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: ep.Subnet, RouteType: routeNextHop, NextHop: gw})
 	}
 	if ep.IPv6 != "" {
 		// Link-local, so no on-link route is needed: the kernel routes
