@@ -2,6 +2,7 @@ package ipamdriver
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strings"
 	"time"
@@ -38,18 +39,21 @@ func (c *Collector) Sweep(ctx context.Context) ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	handles, err := datastore.ListAs[datastore.Handle](ctx, c.alloc.store, datastore.HandlesDir)
-	if err != nil {
-		return nil, err
-	}
-	mine := map[string]bool{}
-	for _, h := range handles {
-		mine[h.ID] = h.Node == c.alloc.node
-	}
 	found := map[string]Finding{}
 	var suspect []string
 	for _, f := range Check(s) {
-		if f.Kind == "leaked" && strings.HasPrefix(f.Handle, dockerHandlePrefix) && mine[f.Handle] {
+		if f.Kind != "leaked" || !strings.HasPrefix(f.Handle, dockerHandlePrefix) {
+			continue
+		}
+		// Only leaks need their handle read, to learn which host assigned
+		// them; there are usually none.
+		var h datastore.Handle
+		if _, err := c.alloc.store.Get(ctx, datastore.HandleKey(f.Handle), &h); errors.Is(err, datastore.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if h.Node == c.alloc.node {
 			found[f.Handle] = f
 			suspect = append(suspect, f.Handle)
 		}
