@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -89,10 +90,8 @@ func ipamShow(ctx context.Context, st *datastore.Store, ip string, out io.Writer
 			return fmt.Errorf("%s is in no block: tabby never assigned it", a)
 		}
 		var users []string
-		for _, e := range s.Endpoints {
-			if e.IPv4 == a.String() || e.IPv6 == a.String() {
-				users = append(users, fmt.Sprintf("%s on %s (%s)", short(e.EndpointID), e.Node, e.Interface))
-			}
+		for _, e := range holders(s.Endpoints, a) {
+			users = append(users, fmt.Sprintf("%s on %s (%s)", short(e.EndpointID), e.Node, e.Interface))
 		}
 		fmt.Fprintln(tw, "IP\tBLOCK\tHANDLE\tENDPOINT")
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a, block, orDash(handle), orDash(strings.Join(users, ", ")))
@@ -134,10 +133,8 @@ func ipamRelease(ctx context.Context, st *datastore.Store, a netip.Addr, force b
 		fmt.Fprintf(out, "%s is not assigned; nothing to release\n", a)
 		return nil
 	}
-	for _, e := range s.Endpoints {
-		if (e.IPv4 == a.String() || e.IPv6 == a.String()) && !force {
-			return fmt.Errorf("%s is in use by endpoint %s on %s: remove its container first (or --force)", a, short(e.EndpointID), e.Node)
-		}
+	if hs := holders(s.Endpoints, a); len(hs) > 0 && !force {
+		return fmt.Errorf("%s is in use by endpoint %s on %s: remove its container first (or --force)", a, short(hs[0].EndpointID), hs[0].Node)
 	}
 	// Releasing through an allocator of the block's owner keeps the handle
 	// bookkeeping in the same transaction as the block.
@@ -146,6 +143,17 @@ func ipamRelease(ctx context.Context, st *datastore.Store, a netip.Addr, force b
 	}
 	fmt.Fprintf(out, "%s released (was handle %s in block %s)\n", a, handle, block)
 	return nil
+}
+
+// holders returns the endpoints that have address a.
+func holders(eps []datastore.WorkloadEndpoint, a netip.Addr) []datastore.WorkloadEndpoint {
+	var out []datastore.WorkloadEndpoint
+	for _, e := range eps {
+		if slices.Contains(e.Addrs(), a) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func orDash(s string) string {
