@@ -16,8 +16,7 @@ type later struct {
 	mu      sync.Mutex
 	ops     []func(context.Context) error
 	running bool
-	done    chan struct{}
-	once    sync.Once
+	done    chan struct{} // closed with the store
 }
 
 // Later queues op to run once etcd answers again. It is for a write whose
@@ -74,7 +73,7 @@ func (s *Store) drain() {
 		q.mu.Unlock()
 		if err := op(context.Background()); errors.Is(err, ErrUnavailable) {
 			select {
-			case <-q.closed():
+			case <-q.done:
 				return
 			case <-time.After(laterRetry):
 			}
@@ -86,18 +85,12 @@ func (s *Store) drain() {
 	}
 }
 
-func (q *later) closed() chan struct{} {
-	q.once.Do(func() { q.done = make(chan struct{}) })
-	return q.done
-}
-
 func (q *later) close() {
-	ch := q.closed()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	select {
-	case <-ch:
+	case <-q.done:
 	default:
-		close(ch)
+		close(q.done)
 	}
 }

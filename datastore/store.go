@@ -73,7 +73,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w: %w", strings.Join(cfg.Endpoints, ","), ErrUnavailable, err)
 	}
-	s := &Store{cli: cli, timeout: cfg.Timeout}
+	s := &Store{cli: cli, timeout: cfg.Timeout, later: later{done: make(chan struct{})}}
 	if err := s.Ping(ctx); err != nil {
 		cli.Close()
 		return nil, err
