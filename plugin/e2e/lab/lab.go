@@ -71,6 +71,8 @@ type Options struct {
 	// NoTabby starts dockerd alone (the managed plugin test installs tabby
 	// into it).
 	NoTabby bool
+	// DockerdArgs are added to every dockerd's command line.
+	DockerdArgs []string
 	// IPv6 gives each host's first NIC an address in fd00:99::/64 (host i is
 	// ::10+i, the switch ::1) and runs tabby with IP6 set to it.
 	IPv6 bool
@@ -79,12 +81,27 @@ type Options struct {
 // Underlay6 is the lab's IPv6 underlay subnet when Options.IPv6 is set.
 const Underlay6 = "fd00:99::"
 
+// Dockerd is the dockerd the lab runs: $TABBY_DOCKERD (make e2e-29 points
+// it at Docker Engine 29) or Debian's, found by PATH.
+func Dockerd() string {
+	if d := os.Getenv("TABBY_DOCKERD"); d != "" {
+		return d
+	}
+	if p, err := exec.LookPath("dockerd"); err == nil {
+		return p
+	}
+	return "dockerd"
+}
+
 // Requirements returns why a lab cannot run here, or "".
 func Requirements() string {
 	if os.Geteuid() != 0 {
 		return "the lab needs root (network namespaces, dockerd)"
 	}
-	for _, b := range []string{"dockerd", "docker", "etcd", "busybox", "nsenter", "unshare", "ip", "iptables"} {
+	if _, err := os.Stat(Dockerd()); err != nil {
+		return "the lab needs dockerd (make deps installs it; TABBY_DOCKERD names another): " + err.Error()
+	}
+	for _, b := range []string{"docker", "etcd", "busybox", "nsenter", "unshare", "ip", "iptables"} {
 		if _, err := exec.LookPath(b); err != nil {
 			return "the lab needs " + b + " (make deps installs it)"
 		}
@@ -321,13 +338,22 @@ func tail(b []byte, n int) []byte {
 // directory, and its own data, exec root, pid file and socket.
 func (h *Host) StartDocker() {
 	os.MkdirAll("/run/docker/plugins", 0o755)
-	script := fmt.Sprintf("mount --bind %s /run/docker/plugins && exec dockerd --data-root %s --exec-root %s --pidfile %s -H unix://%s --storage-driver overlay2",
-		h.PluginDir, filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "docker.pid"), h.DockerSock)
+	// The mount namespace's copies of other labs' /run/netns mounts would
+	// keep those namespaces (and their veths) alive after they are deleted.
+	script := fmt.Sprintf("for m in /run/netns/*; do umount -l \"$m\" 2>/dev/null; done; "+
+		"mount --bind %s /run/docker/plugins && exec %s --data-root %s --exec-root %s --pidfile %s -H unix://%s --storage-driver overlay2",
+		h.PluginDir, Dockerd(), filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "docker.pid"), h.DockerSock)
+	for _, a := range h.lab.opt.DockerdArgs {
+		script += " " + a
+	}
 	if h.lab.opt.DNS {
 		script += " --dns " + h.Addr
 	}
 	logf, _ := os.OpenFile(filepath.Join(h.Dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	// dockerd finds runc, docker-proxy and containerd by PATH: an Engine
+	// built elsewhere brings its own beside it.
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(Dockerd())+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
