@@ -247,10 +247,14 @@ func nodeCmd(cfg *Config) *cobra.Command {
 		Short: "Show the BGP sessions of the local daemon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := fetchStatus(cfg.ControlSocket())
+			sock := cfg.ControlSocket()
+			if cfg.RunDir == DefaultConfig().RunDir { // not chosen: maybe the managed plugin
+				sock = findControlSocket(sock, managedControlSockets)
+			}
+			st, err := fetchStatus(sock)
 			if err != nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "tabby process is not running.")
-				return fmt.Errorf("no answer on %s (is tabby daemon running with this --run-dir?): %w", cfg.ControlSocket(), err)
+				return fmt.Errorf("no answer on %s (is tabby daemon running with this --run-dir?): %w", sock, err)
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil

@@ -206,3 +206,22 @@ func (c *Config) ip6Method() string {
 
 // ControlSocket is where the daemon answers the CLI's node status.
 func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.sock") }
+
+// managedControlSockets is where a managed plugin's control socket is seen
+// from the host: Docker mounts <exec-root>/plugins/<plugin ID> at the
+// plugin's /run/docker/plugins, where config.json puts its run dir, so no
+// host directory has to exist before `docker plugin enable`.
+const managedControlSockets = "/run/docker/plugins/*/ctl.sock"
+
+// findControlSocket returns def when a daemon listens there, else the one
+// managed plugin's socket matching pattern, else def (whose error then
+// names the --run-dir to give).
+func findControlSocket(def, pattern string) string {
+	if _, err := os.Stat(def); err == nil {
+		return def
+	}
+	if m, _ := filepath.Glob(pattern); len(m) == 1 {
+		return m[0]
+	}
+	return def
+}

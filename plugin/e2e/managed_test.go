@@ -28,11 +28,9 @@ func TestManagedPlugin(t *testing.T) {
 		t.Fatalf("make-plugin.sh: %v\n%s", err, b)
 	}
 	t.Cleanup(func() { h.Docker("plugin", "rm", "-f", "tabby:latest") })
-	data, run := filepath.Join(h.Dir, "plugin-data"), filepath.Join(h.Dir, "plugin-run")
-	os.MkdirAll(data, 0o700)
-	os.MkdirAll(run, 0o755)
-	must(t, h, "plugin", "set", "tabby:latest", "data.source="+data, "run.source="+run, "docker.source="+h.DockerSock,
-		"NODENAME=node00", "IP="+h.Addr)
+	// A fresh host: no directory is made for the plugin beforehand. Only
+	// the Docker socket is set, since the lab's is not at the default path.
+	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr)
 	must(t, h, "plugin", "enable", "tabby:latest")
 	if ls := must(t, h, "plugin", "ls", "--format", "{{.Name}} {{.Enabled}}"); !strings.Contains(ls, "tabby:latest true") {
 		t.Fatalf("plugin not enabled:\n%s", ls)
@@ -58,6 +56,15 @@ func TestManagedPlugin(t *testing.T) {
 		t.Fatalf("the plugin's iptables rules are missing:\n%s", fwd)
 	}
 	// The CLI on the host talks to the plugin's control socket and etcd.
+	// Its control socket is in the plugin's own directory, which Docker
+	// keeps in /run/docker/plugins/ID (in the lab, the host's PluginDir).
+	id := must(t, h, "plugin", "inspect", "-f", "{{.Id}}", "tabby:latest")
+	// A short link to it: the lab's path is longer than a unix socket
+	// address may be.
+	run := filepath.Join(l.Dir, "p")
+	if err := os.Symlink(filepath.Join(h.PluginDir, id), run); err != nil {
+		t.Fatal(err)
+	}
 	cli := exec.Command("nsenter", "--net=/run/netns/"+h.NS, l.Bin, "node", "status")
 	cli.Env = []string{"TABBY_RUN_DIR=" + run}
 	if b, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(b), "tabby process is running.") {
