@@ -49,6 +49,8 @@ type Driver struct {
 	joinMu sync.Mutex
 	// hostMTU is the MTU of the host's uplink (0: unknown).
 	hostMTU int
+	// sandboxPaths lists where a sandbox key may be opened from here.
+	sandboxPaths func(key string) []string
 	// testHookAfterSetup, set only by tests, runs between creating the veth
 	// and recording the join, to prove the undo path.
 	testHookAfterSetup func()
@@ -58,8 +60,14 @@ var _ network.Driver = (*Driver)(nil)
 
 // New returns the driver of node, programming the kernel through dp.
 func New(store *datastore.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
-	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second}
+	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second,
+		sandboxPaths: func(key string) []string { return []string{key} }}
 }
+
+// SetSandboxPaths tells the driver where Docker's sandbox keys can be opened
+// when dockerd's mount namespace is not the daemon's (a managed plugin, or
+// dockerd in a namespace of its own): f returns the paths to try for a key.
+func (d *Driver) SetSandboxPaths(f func(key string) []string) { d.sandboxPaths = f }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.timeout)
@@ -329,7 +337,11 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if _, err := d.store.Get(ctx, key, &ep); err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
 	}
-	gw, err := d.pickGateway(ctx, req.SandboxKey, ep.EndpointID)
+	peers, err := d.sandboxPeers(ctx, req.SandboxKey, ep.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := pickGateway(peers)
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +370,10 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if err := d.dp.SetupEndpoint(spec); err != nil {
 		return nil, err
 	}
+	if err := d.setAsideCovering(req.SandboxKey, peers, spec.IPv4); err != nil {
+		_ = d.dp.DeleteLink(spec.HostIf)
+		return nil, err
+	}
 	if d.testHookAfterSetup != nil {
 		d.testHookAfterSetup()
 	}
@@ -377,20 +393,32 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	return resp, nil
 }
 
+// sandboxPeers returns the sandbox's other tabby endpoints on this host.
+func (d *Driver) sandboxPeers(ctx context.Context, sandbox, self string) ([]datastore.WorkloadEndpoint, error) {
+	if sandbox == "" {
+		return nil, nil
+	}
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	if err != nil {
+		return nil, err
+	}
+	var out []datastore.WorkloadEndpoint
+	for _, e := range eps {
+		if e.SandboxKey == sandbox && e.EndpointID != self {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 // pickGateway returns 169.254.1.1 for a sandbox's first tabby endpoint and
 // the next free 169.254.1.N for further ones: Docker adds each endpoint's
 // on-link gateway route to the same container table, and a second
 // 169.254.1.1/32 route would fail with "file exists".
-func (d *Driver) pickGateway(ctx context.Context, sandbox, self string) (string, error) {
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
-	if err != nil {
-		return "", err
-	}
+func pickGateway(peers []datastore.WorkloadEndpoint) (string, error) {
 	used := map[string]bool{}
-	for _, e := range eps {
-		if e.SandboxKey == sandbox && sandbox != "" && e.EndpointID != self {
-			used[e.Gateway] = true
-		}
+	for _, e := range peers {
+		used[e.Gateway] = true
 	}
 	for i := 1; i < 255; i++ {
 		gw := "169.254.1." + strconv.Itoa(i)
@@ -399,6 +427,39 @@ func (d *Driver) pickGateway(ctx context.Context, sandbox, self string) (string,
 		}
 	}
 	return "", errors.New("a container can join at most 254 tabby networks")
+}
+
+// setAsideCovering moves the --subnet routes of the sandbox's other
+// endpoints that cover addr out of Docker's sight (dataplane.SandboxTable):
+// Docker refuses to program addr while a main-table route covers it. That
+// happens when a network without --subnet hands out an address of a pool
+// that another network of the container has as its --subnet.
+func (d *Driver) setAsideCovering(sandbox string, peers []datastore.WorkloadEndpoint, addr netip.Addr) error {
+	var covering []datastore.WorkloadEndpoint
+	for _, p := range peers {
+		if s, err := netip.ParsePrefix(p.Subnet); err == nil && s.Contains(addr) {
+			covering = append(covering, p)
+		}
+	}
+	if len(covering) == 0 {
+		return nil
+	}
+	ns, err := dataplane.OpenSandbox(d.sandboxPaths(sandbox)...)
+	if err != nil {
+		return fmt.Errorf("address %s lies in the --subnet of another network of this container, and its route cannot be moved aside: %w", addr, err)
+	}
+	defer ns.Close()
+	for _, p := range covering {
+		gw, err := netip.ParseAddr(p.Gateway)
+		if err != nil {
+			continue // not joined: it has no route yet
+		}
+		if err := dataplane.SetSubnetRouteAside(ns, netip.MustParsePrefix(p.Subnet), gw); err != nil {
+			return err
+		}
+		d.log.Info("subnet route set aside", "endpoint", short(p.EndpointID), "subnet", p.Subnet, "ip", addr.String())
+	}
+	return nil
 }
 
 // Leave removes the veth pair (and with it the host route).

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -196,6 +197,34 @@ func TestJoinUndoesVethWhenRecordingFails(t *testing.T) {
 	}
 	if r := f.sh(t, "route", "show", "proto", "77"); r != "" {
 		t.Fatalf("failed join left routes: %s", r)
+	}
+}
+
+// Joining a network whose address lies in another network's --subnet of
+// the same container moves that route aside in the sandbox; when the
+// sandbox cannot be opened the join fails, names the address, and leaves
+// no veth behind.
+func TestJoinCoveredBySubnetRouteUndoesWhenSandboxIsUnreachable(t *testing.T) {
+	f := newFixture(t)
+	f.network(t, net1)
+	const whole = "n3cccccccccccccccccccccccccccccc"
+	if err := f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: whole,
+		IPv4Data: []*network.IPAMData{{Pool: "192.168.0.0/16", Gateway: "169.254.1.1/32"}}}); err != nil {
+		t.Fatal(err)
+	}
+	sandbox := filepath.Join(t.TempDir(), "netns-not-mounted")
+	os.WriteFile(sandbox, nil, 0o644)
+	f.endpoint(t, whole, ep1, "192.168.1.1")
+	f.endpoint(t, net1, ep2, "192.168.200.1")
+	if _, err := f.d.Join(&network.JoinRequest{NetworkID: whole, EndpointID: ep1, SandboxKey: sandbox}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep2, SandboxKey: sandbox})
+	if err == nil || !strings.Contains(err.Error(), "192.168.200.1") {
+		t.Fatalf("join should fail naming the address, got %v", err)
+	}
+	if l := f.sh(t, "-o", "link"); strings.Contains(l, dataplane.HostIfName(ep2)) {
+		t.Fatalf("failed join left its veth: %s", l)
 	}
 }
 
