@@ -12,7 +12,7 @@ DIR=${1:-/var/cache/tabby/docker29}
 MOBY=${MOBY_VERSION:-v2.0.0-beta.24}
 RUNC=${RUNC_VERSION:-v1.3.7}
 GO=${GO:-go}
-if [ -x "$DIR/dockerd" ] && [ -x "$DIR/docker-proxy" ] && [ -x "$DIR/runc" ]; then
+if [ -x "$DIR/dockerd" ] && "$DIR/dockerd" --version | grep -q "version 29" && [ -x "$DIR/docker-proxy" ] && [ -x "$DIR/runc" ]; then
 	exit 0
 fi
 if ! pkg-config --exists libseccomp 2>/dev/null; then
@@ -22,7 +22,10 @@ mkdir -p "$DIR"
 tmp=$(mktemp -d "$DIR/.build-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 echo "building Docker Engine 29 ($MOBY) and runc $RUNC into $DIR (a few minutes, once)" >&2
+# moby's module has no version of its own: stamp the Engine release it is,
+# so `docker version` (and the suite's version check) tell the two apart.
 GOBIN="$tmp" CGO_ENABLED=1 GOFLAGS=-mod=mod $GO install -tags exclude_graphdriver_btrfs \
+	-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=${ENGINE_VERSION:-29.0.0-moby-$MOBY} -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY" \
 	"github.com/moby/moby/v2/cmd/dockerd@$MOBY" "github.com/moby/moby/v2/cmd/docker-proxy@$MOBY"
 GOBIN="$tmp" CGO_ENABLED=1 $GO install -tags 'seccomp urfave_cli_no_docs' "github.com/opencontainers/runc@$RUNC"
 mv "$tmp"/dockerd "$tmp"/docker-proxy "$tmp"/runc "$DIR"/
