@@ -64,9 +64,11 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugin/e2e/ ./ipamdriver/
 
 # The managed plugin: config.json + a rootfs with bin/tabby, iptables and
-# nft, created in the Docker at $$DOCKER_HOST as tabby:latest.
+# nft, created in the Docker at $$DOCKER_HOST as $(PLUGIN) (for a registry:
+# make plugin PLUGIN=registry.example:5000/tabby:1.0, then docker plugin push).
+PLUGIN ?= tabby:latest
 plugin: build
-	./plugin/managed/make-plugin.sh bin/tabby config.json build/plugin
+	PLUGIN=$(PLUGIN) ./plugin/managed/make-plugin.sh bin/tabby config.json build/plugin
 
 # Runs the fault tests and the fuzzers (10 s each) and prints what each
 # checked, its figure, and the verdict.

@@ -16,7 +16,7 @@ import (
 // tabbyNetworks lists the local Docker networks that use tabby's driver.
 func tabbyNetworks(ctx context.Context, docker *client.Client) ([]dnetwork.Summary, error) {
 	lf := filters.NewArgs()
-	for _, d := range driverNames {
+	for d := range tabbyDrivers(ctx, docker) {
 		lf.Add("driver", d)
 	}
 	return docker.NetworkList(ctx, dnetwork.ListOptions{Filters: lf})

@@ -31,6 +31,7 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 	if err != nil {
 		return err
 	}
+	drivers := newDriverSet(ctx, docker)
 	for _, c := range ctrs {
 		if c.NetworkSettings == nil {
 			continue
@@ -52,7 +53,7 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 		case err := <-errs:
 			return err
 		case m := <-msgs:
-			if !isTabby(m.Actor.Attributes["type"]) {
+			if !drivers.has(ctx, m.Actor.Attributes["type"]) {
 				continue
 			}
 			c, err := docker.ContainerInspect(ctx, m.Actor.Attributes["container"])

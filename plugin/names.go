@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path"
 	"time"
 
 	"github.com/docker/docker/api/types/events"
@@ -17,8 +18,53 @@ type Namer interface {
 	SetNetworkName(ctx context.Context, id, name, driver string) error
 }
 
-// driverNames are the names Docker knows tabby by.
-var driverNames = []string{"tabby", "tabby:latest"}
+// legacyDriverNames are the names of tabby's legacy socket and of the
+// managed plugin `make plugin` creates.
+var legacyDriverNames = []string{"tabby", "tabby:latest"}
+
+// tabbyDrivers returns every name Docker knows tabby by on this host: the
+// legacy ones and those of the managed plugins that run tabby. A managed
+// plugin's name is the reference it was installed from (such as
+// registry.example:5000/tabby:1.2), and stays so across docker plugin
+// upgrade. When Docker does not answer, the legacy names.
+func tabbyDrivers(ctx context.Context, docker *client.Client) map[string]bool {
+	names := map[string]bool{}
+	for _, n := range legacyDriverNames {
+		names[n] = true
+	}
+	// Unfiltered: Docker 20.10's capability filter matches no managed
+	// network driver here.
+	plugins, err := docker.PluginList(ctx, filters.NewArgs())
+	if err != nil {
+		return names
+	}
+	for _, p := range plugins {
+		if p != nil && p.Config.Interface.Socket == "tabby.sock" && len(p.Config.Entrypoint) > 0 && path.Base(p.Config.Entrypoint[0]) == "tabby" {
+			names[p.Name] = true
+		}
+	}
+	return names
+}
+
+// driverSet answers whether a driver name is tabby's for the event loops:
+// an unknown name (another driver's, or a plugin installed since) asks
+// Docker again, at most every ten seconds.
+type driverSet struct {
+	docker  *client.Client
+	names   map[string]bool
+	checked time.Time
+}
+
+func newDriverSet(ctx context.Context, docker *client.Client) *driverSet {
+	return &driverSet{docker: docker, names: tabbyDrivers(ctx, docker), checked: time.Now()}
+}
+
+func (d *driverSet) has(ctx context.Context, name string) bool {
+	if !d.names[name] && time.Since(d.checked) > 10*time.Second {
+		d.names, d.checked = tabbyDrivers(ctx, d.docker), time.Now()
+	}
+	return d.names[name]
+}
 
 // syncNames learns network names from Docker: Docker never sends them to a
 // driver, and asking Docker from inside a plugin request deadlocks, so this
@@ -50,6 +96,7 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 	if err != nil {
 		return err
 	}
+	drivers := newDriverSet(ctx, docker)
 	for _, n := range nets {
 		nameOne(ctx, namer, n.ID, n.Name, n.Driver)
 	}
@@ -60,20 +107,11 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 		case err := <-errs:
 			return err
 		case m := <-msgs:
-			if isTabby(m.Actor.Attributes["type"]) {
+			if drivers.has(ctx, m.Actor.Attributes["type"]) {
 				nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"], m.Actor.Attributes["type"])
 			}
 		}
 	}
-}
-
-func isTabby(driver string) bool {
-	for _, d := range driverNames {
-		if d == driver {
-			return true
-		}
-	}
-	return false
 }
 
 // nameOne records one name; a network tabby never stored (another

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	dnetwork "github.com/docker/docker/api/types/network"
@@ -35,6 +36,7 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		log.Debug("replicate: docker network list", "err", err)
 		return
 	}
+	drivers := tabbyDrivers(ctx, docker)
 	byID := map[string]datastore.Network{}
 	for _, n := range nets {
 		byID[n.ID] = n
@@ -59,10 +61,7 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		if n.Origin != "" || n.Name == "" || n.Node == node || localByName[n.Name] {
 			continue
 		}
-		drv := n.Driver
-		if drv == "" {
-			drv = "tabby"
-		}
+		drv := mirrorDriver(n.Driver, drivers)
 		opts := map[string]string{originOption: n.ID}
 		for k, v := range n.Options {
 			opts[k] = v
@@ -85,4 +84,25 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		localByName[n.Name] = true
 		log.Info("network mirrored from another host", "network", n.Name, "origin", n.Node)
 	}
+}
+
+// mirrorDriver is the driver name a mirrored network is created with: the
+// origin's, so every host names the same plugin reference, when tabby is
+// known by it here; else this host's own (a managed plugin's name before
+// the legacy "tabby").
+func mirrorDriver(origin string, local map[string]bool) string {
+	if local[origin] {
+		return origin
+	}
+	var managed []string
+	for n := range local {
+		if !slices.Contains(legacyDriverNames, n) {
+			managed = append(managed, n)
+		}
+	}
+	if len(managed) == 0 {
+		return "tabby"
+	}
+	slices.Sort(managed)
+	return managed[0]
 }
