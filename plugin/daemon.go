@@ -125,6 +125,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go drv.RunPolicy(bg, pol, 30*time.Second)
 	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
 	go drv.RunTunnels(bg, 30*time.Second)
+	if dp.ForwardsPerLink() {
+		// Links made since (tunnels, a new uplink) forward too.
+		go every(bg, 30*time.Second, func() {
+			if err := dp.ForwardPerLink(); err != nil {
+				d.log.Warn("forwarding link by link", "err", err)
+			}
+		})
+	}
 	go syncNames(bg, docker, drv, d.log)
 	go syncLabels(bg, docker, drv, d.log)
 	go replicate(bg, docker, st, cfg.NodeName, d.log)
@@ -251,7 +259,14 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 	if err != nil {
 		return fail(err)
 	}
-	if err := fwd.Ensure(); err != nil {
+	if err := fwd.Ensure(); errors.Is(err, dataplane.ErrForwardingOff) {
+		// IPv4 only: IPv6 has no per-link switch over netlink, and Ensure
+		// fails outright for it.
+		if err := dp.ForwardPerLink(); err != nil {
+			return fail(err)
+		}
+		d.log.Warn("net.ipv4.ip_forward is off and read-only here: forwarding link by link", "err", err)
+	} else if err != nil {
 		return fail(err)
 	}
 	drv := driver.New(st, d.cfg.NodeName, dp, d.log)

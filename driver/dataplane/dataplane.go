@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -36,6 +37,8 @@ type Dataplane struct {
 	// neighbour table parameters), opened in the same namespace.
 	rawMu sync.Mutex
 	raw   *nl.SocketHandle
+	// forwardPerLink: forwarding is set on each link (ForwardPerLink).
+	forwardPerLink atomic.Bool
 }
 
 // New binds to the namespace at nsPath ("" for the daemon's own).
@@ -259,8 +262,11 @@ func (d *Dataplane) DeleteRoute(r netlink.Route) error {
 	return nil
 }
 
-// IPv4 devconf index of proxy_arp (include/uapi/linux/ip.h).
-const devconfProxyARP = 3
+// IPv4 devconf indexes (include/uapi/linux/ip.h).
+const (
+	devconfForwarding = 1
+	devconfProxyARP   = 3
+)
 
 // Neighbour table attributes (include/uapi/linux/neighbour.h); x/sys/unix
 // does not carry them.
@@ -274,21 +280,16 @@ const (
 // EnableProxyARP sets proxy_arp=1 and proxy_delay=0 on a link through
 // netlink rather than /proc/sys, which is read-only inside a managed plugin.
 func (d *Dataplane) EnableProxyARP(index int) error {
-	// proxy_arp: RTM_SETLINK with IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF.
-	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
-	inet := spec.AddRtAttr(unix.AF_INET, nil)
-	conf := inet.AddRtAttr(unix.IFLA_INET_CONF, nil)
-	conf.AddRtAttr(devconfProxyARP, nl.Uint32Attr(1))
-	req.AddData(spec)
-	if err := d.exec(req); err != nil {
+	if err := d.setDevconf(index, devconfProxyARP, 1); err != nil {
 		return fmt.Errorf("proxy_arp: %w", err)
 	}
+	if d.forwardPerLink.Load() {
+		if err := d.setDevconf(index, devconfForwarding, 1); err != nil {
+			return fmt.Errorf("forwarding: %w", err)
+		}
+	}
 	// proxy_delay: RTM_SETNEIGHTBL on the arp_cache parms of this link.
-	req = nl.NewNetlinkRequest(unix.RTM_SETNEIGHTBL, unix.NLM_F_ACK)
+	req := nl.NewNetlinkRequest(unix.RTM_SETNEIGHTBL, unix.NLM_F_ACK)
 	req.AddData(&ndtmsg{family: unix.AF_INET})
 	req.AddData(nl.NewRtAttr(ndtaName, nl.ZeroTerminated("arp_cache")))
 	parms := nl.NewRtAttr(ndtaParms, nil)
@@ -300,6 +301,48 @@ func (d *Dataplane) EnableProxyARP(index int) error {
 	}
 	return nil
 }
+
+// setDevconf sets one IPv4 devconf value of a link: RTM_SETLINK with
+// IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF.
+func (d *Dataplane) setDevconf(index, id int, value uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	inet := spec.AddRtAttr(unix.AF_INET, nil)
+	conf := inet.AddRtAttr(unix.IFLA_INET_CONF, nil)
+	conf.AddRtAttr(id, nl.Uint32Attr(value))
+	req.AddData(spec)
+	return d.exec(req)
+}
+
+// ForwardPerLink turns IPv4 forwarding on link by link, over netlink, for
+// a host whose net.ipv4.ip_forward is off and whose /proc/sys tabby cannot
+// write (a managed plugin beside Docker 29's nftables backend, which does
+// not turn it on): the kernel forwards a packet when the link it came in on
+// forwards. Every link now, every endpoint's veth from now on; call again
+// to cover links made since (tunnels, new uplinks).
+func (d *Dataplane) ForwardPerLink() error {
+	d.forwardPerLink.Store(true)
+	links, err := d.h.LinkList()
+	if err != nil {
+		return fmt.Errorf("links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if err := d.setDevconf(l.Attrs().Index, devconfForwarding, 1); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("forwarding on %s: %w", l.Attrs().Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ForwardsPerLink reports whether ForwardPerLink was called.
+func (d *Dataplane) ForwardsPerLink() bool { return d.forwardPerLink.Load() }
 
 // exec sends a raw request on the handle's namespace.
 func (d *Dataplane) exec(req *nl.NetlinkRequest) error {

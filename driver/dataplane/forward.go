@@ -77,9 +77,14 @@ func (f *Forwarding) tables() []*iptables.IPTables {
 // (when enabled) IPv6. It never flushes the chain: it adds what is missing
 // and deletes what is stale, so a daemon restart leaves no moment in which
 // Docker's FORWARD DROP applies to container traffic.
+//
+// When IPv4 forwarding is off and /proc/sys cannot be written, the rules
+// are still installed and the error wraps ErrForwardingOff: the caller may
+// forward link by link instead (Dataplane.ForwardPerLink).
 func (f *Forwarding) Ensure() error {
-	if err := enableForward(filepath.Join(f.procRoot, "sys/net/ipv4/ip_forward"), "net.ipv4.ip_forward"); err != nil {
-		return err
+	v4 := enableForward(filepath.Join(f.procRoot, "sys/net/ipv4/ip_forward"), "net.ipv4.ip_forward")
+	if v4 != nil && !errors.Is(v4, ErrForwardingOff) {
+		return v4
 	}
 	if f.ipt6 != nil {
 		if err := enableForward(filepath.Join(f.procRoot, "sys/net/ipv6/conf/all/forwarding"), "net.ipv6.conf.all.forwarding"); err != nil {
@@ -91,8 +96,11 @@ func (f *Forwarding) Ensure() error {
 			return err
 		}
 	}
-	return nil
+	return v4
 }
+
+// ErrForwardingOff: a forwarding switch is off and tabby cannot turn it on.
+var ErrForwardingOff = errors.New("forwarding is off and tabby cannot turn it on")
 
 func ensureChain(ipt *iptables.IPTables) error {
 	ok, err := ipt.ChainExists("filter", ForwardChain)
@@ -186,5 +194,8 @@ func enableForward(path, sysctl string) error {
 	if err == nil && strings.TrimSpace(string(b)) == "1" {
 		return nil
 	}
-	return fmt.Errorf("forwarding is off and tabby cannot turn it on (%v): run 'sysctl -w %s=1' on the host", werr, sysctl)
+	if err == nil && strings.TrimSpace(string(b)) == "0" {
+		return fmt.Errorf("%w (%v): run 'sysctl -w %s=1' on the host", ErrForwardingOff, werr, sysctl)
+	}
+	return fmt.Errorf("%s: cannot write (%v) or read (%v) %s: run 'sysctl -w %s=1' on the host", sysctl, werr, err, path, sysctl)
 }

@@ -58,3 +58,30 @@ func TestOpenSandboxSkipsWhatIsNotANamespace(t *testing.T) {
 		t.Fatalf("error should name %s: %v", f, err)
 	}
 }
+
+// Forwarding link by link: every link (not lo) forwards, and so does an
+// endpoint's veth made afterwards, while the namespace's ip_forward stays
+// as it was.
+func TestForwardPerLink(t *testing.T) {
+	ns := testNS(t)
+	inNS(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	before := inNS(t, ns, "cat", "/proc/sys/net/ipv4/ip_forward")
+	d := newDP(t, ns)
+	if err := d.ForwardPerLink(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"eth0", "eth1"} {
+		if nc := inNS(t, ns, "ip", "netconf", "show", "dev", l); !strings.Contains(nc, "forwarding on") {
+			t.Fatalf("%s: %s", l, nc)
+		}
+	}
+	if err := d.SetupEndpoint(Endpoint{HostIf: HostIfName(epID), TempIf: TempIfName(epID), IPv4: netip.MustParseAddr("192.168.1.5"), MTU: 1500}); err != nil {
+		t.Fatal(err)
+	}
+	if nc := inNS(t, ns, "ip", "netconf", "show", "dev", HostIfName(epID)); !strings.Contains(nc, "forwarding on") {
+		t.Fatalf("endpoint veth: %s", nc)
+	}
+	if f := inNS(t, ns, "cat", "/proc/sys/net/ipv4/ip_forward"); f != before {
+		t.Fatalf("ip_forward changed from %s to %s", before, f)
+	}
+}

@@ -17,9 +17,9 @@ import (
 // --driver/--ipam-driver tabby:latest give containers that talk; a setting
 // changed with `docker plugin set` takes effect; disabling and removing it
 // leaves the host clean.
-func TestManagedPlugin(t *testing.T) {
-	l := lab.New(t, lab.Options{Hosts: 1, NoTabby: true})
-	h := l.Hosts[0]
+// makeLocalPlugin runs make plugin's script against h's Docker: tabby:latest.
+func makeLocalPlugin(t *testing.T, l *lab.Lab, h *lab.Host) {
+	t.Helper()
 	root, _ := filepath.Abs("../..")
 	out := filepath.Join(l.Dir, "plugin")
 	make := exec.Command(filepath.Join(root, "plugin/managed/make-plugin.sh"), l.Bin, filepath.Join(root, "config.json"), out)
@@ -28,6 +28,12 @@ func TestManagedPlugin(t *testing.T) {
 		t.Fatalf("make-plugin.sh: %v\n%s", err, b)
 	}
 	t.Cleanup(func() { h.Docker("plugin", "rm", "-f", "tabby:latest") })
+}
+
+func TestManagedPlugin(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 1, NoTabby: true})
+	h := l.Hosts[0]
+	makeLocalPlugin(t, l, h)
 	// A fresh host: no directory is made for the plugin beforehand. Only
 	// the Docker socket is set, since the lab's is not at the default path.
 	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr)
@@ -91,4 +97,38 @@ func TestManagedPlugin(t *testing.T) {
 	if out := mustExec(t, h, "nft", "list", "tables"); strings.Contains(out, "tabby") {
 		t.Fatalf("nftables table left after the plugin was removed:\n%s", out)
 	}
+}
+
+// Docker 29's nftables firewall backend does not turn IPv4 forwarding on
+// (with --ip-forward=false it does not ask for it either), and a managed
+// plugin cannot write /proc/sys: tabby turns forwarding on link by link
+// over netlink, and containers talk while net.ipv4.ip_forward stays 0.
+func TestManagedPluginForwardingOff(t *testing.T) {
+	if os.Getenv("TABBY_DOCKER_MAJOR") != "29" {
+		t.Skip("--firewall-backend=nftables is Docker 28+: make e2e-29 (run by make test) runs this")
+	}
+	l := lab.New(t, lab.Options{Hosts: 1, NoTabby: true, DockerdArgs: []string{"--firewall-backend=nftables", "--ip-forward=false"}})
+	h := l.Hosts[0]
+	if f := mustExec(t, h, "cat", "/proc/sys/net/ipv4/ip_forward"); f != "0" {
+		t.Fatalf("the host should start with forwarding off, ip_forward=%s", f)
+	}
+	makeLocalPlugin(t, l, h)
+	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr)
+	must(t, h, "plugin", "enable", "tabby:latest")
+	net := []string{"network", "create", "--driver", "tabby:latest", "--ipam-driver", "tabby:latest"}
+	must(t, h, append(net, "net1")...)
+	must(t, h, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, h, "run", "--net", "net1", "--name", "containerB", "-tid", "busybox")
+	eventually(t, 10*time.Second, "containerA reaches containerB with ip_forward off", func() (string, bool) {
+		return pings(h, "containerA", ipOf(t, h, "containerB", "net1"))
+	})
+	if f := mustExec(t, h, "cat", "/proc/sys/net/ipv4/ip_forward"); f != "0" {
+		t.Fatalf("ip_forward is %s: the test proves nothing", f)
+	}
+	ep := endpointOf(t, h, "containerA", "net1")
+	if nc := mustExec(t, h, "ip", "netconf", "show", "dev", hostIf(ep)); !strings.Contains(nc, "forwarding on") {
+		t.Fatalf("containerA's veth should forward:\n%s", nc)
+	}
+	must(t, h, "rm", "-f", "containerA", "containerB")
+	must(t, h, "network", "rm", "net1")
 }
