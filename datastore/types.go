@@ -65,8 +65,11 @@ type Network struct {
 	Pool   string `json:"pool"`             // what IPAM handed Docker: a subnet, or 0.0.0.0/0
 	Subnet string `json:"subnet,omitempty"` // set when the user chose --subnet
 	// IPv6 is set for --ipv6 networks; Subnet6 when an IPv6 --subnet was given.
-	IPv6    bool              `json:"ipv6,omitempty"`
-	Subnet6 string            `json:"subnet6,omitempty"`
+	IPv6    bool   `json:"ipv6,omitempty"`
+	Subnet6 string `json:"subnet6,omitempty"`
+	// NoIPv4 marks an IPv6-only network (Docker 28's --ipv4=false); Pool
+	// is empty then.
+	NoIPv4  bool              `json:"noIPv4,omitempty"`
 	MTU     int               `json:"mtu,omitempty"`
 	Options map[string]string `json:"options,omitempty"`
 	Profile string            `json:"profile"`

@@ -5,6 +5,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,18 +116,24 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	if err != nil {
 		return err
 	}
-	if len(req.IPv4Data) != 1 || req.IPv4Data[0] == nil {
-		return fmt.Errorf("tabby networks take exactly one IPv4 subnet, got %d", len(req.IPv4Data))
-	}
 	if len(req.IPv6Data) > 1 || (len(req.IPv6Data) == 1 && req.IPv6Data[0] == nil) {
 		return fmt.Errorf("tabby networks take at most one IPv6 subnet, got %d", len(req.IPv6Data))
 	}
+	// IPv6-only networks (Docker 28+, --ipv4=false --ipv6) bring no IPv4 data.
+	v6only := len(req.IPv4Data) == 0 && len(req.IPv6Data) == 1
+	if !v6only && (len(req.IPv4Data) != 1 || req.IPv4Data[0] == nil) {
+		return fmt.Errorf("tabby networks take exactly one IPv4 subnet, got %d (or, IPv6-only, --ipv4=false --ipv6)", len(req.IPv4Data))
+	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	pool := req.IPv4Data[0].Pool
-	n := datastore.Network{ID: req.NetworkID, Pool: pool, MTU: o.mtu, Options: o.opts, Profile: req.NetworkID,
-		Node: d.node, Origin: o.origin}
-	if pool != "0.0.0.0/0" {
+	n := datastore.Network{ID: req.NetworkID, MTU: o.mtu, Options: o.opts, Profile: req.NetworkID,
+		Node: d.node, Origin: o.origin, NoIPv4: v6only}
+	pool := ""
+	if !v6only {
+		pool = req.IPv4Data[0].Pool
+		n.Pool = pool
+	}
+	if pool != "" && pool != "0.0.0.0/0" {
 		if err := d.checkTabbyPool(ctx, pool); err != nil {
 			return err
 		}
@@ -235,26 +242,32 @@ func (d *Driver) nameInUse(ctx context.Context, name, id string) bool {
 
 // CreateEndpoint records the endpoint; the veth is made at Join.
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
-	if req.Interface == nil || req.Interface.Address == "" {
-		return nil, errors.New("endpoint has no IPv4 address: tabby networks need --ipam-driver tabby")
+	if req.Interface == nil || (req.Interface.Address == "" && req.Interface.AddressIPv6 == "") {
+		return nil, errors.New("endpoint has no address: tabby networks need --ipam-driver tabby")
 	}
-	pfx, err := netip.ParsePrefix(req.Interface.Address)
-	if err != nil || !pfx.Addr().Is4() {
-		return nil, fmt.Errorf("endpoint address %q is not an IPv4 CIDR", req.Interface.Address)
+	var ip4, ip6 netip.Addr
+	if req.Interface.Address != "" {
+		pfx, err := netip.ParsePrefix(req.Interface.Address)
+		if err != nil || !pfx.Addr().Is4() {
+			return nil, fmt.Errorf("endpoint address %q is not an IPv4 CIDR", req.Interface.Address)
+		}
+		ip4 = pfx.Addr()
 	}
-	var ip6 string
 	if req.Interface.AddressIPv6 != "" {
 		p6, err := netip.ParsePrefix(req.Interface.AddressIPv6)
 		if err != nil || !p6.Addr().Is6() {
 			return nil, fmt.Errorf("endpoint address %q is not an IPv6 CIDR", req.Interface.AddressIPv6)
 		}
-		ip6 = p6.Addr().String()
+		ip6 = p6.Addr()
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
 	var n datastore.Network
 	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); err != nil {
 		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
+	}
+	if !ip4.IsValid() && !n.NoIPv4 {
+		return nil, errors.New("endpoint has no IPv4 address: tabby networks need --ipam-driver tabby")
 	}
 	resp := &network.CreateEndpointResponse{}
 	mac := req.Interface.MacAddress
@@ -264,11 +277,11 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	mtu := n.MTU
 	if mtu == 0 {
-		mtu = d.mtuFor(ctx, pfx.Addr())
+		mtu = d.mtuFor(ctx, cmp.Or(ip4, ip6))
 	}
 	ep := datastore.WorkloadEndpoint{
 		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
-		Interface: dataplane.HostIfName(req.EndpointID), IPv4: pfx.Addr().String(), IPv6: ip6, MAC: mac, MTU: mtu,
+		Interface: dataplane.HostIfName(req.EndpointID), IPv4: addrString(ip4), IPv6: addrString(ip6), MAC: mac, MTU: mtu,
 		Subnet: n.Subnet, Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
 	}
 	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {
@@ -276,6 +289,14 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", short(ep.EndpointID), "ip", ep.IPv4, "ip6", ep.IPv6)
 	return resp, nil
+}
+
+// addrString is a's text, or "" for no address.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func networkLabel(n datastore.Network) string {
@@ -345,13 +366,15 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec := dataplane.Endpoint{HostIf: ep.Interface, TempIf: dataplane.TempIfName(ep.EndpointID),
-		IPv4: netip.MustParseAddr(ep.IPv4), MTU: ep.MTU}
+	ip4, _ := netip.ParseAddr(ep.IPv4) // invalid on an IPv6-only network
+	spec := dataplane.Endpoint{HostIf: ep.Interface, TempIf: dataplane.TempIfName(ep.EndpointID), IPv4: ip4, MTU: ep.MTU}
 	resp := &network.JoinResponse{
 		InterfaceName:         network.InterfaceName{SrcName: spec.TempIf, DstPrefix: ContainerIfPrefix},
-		Gateway:               gw,
-		StaticRoutes:          []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}},
 		DisableGatewayService: true,
+	}
+	if ip4.IsValid() {
+		resp.Gateway = gw
+		resp.StaticRoutes = []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}}
 	}
 	// A network with its own --subnet is routed by its own interface, so a
 	// container on several networks starts connections to each one's peers

@@ -228,6 +228,42 @@ func TestJoinCoveredBySubnetRouteUndoesWhenSandboxIsUnreachable(t *testing.T) {
 	}
 }
 
+// An IPv6-only network (--ipv4=false --ipv6): Docker sends no IPv4 data;
+// its endpoints have a /128 alone and join with only the IPv6 gateway. An
+// endpoint without IPv4 on a network that has it is refused.
+func TestIPv6OnlyNetworkEndpointJoin(t *testing.T) {
+	f := newFixture(t)
+	const v6 = "n6dddddddddddddddddddddddddddddd"
+	if err := f.d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: v6,
+		IPv6Data: []*network.IPAMData{{Pool: "::/0", Gateway: "fe80::1/64"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var n datastore.Network
+	if _, err := f.st.Get(context.Background(), datastore.NetworkKey(v6), &n); err != nil || !n.NoIPv4 || !n.IPv6 || n.Pool != "" {
+		t.Fatalf("stored network %+v (%v), want IPv6-only", n, err)
+	}
+	if _, err := f.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: v6, EndpointID: ep1,
+		Interface: &network.EndpointInterface{AddressIPv6: "fd00:192:168::5/128"}}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := f.d.Join(&network.JoinRequest{NetworkID: v6, EndpointID: ep1, SandboxKey: "/var/run/docker/netns/z"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Gateway != "" || len(j.StaticRoutes) != 0 || j.GatewayIPv6 != "fe80::1" {
+		t.Fatalf("join answer %+v, want only the IPv6 gateway fe80::1", j)
+	}
+	if r := f.sh(t, "-6", "route", "show", "proto", "77"); !strings.Contains(r, "fd00:192:168::5 dev "+dataplane.HostIfName(ep1)) {
+		t.Fatalf("no /128 route to the endpoint: %s", r)
+	}
+	f.network(t, net1)
+	_, err = f.d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: net1, EndpointID: ep2,
+		Interface: &network.EndpointInterface{AddressIPv6: "fd00:192:168::6/128"}})
+	if err == nil || !strings.Contains(err.Error(), "no IPv4 address") {
+		t.Fatalf("an endpoint without IPv4 on an IPv4 network: got %v", err)
+	}
+}
+
 func TestSetNetworkNameRenamesProfileAndRelabels(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()

@@ -85,9 +85,8 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	}
 	wantIf := map[string][]netip.Addr{}
 	for _, e := range eps {
-		if ip, err := netip.ParseAddr(e.IPv4); err == nil && e.SandboxKey != "" {
-			ip6, _ := netip.ParseAddr(e.IPv6)
-			wantIf[e.Interface] = []netip.Addr{ip, ip6}
+		if addrs := e.Addrs(); len(addrs) > 0 && e.SandboxKey != "" {
+			wantIf[e.Interface] = addrs
 		}
 	}
 	links, err := d.dp.HostLinks()

@@ -78,7 +78,7 @@ func daemonCmd(cfg *Config) *cobra.Command {
 	f.StringVar(&cfg.PoolVXLAN, "ipv4pool-vxlan", cfg.PoolVXLAN, "default pool VXLAN mode (env TABBY_IPV4POOL_VXLAN)")
 	f.StringVar(&cfg.PoolV6CIDR, "ipv6pool-cidr", cfg.PoolV6CIDR, "default IPv6 pool, made at first start (env TABBY_IPV6POOL_CIDR)")
 	f.StringVar(&cfg.DockerHost, "docker-host", cfg.DockerHost, "the local Docker API (env DOCKER_HOST)")
-	f.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "cluster name resolver address, empty for this host's IPv4:53, or off (env TABBY_DNS_ADDR)")
+	f.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "cluster name resolver address, empty for this host's IPv4:53 (and IPv6:53 with --ip6), or off (env TABBY_DNS_ADDR)")
 	f.StringSliceVar(&cfg.DNSUpstream, "dns-upstream", cfg.DNSUpstream, "resolvers for other names, HOST:PORT list (env TABBY_DNS_UPSTREAM; default: /etc/resolv.conf)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "metrics and health address (env TABBY_METRICS_ADDR)")
 	f.StringVar(&cfg.IPAMGCGrace, "ipam-gc-grace", cfg.IPAMGCGrace, "release an address this host assigned once no endpoint has used it this long; 0: never (env TABBY_IPAM_GC_GRACE)")

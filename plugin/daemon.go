@@ -285,26 +285,31 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 // resolver that cannot start (port 53 taken) is logged: networking works
 // without it.
 func (d *Daemon) startDNS(ctx context.Context, st *datastore.Store, host hostAddrs) {
-	addr := d.cfg.DNSAddr
-	if addr == "off" {
+	if d.cfg.DNSAddr == "off" {
 		return
 	}
-	if addr == "" {
-		addr = net.JoinHostPort(host.v4.Addr.Addr().String(), "53")
+	addrs := []string{d.cfg.DNSAddr}
+	if d.cfg.DNSAddr == "" {
+		// The IPv6 address too: a container of an IPv6-only network has
+		// no route to the host's IPv4 address.
+		addrs = []string{net.JoinHostPort(host.v4.Addr.Addr().String(), "53")}
+		if host.v6.Addr.IsValid() {
+			addrs = append(addrs, net.JoinHostPort(host.v6.Addr.Addr().String(), "53"))
+		}
 	}
 	ups := d.cfg.DNSUpstream
 	if len(ups) == 0 {
 		var err error
-		if ups, err = dns.Upstreams("/etc/resolv.conf", addr); err != nil {
+		if ups, err = dns.Upstreams("/etc/resolv.conf", addrs...); err != nil {
 			d.log.Warn("DNS: no upstream resolvers; other names will fail", "err", err)
 		}
 	}
 	srv := dns.New(st, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.log)
-	if err := srv.Run(ctx, addr, 30*time.Second); err != nil {
+	if err := srv.Run(ctx, 30*time.Second, addrs...); err != nil {
 		d.log.Warn("cluster name resolver not started", "err", err)
 		return
 	}
-	d.log.Info("cluster name resolver serving", "addr", addr, "upstreams", strings.Join(ups, ","))
+	d.log.Info("cluster name resolver serving", "addr", strings.Join(addrs, ","), "upstreams", strings.Join(ups, ","))
 }
 
 // keepNode re-registers the node periodically, so a deleted or edited

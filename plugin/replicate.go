@@ -77,6 +77,10 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		if n.IPv6 {
 			create.EnableIPv6 = &n.IPv6
 		}
+		if n.NoIPv4 {
+			no := false
+			create.EnableIPv4 = &no
+		}
 		if _, err := docker.NetworkCreate(ctx, n.Name, create); err != nil {
 			log.Warn("could not mirror network", "network", n.Name, "err", err)
 			continue

@@ -98,7 +98,7 @@ var GatewayV6 = netip.MustParsePrefix("fe80::1/64")
 type Endpoint struct {
 	HostIf string
 	TempIf string
-	IPv4   netip.Addr
+	IPv4   netip.Addr // invalid for IPv6-only endpoints
 	IPv6   netip.Addr // invalid for IPv4-only endpoints
 	MTU    int
 }
@@ -106,8 +106,9 @@ type Endpoint struct {
 // SetupEndpoint creates the veth pair, turns on proxy ARP on the host side
 // and routes the address to it. On any failure it removes what it made.
 func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
-	if !ep.IPv4.Is4() {
-		return fmt.Errorf("endpoint %s: %q is not an IPv4 address", ep.HostIf, ep.IPv4)
+	// IPv4 is invalid on an IPv6-only network; what is given must be of its family.
+	if (ep.IPv4.IsValid() && !ep.IPv4.Is4()) || (ep.IPv6.IsValid() && !ep.IPv6.Is6()) || (!ep.IPv4.IsValid() && !ep.IPv6.IsValid()) {
+		return fmt.Errorf("endpoint %s: addresses %q and %q are not an IPv4 and an IPv6 address", ep.HostIf, ep.IPv4, ep.IPv6)
 	}
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = ep.HostIf

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -103,7 +104,7 @@ func New(store *datastore.Store, upstreams []string, networkOf func(datastore.Wo
 }
 
 // Upstreams reads the host's resolvers from resolv.conf, leaving out self.
-func Upstreams(path, self string) ([]string, error) {
+func Upstreams(path string, self ...string) ([]string, error) {
 	cfg, err := mdns.ClientConfigFromFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("upstream resolvers from %s: %w", path, err)
@@ -111,23 +112,36 @@ func Upstreams(path, self string) ([]string, error) {
 	var out []string
 	for _, s := range cfg.Servers {
 		hp := net.JoinHostPort(s, cfg.Port)
-		if hp != self {
+		if !slices.Contains(self, hp) {
 			out = append(out, hp)
 		}
 	}
 	return out, nil
 }
 
-// Run serves UDP and TCP on addr until ctx ends, keeping the index current
-// from etcd watches. It returns once both listeners are open, or an error.
-func (s *Server) Run(ctx context.Context, addr string, resync time.Duration) error {
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		pc.Close()
+// Run serves UDP and TCP on each of addrs until ctx ends, keeping the index
+// current from etcd watches. It returns once every listener is open, or an
+// error (and then none stays open).
+func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string) error {
+	var servers []*mdns.Server
+	h := mdns.HandlerFunc(s.serve)
+	for _, addr := range addrs {
+		pc, err := net.ListenPacket("udp", addr)
+		if err == nil {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				servers = append(servers, &mdns.Server{PacketConn: pc, Handler: h}, &mdns.Server{Listener: ln, Handler: h})
+				continue
+			}
+			pc.Close()
+		}
+		for _, srv := range servers {
+			if srv.PacketConn != nil {
+				srv.PacketConn.Close()
+			} else {
+				srv.Listener.Close()
+			}
+		}
 		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
 	}
 	if err := s.refresh(ctx); err != nil {
@@ -138,14 +152,14 @@ func (s *Server) Run(ctx context.Context, addr string, resync time.Duration) err
 			s.log.Warn("DNS index", "err", err)
 		}
 	})
-	h := mdns.HandlerFunc(s.serve)
-	udp, tcp := &mdns.Server{PacketConn: pc, Handler: h}, &mdns.Server{Listener: ln, Handler: h}
-	go udp.ActivateAndServe()
-	go tcp.ActivateAndServe()
+	for _, srv := range servers {
+		go srv.ActivateAndServe()
+	}
 	go func() {
 		<-ctx.Done()
-		udp.Shutdown()
-		tcp.Shutdown()
+		for _, srv := range servers {
+			srv.Shutdown()
+		}
 	}()
 	return nil
 }

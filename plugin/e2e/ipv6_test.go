@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +125,74 @@ func TestDualStack(t *testing.T) {
 			}
 		}
 	})
+}
+
+// IPv6-only networks (Docker 28+: --ipv4=false --ipv6): endpoints get a
+// /128 and no IPv4 address, route via fe80::1, reach each other across
+// hosts over the IPv6 BGP routes, the network is mirrored IPv6-only, two
+// such networks stay isolated unless a policy allows it, and names resolve
+// across hosts (AAAA) through the resolver on the host's IPv6 address.
+func TestIPv6OnlyNetwork(t *testing.T) {
+	if os.Getenv("TABBY_DOCKER_MAJOR") != "29" {
+		t.Skip("--ipv4=false is Docker 28+: make e2e-29 (run by make test) runs this")
+	}
+	l := lab.New(t, lab.Options{Hosts: 2, IPv6: true, DNS: true})
+	fakeUpstream(t, l)
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	createEverywhere(t, l, n0, "v6a", "--ipv4=false", "--ipv6")
+	createEverywhere(t, l, n0, "v6b", "--ipv4=false", "--ipv6")
+	if v4 := must(t, n1, "network", "inspect", "-f", "{{.EnableIPv4}} {{.EnableIPv6}}", "v6a"); v4 != "false true" {
+		t.Fatalf("the mirror of v6a on node01 is IPv4 %s", v4)
+	}
+	must(t, n0, "run", "--net", "v6a", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "v6a", "--name", "containerC", "-tid", "busybox")
+	must(t, n1, "run", "--net", "v6b", "--name", "containerD", "-tid", "busybox")
+	ipA, ipC := ip6Of(t, n0, "containerA", "v6a"), ip6Of(t, n1, "containerC", "v6a")
+	if !netip.MustParsePrefix("fd00:192:168::/48").Contains(netip.MustParseAddr(ipA)) {
+		t.Fatalf("containerA has %q, want an address of the default IPv6 pool", ipA)
+	}
+	if a := must(t, n0, "exec", "containerA", "ip", "-4", "addr", "show", "dev", "cali0"); strings.Contains(a, "inet ") {
+		t.Fatalf("an IPv6-only endpoint has an IPv4 address:\n%s", a)
+	}
+	if r := must(t, n0, "exec", "containerA", "ip", "-6", "route"); !strings.Contains(r, "default via fe80::1 dev cali0") {
+		t.Fatalf("containerA's IPv6 routes lack `default via fe80::1 dev cali0`:\n%s", r)
+	}
+	eventually(t, 30*time.Second, "containerA reaches containerC over IPv6 across hosts", func() (string, bool) {
+		return pings(n0, "containerA", ipC)
+	})
+	if out, ok := pings(n1, "containerD", ipC); ok {
+		t.Fatalf("v6b reaches v6a: networks are not isolated:\n%s", out)
+	}
+	eventually(t, 30*time.Second, "containerA resolves containerC (AAAA) on node01", func() (string, bool) {
+		out, _ := n0.Docker("exec", "containerA", "nslookup", "-type=AAAA", "containerC")
+		return out, strings.Contains(out, ipC)
+	})
+	if out, _ := n0.Docker("exec", "containerA", "nslookup", "-type=AAAA", "containerD"); strings.Contains(out, ip6Of(t, n1, "containerD", "v6b")) {
+		t.Fatalf("containerA (v6a) resolved containerD (v6b):\n%s", out)
+	}
+	policy := filepath.Join(l.Dir, "allow-v6b.yaml")
+	os.WriteFile(policy, []byte(`apiVersion: tabby/v1
+kind: NetworkPolicy
+metadata: {name: allow-v6b}
+spec:
+  selector: tabby.network == 'v6a'
+  order: 100
+  ingress:
+  - action: Allow
+    source: {selector: tabby.network == 'v6b'}
+`), 0o644)
+	mustTabby(t, n0, "apply", "-f", policy)
+	eventually(t, 20*time.Second, "the policy lets v6b reach v6a over IPv6", func() (string, bool) {
+		return pings(n1, "containerD", ipC)
+	})
+	mustTabby(t, n0, "delete", "policy", "allow-v6b")
+	eventually(t, 20*time.Second, "v6b is cut off again once the policy is gone", func() (string, bool) {
+		out, ok := pings(n1, "containerD", ipC)
+		return out, !ok
+	})
+	must(t, n0, "rm", "-f", "containerA")
+	must(t, n1, "rm", "-f", "containerC", "containerD")
+	if out := mustTabby(t, n0, "ipam", "check"); !strings.Contains(out, "IPAM is consistent") {
+		t.Fatalf("ipam check:\n%s", out)
+	}
 }

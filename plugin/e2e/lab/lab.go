@@ -348,6 +348,9 @@ func (h *Host) StartDocker() {
 	}
 	if h.lab.opt.DNS {
 		script += " --dns " + h.Addr
+		if h.Addr6 != "" {
+			script += " --dns " + h.Addr6
+		}
 	}
 	logf, _ := os.OpenFile(filepath.Join(h.Dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
