@@ -38,11 +38,14 @@ func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command
 	pf.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of the control socket (env TABBY_RUN_DIR)")
 	pf.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (env TABBY_LOG_LEVEL)")
 
-	root.AddCommand(daemonCmd(&cfg), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg), nodeCmd(&cfg), ipamCmd(&cfg))
+	root.AddCommand(daemonCmd(&cfg, getenv("TABBY_MANAGED") == "1"), versionCmd(), applyCmd(&cfg), getCmd(&cfg), deleteCmd(&cfg), nodeCmd(&cfg), ipamCmd(&cfg))
 	return root
 }
 
-func daemonCmd(cfg *Config) *cobra.Command {
+// daemonCmd runs the daemon; managed (the managed plugin's config.json sets
+// TABBY_MANAGED=1) keeps a daemon that failed to start answering Docker with
+// the reason, so that docker plugin enable shows it.
+func daemonCmd(cfg *Config, managed bool) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Serve the Docker network and IPAM plugin",
@@ -62,7 +65,14 @@ func daemonCmd(cfg *Config) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return d.Run(ctx)
+			err = d.Run(ctx)
+			if err != nil && managed && ctx.Err() == nil {
+				log.Error("start failed; answering Docker with the reason", "err", err)
+				if serr := serveStartError(ctx, cfg.Socket, err); serr != nil {
+					return errors.Join(err, serr)
+				}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()

@@ -87,8 +87,9 @@ func (f *Forwarding) Ensure() error {
 		return v4
 	}
 	if f.ipt6 != nil {
+		// IPv6 has no per-link switch over netlink: off is fatal here.
 		if err := enableForward(filepath.Join(f.procRoot, "sys/net/ipv6/conf/all/forwarding"), "net.ipv6.conf.all.forwarding"); err != nil {
-			return err
+			return fmt.Errorf("IPv6: %s", err)
 		}
 	}
 	for _, ipt := range f.tables() {

@@ -99,23 +99,41 @@ func TestManagedPlugin(t *testing.T) {
 	}
 }
 
-// Docker 29's nftables firewall backend does not turn IPv4 forwarding on
-// (with --ip-forward=false it does not ask for it either), and a managed
-// plugin cannot write /proc/sys: tabby turns forwarding on link by link
-// over netlink, and containers talk while net.ipv4.ip_forward stays 0.
+// Docker 29's nftables firewall backend does not turn forwarding on (with
+// --ip-forward=false it does not ask for it either), and a managed plugin
+// cannot write /proc/sys. IPv6 has no per-link switch over netlink: with
+// IP6 set, the daemon cannot start, and Docker's first call (enable itself
+// only waits for the socket) fails with one error naming the sysctl to run.
+// Once the user has run it and enabled the plugin again, it turns IPv4
+// forwarding on link by link over netlink: containers talk while
+// net.ipv4.ip_forward stays 0.
 func TestManagedPluginForwardingOff(t *testing.T) {
 	if os.Getenv("TABBY_DOCKER_MAJOR") != "29" {
 		t.Skip("--firewall-backend=nftables is Docker 28+: make e2e-29 (run by make test) runs this")
 	}
-	l := lab.New(t, lab.Options{Hosts: 1, NoTabby: true, DockerdArgs: []string{"--firewall-backend=nftables", "--ip-forward=false"}})
+	l := lab.New(t, lab.Options{Hosts: 1, NoTabby: true, IPv6: true,
+		DockerdArgs: []string{"--firewall-backend=nftables", "--ip-forward=false"}})
 	h := l.Hosts[0]
-	if f := mustExec(t, h, "cat", "/proc/sys/net/ipv4/ip_forward"); f != "0" {
-		t.Fatalf("the host should start with forwarding off, ip_forward=%s", f)
+	for _, k := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if f := mustExec(t, h, "cat", k); f != "0" {
+			t.Fatalf("the host should start with forwarding off, %s=%s", k, f)
+		}
 	}
 	makeLocalPlugin(t, l, h)
-	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr)
+	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr, "IP6="+h.Addr6)
 	must(t, h, "plugin", "enable", "tabby:latest")
 	net := []string{"network", "create", "--driver", "tabby:latest", "--ipam-driver", "tabby:latest"}
+	out, err := h.Docker(append(net, "net1")...)
+	if err == nil || !strings.Contains(out, "sysctl -w net.ipv6.conf.all.forwarding=1") || strings.Count(out, "\n") > 1 {
+		t.Fatalf("network create with IPv6 forwarding off: want one error naming the sysctl, got %v:\n%s", err, out)
+	}
+	t.Logf("docker network create with IPv6 forwarding off: %s", out)
+	if ls := must(t, h, "network", "ls", "--format", "{{.Name}}"); strings.Contains(ls, "net1") {
+		t.Fatalf("the failed create left net1:\n%s", ls)
+	}
+	mustExec(t, h, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding") // the user's fix
+	must(t, h, "plugin", "disable", "tabby:latest")
+	must(t, h, "plugin", "enable", "tabby:latest")
 	must(t, h, append(net, "net1")...)
 	must(t, h, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
 	must(t, h, "run", "--net", "net1", "--name", "containerB", "-tid", "busybox")
