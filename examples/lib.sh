@@ -5,7 +5,10 @@
 # Source it from the repository root, as root.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for b in dockerd docker etcd busybox nsenter unshare ip iptables nft; do
+# TABBY_DOCKERD picks another dockerd (make e2e-29 runs the labs on Docker
+# Engine 29); its directory goes first in its PATH, for its runc.
+DOCKERD=${TABBY_DOCKERD:-$(command -v dockerd || echo dockerd)}
+for b in "$DOCKERD" docker etcd busybox nsenter unshare ip iptables nft; do
 	command -v "$b" >/dev/null || { echo "this lab needs $b: run 'make deps' (Debian packages)" >&2; exit 1; }
 done
 [ -x bin/tabby ] || make build >/dev/null
@@ -103,8 +106,8 @@ lab_host() {
 	done
 	[ "${1:-}" = -- ] && shift && env=("$@")
 	ip -n "$ns" route add default via "${first%.*}.1"
-	nsenter --net="/run/netns/$ns" unshare --mount --propagation private sh -c \
-		"mount --bind $dir/plugins /run/docker/plugins && exec dockerd --data-root $dir/data --exec-root $dir/exec --pidfile $dir/docker.pid -H unix://$dir/docker.sock --dns ${first%/*}" \
+	PATH="$(dirname "$DOCKERD"):$PATH" nsenter --net="/run/netns/$ns" unshare --mount --propagation private sh -c \
+		"for m in /run/netns/*; do umount -l \$m 2>/dev/null; done; mount --bind $dir/plugins /run/docker/plugins && exec $DOCKERD --data-root $dir/data --exec-root $dir/exec --pidfile $dir/docker.pid -H unix://$dir/docker.sock --dns ${first%/*}" \
 		>"$dir/dockerd.log" 2>&1 &
 	until D "$name" version >/dev/null 2>&1; do sleep 0.2; done
 	D "$name" import -c 'CMD ["sh"]' "$LAB_DIR/busybox.tar" busybox >/dev/null

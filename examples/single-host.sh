@@ -29,8 +29,10 @@ ip -n "$NS" link set eth0 up
 ip -n "$NS" route add default via 10.99.9.1   # proxy ARP needs a route covering 169.254.1.1
 mkdir -p "$DIR/plugins" /run/docker/plugins
 
-nsenter --net=/run/netns/$NS unshare --mount --propagation private sh -c \
-	"mount --bind $DIR/plugins /run/docker/plugins && exec dockerd --data-root $DIR/data --exec-root $DIR/exec --pidfile $DIR/docker.pid -H unix://$DIR/docker.sock" \
+# TABBY_DOCKERD picks another dockerd (make e2e-29 runs this on Engine 29).
+DOCKERD=${TABBY_DOCKERD:-$(command -v dockerd || echo dockerd)}
+PATH="$(dirname "$DOCKERD"):$PATH" nsenter --net=/run/netns/$NS unshare --mount --propagation private sh -c \
+	"for m in /run/netns/*; do umount -l \$m 2>/dev/null; done; mount --bind $DIR/plugins /run/docker/plugins && exec $DOCKERD --data-root $DIR/data --exec-root $DIR/exec --pidfile $DIR/docker.pid -H unix://$DIR/docker.sock" \
 	>"$DIR/dockerd.log" 2>&1 &
 DPID=$!
 until D version >/dev/null 2>&1; do sleep 0.2; done
