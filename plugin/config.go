@@ -35,10 +35,14 @@ type Config struct {
 	PoolVXLAN        string
 	PoolV6CIDR       string
 	DockerHost       string
-	DNSAddr          string
-	DNSUpstream      []string
-	MetricsAddr      string
-	LogLevel         string
+	// DockerExecMount is where Docker's exec root (its netns/ holds the
+	// containers' namespaces) is mounted, when not at its own path (the
+	// managed plugin); "" otherwise.
+	DockerExecMount string
+	DNSAddr         string
+	DNSUpstream     []string
+	MetricsAddr     string
+	LogLevel        string
 	// IPAMGCGrace is how long an address this host assigned for Docker may
 	// stay unused by any endpoint before the IPAM collector releases it
 	// ("0" turns the collector off).
@@ -76,7 +80,7 @@ func (c *Config) envVars() map[string]*string {
 		"NODENAME":                 &c.NodeName, "IP": &c.IP, "IP6": &c.IP6, "IP_AUTODETECTION_METHOD": &c.IPAutodetection,
 		"IP6_AUTODETECTION_METHOD": &c.IP6Autodetection, "TABBY_IPV6POOL_CIDR": &c.PoolV6CIDR,
 		"AS": &c.AS, "TABBY_IPV4POOL_CIDR": &c.PoolCIDR, "TABBY_IPV4POOL_IPIP": &c.PoolIPIP,
-		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DNS_ADDR": &c.DNSAddr,
+		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DOCKER_EXEC_MOUNT": &c.DockerExecMount, "TABBY_DNS_ADDR": &c.DNSAddr,
 		"TABBY_METRICS_ADDR": &c.MetricsAddr, "TABBY_LOG_LEVEL": &c.LogLevel,
 		"TABBY_IPAM_GC_GRACE": &c.IPAMGCGrace,
 	}

@@ -270,7 +270,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 		return fail(err)
 	}
 	drv := driver.New(st, d.cfg.NodeName, dp, d.log)
-	drv.SetSandboxPaths(sandboxPaths(d.cfg.DockerHost))
+	drv.SetSandboxPaths(sandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
 	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))
 	if err := drv.SyncNAT(ctx, fwd); err != nil {
 		return fail(err)

@@ -17,6 +17,12 @@ import (
 // --driver/--ipam-driver tabby:latest give containers that talk; a setting
 // changed with `docker plugin set` takes effect; disabling and removing it
 // leaves the host clean.
+// pluginMounts are the managed plugin's mount settings for a lab host,
+// whose Docker socket and exec root are not at the default paths.
+func pluginMounts(h *lab.Host) []string {
+	return []string{"docker.source=" + h.DockerSock, "dockerexec.source=" + filepath.Join(h.Dir, "exec")}
+}
+
 // makeLocalPlugin runs make plugin's script against h's Docker: tabby:latest.
 func makeLocalPlugin(t *testing.T, l *lab.Lab, h *lab.Host) {
 	t.Helper()
@@ -35,8 +41,8 @@ func TestManagedPlugin(t *testing.T) {
 	h := l.Hosts[0]
 	makeLocalPlugin(t, l, h)
 	// A fresh host: no directory is made for the plugin beforehand. Only
-	// the Docker socket is set, since the lab's is not at the default path.
-	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr)
+	// the mounts are set, since the lab's paths are not the default ones.
+	must(t, h, append([]string{"plugin", "set", "tabby:latest", "NODENAME=node00", "IP=" + h.Addr}, pluginMounts(h)...)...)
 	must(t, h, "plugin", "enable", "tabby:latest")
 	if ls := must(t, h, "plugin", "ls", "--format", "{{.Name}} {{.Enabled}}"); !strings.Contains(ls, "tabby:latest true") {
 		t.Fatalf("plugin not enabled:\n%s", ls)
@@ -77,9 +83,20 @@ func TestManagedPlugin(t *testing.T) {
 		t.Fatalf("tabby node status against the plugin: %v\n%s", err, b)
 	}
 
+	// The pool-wide --subnet beside a network without one: the plugin opens
+	// the container's namespace through its mount of Docker's exec root to
+	// set the pool's route aside.
+	must(t, h, append(net, "--subnet", "192.168.0.0/16", "netpool")...)
+	must(t, h, "run", "--net", "netpool", "--name", "containerP", "-tid", "busybox")
+	must(t, h, "network", "connect", "net1", "containerP")
+	if r := must(t, h, "exec", "containerP", "ip", "route", "show", "table", "77"); !strings.Contains(r, "192.168.0.0/16") {
+		t.Fatalf("containerP's pool route should be in table 77:\n%s", r)
+	}
+	mustPing(t, h, "containerB", ipOf(t, h, "containerP", "net1"))
+
 	// docker plugin set needs the plugin disabled, so its users go first.
-	must(t, h, "rm", "-f", "containerA", "containerB", "containerC")
-	must(t, h, "network", "rm", "net1", "net2")
+	must(t, h, "rm", "-f", "containerA", "containerB", "containerC", "containerP")
+	must(t, h, "network", "rm", "net1", "net2", "netpool")
 	must(t, h, "plugin", "disable", "tabby:latest")
 	must(t, h, "plugin", "set", "tabby:latest", "NODENAME=node00-renamed")
 	must(t, h, "plugin", "enable", "tabby:latest")
@@ -120,7 +137,7 @@ func TestManagedPluginForwardingOff(t *testing.T) {
 		}
 	}
 	makeLocalPlugin(t, l, h)
-	must(t, h, "plugin", "set", "tabby:latest", "docker.source="+h.DockerSock, "NODENAME=node00", "IP="+h.Addr, "IP6="+h.Addr6)
+	must(t, h, append([]string{"plugin", "set", "tabby:latest", "NODENAME=node00", "IP=" + h.Addr, "IP6=" + h.Addr6}, pluginMounts(h)...)...)
 	must(t, h, "plugin", "enable", "tabby:latest")
 	net := []string{"network", "create", "--driver", "tabby:latest", "--ipam-driver", "tabby:latest"}
 	out, err := h.Docker(append(net, "net1")...)

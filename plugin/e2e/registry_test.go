@@ -97,8 +97,8 @@ func TestPluginFromRegistry(t *testing.T) {
 	makePlugin(t, l, builder, v1, "v1")
 	makePlugin(t, l, builder, v2, "v2")
 	for _, h := range []*lab.Host{n1, n2} {
-		must(t, h, "plugin", "install", "--grant-all-permissions", v1, "ETCD_ENDPOINTS="+switchEtcd,
-			"NODENAME="+h.Name, "IP="+h.Addr, "docker.source="+h.DockerSock)
+		must(t, h, append([]string{"plugin", "install", "--grant-all-permissions", v1, "ETCD_ENDPOINTS=" + switchEtcd,
+			"NODENAME=" + h.Name, "IP=" + h.Addr}, pluginMounts(h)...)...)
 		t.Cleanup(func() { h.Docker("plugin", "rm", "-f", v1) })
 	}
 	must(t, n1, "network", "create", "--driver", v1, "--ipam-driver", v1, "net1")
@@ -124,8 +124,8 @@ func TestPluginFromRegistry(t *testing.T) {
 		must(t, h, "plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", v1, v2)
 		// Docker keeps the settings of the environment across an upgrade
 		// but takes mount sources from the new config: the lab's Docker
-		// socket is not at the default path.
-		must(t, h, "plugin", "set", v1, "docker.source="+h.DockerSock)
+		// paths are not the default ones.
+		must(t, h, append([]string{"plugin", "set", v1}, pluginMounts(h)...)...)
 		must(t, h, "plugin", "enable", v1)
 		// The name stays v1's (networks name it); the config is v2's.
 		if d := must(t, h, "plugin", "inspect", "-f", "{{.Config.Description}}", v1); !strings.HasPrefix(d, "v2 ") {

@@ -340,9 +340,16 @@ func (h *Host) StartDocker() {
 	os.MkdirAll("/run/docker/plugins", 0o755)
 	// The mount namespace's copies of other labs' /run/netns mounts would
 	// keep those namespaces (and their veths) alive after they are deleted.
-	script := fmt.Sprintf("for m in /run/netns/*; do umount -l \"$m\" 2>/dev/null; done; "+
-		"mount --bind %s /run/docker/plugins && exec %s --data-root %s --exec-root %s --pidfile %s -H unix://%s --storage-driver overlay2",
-		h.PluginDir, Dockerd(), filepath.Join(h.Dir, "data"), filepath.Join(h.Dir, "exec"), filepath.Join(h.Dir, "docker.pid"), h.DockerSock)
+	// Shared mounts inside it, as on a systemd host, and the exec root a
+	// mount of its own, as /run is there: runc makes the mount holding a
+	// container's rootfs private in the container, so only then can a
+	// managed plugin's slave mount of the exec root see the containers'
+	// namespaces. The namespace was made private first: nothing of this
+	// reaches the machine's.
+	execRoot := filepath.Join(h.Dir, "exec")
+	script := fmt.Sprintf("for m in /run/netns/*; do umount -l \"$m\" 2>/dev/null; done; mount --make-rshared / && "+
+		"mount --bind %s %s && mount --bind %s /run/docker/plugins && exec %s --data-root %s --exec-root %s --pidfile %s -H unix://%s --storage-driver overlay2",
+		execRoot, execRoot, h.PluginDir, Dockerd(), filepath.Join(h.Dir, "data"), execRoot, filepath.Join(h.Dir, "docker.pid"), h.DockerSock)
 	for _, a := range h.lab.opt.DockerdArgs {
 		script += " " + a
 	}
