@@ -255,6 +255,28 @@ var kinds = map[string]kind{
 	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK"}, rowOf("endpointID", "node", "interfaceName", "ipv4", "networkID")},
 }
 
+// hidePassword replaces a record's "password" by "passwordSet": true, so
+// that no output of the CLI carries a BGP session's MD5 secret.
+func hidePassword(raw json.RawMessage) json.RawMessage {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
+	}
+	pw, ok := m["password"]
+	if !ok {
+		return raw
+	}
+	delete(m, "password")
+	if s, _ := pw.(string); s != "" {
+		m["passwordSet"] = true
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
 // kindOf maps what users type (nodes, ippool, wep...) to a kind.
 func kindOf(s string) (kind, error) {
 	alias := map[string]string{
@@ -297,7 +319,7 @@ func get(ctx context.Context, st *datastore.Store, k kind, name, format string, 
 			return fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		if name == "" || n == name {
-			items = append(items, item{n, cells, kv.Value})
+			items = append(items, item{n, cells, hidePassword(kv.Value)})
 		}
 	}
 	if name != "" && len(items) == 0 {

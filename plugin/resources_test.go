@@ -1,8 +1,14 @@
 package plugin
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/datastore/etcdtest"
 )
 
 func TestParseDocumentsNamesTheBadField(t *testing.T) {
@@ -48,5 +54,36 @@ func TestMirrorDriver(t *testing.T) {
 		if got := mirrorDriver(c.origin, c.local); got != c.want {
 			t.Errorf("mirrorDriver(%q, %v) = %q, want %q", c.origin, c.local, got, c.want)
 		}
+	}
+}
+
+// tabby get never prints a BGP peer's MD5 password, in any format, only
+// that one is set; the stored record keeps it for the speaker.
+func TestBGPPeerPasswordIsNeverPrinted(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx := context.Background()
+	docs, err := parseDocuments([]byte("apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {peerIP: 10.0.0.254, asNumber: 65000, password: s3cr3t-md5}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, st, docs, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := kindOf("bgppeers")
+	for _, format := range []string{"table", "wide", "yaml", "json"} {
+		var b bytes.Buffer
+		if err := get(ctx, st, k, "", format, &b); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(b.String(), "s3cr3t") {
+			t.Fatalf("get -o %s prints the password:\n%s", format, b.String())
+		}
+		if (format == "yaml" || format == "json") && !strings.Contains(b.String(), "passwordSet") {
+			t.Fatalf("get -o %s does not say a password is set:\n%s", format, b.String())
+		}
+	}
+	var p datastore.BGPPeer
+	if _, err := st.Get(ctx, datastore.BGPPeerKey("tor"), &p); err != nil || p.Password != "s3cr3t-md5" {
+		t.Fatalf("the stored password: %q (%v)", p.Password, err)
 	}
 }
