@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -380,7 +382,10 @@ func (c *compiler) writeSets(b *strings.Builder) {
 			if fam == 6 {
 				typ = "ipv6_addr"
 			}
-			fmt.Fprintf(b, "\tset sel%d_%d {\n\t\ttype %s\n\t\tcomment \"%s\"\n", i, fam, typ, strings.ReplaceAll(src, `"`, "'"))
+			// The comment names the selector by hash: no user text enters
+			// the ruleset (a newline in a label value would end the
+			// statement; nft refuses comments past 128 bytes).
+			fmt.Fprintf(b, "\tset sel%d_%d {\n\t\ttype %s\n\t\tcomment \"selector %s\"\n", i, fam, typ, SelectorDigest(src))
 			if len(members[fam]) > 0 {
 				elems := make([]string, 0, len(members[fam]))
 				for a := range members[fam] {
@@ -392,6 +397,13 @@ func (c *compiler) writeSets(b *strings.Builder) {
 			b.WriteString("\t}\n")
 		}
 	}
+}
+
+// SelectorDigest names a selector in the ruleset: the first 16 hex digits
+// of its SHA-256.
+func SelectorDigest(src string) string {
+	sum := sha256.Sum256([]byte(src))
+	return hex.EncodeToString(sum[:8])
 }
 
 // Validate checks a policy's selector and rules, naming the bad field.

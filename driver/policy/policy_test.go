@@ -191,3 +191,54 @@ func TestEnforcementInKernel(t *testing.T) {
 		t.Fatalf("table left after Remove: %s", out)
 	}
 }
+
+// A selector longer than nft allows in a comment (128 bytes), with a label
+// value that tries to end the set and add a table of its own: the ruleset
+// carries no user text, so it applies, and nothing else appears.
+func TestSelectorTextStaysOutOfTheRuleset(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs the nft command (nftables package): " + err.Error())
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	host := "tpols-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
+	hostile := "x\"\n}\n}\ntable inet evil {\nchain c {"
+	sel := "tabby.network == 'net1' && app in {'" + strings.Repeat("a", 130) + "', '" + hostile + "'}"
+	pol := datastore.NetworkPolicy{Name: "long", Order: 10, Selector: sel,
+		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: sel}}}}
+	if err := Validate(pol); err != nil {
+		t.Fatalf("the selector should be valid: %v", err)
+	}
+	e := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1")
+	e.Labels["app"] = strings.Repeat("a", 130) // selected, so the policy and its sets are written
+	in := Input{Local: []Endpoint{e}, All: []Endpoint{e}, Profiles: map[string]datastore.Profile{"net1": profileOf("net1")},
+		Policies: []datastore.NetworkPolicy{pol}}
+	s, err := Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s, "10.0.0.1") {
+		t.Fatalf("the policy's source set should hold the selected endpoint:\n%s", s)
+	}
+	if strings.Contains(s, "evil") || strings.Contains(s, strings.Repeat("a", 130)) {
+		t.Fatalf("selector text in the ruleset:\n%s", s)
+	}
+	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enf.Apply(s); err != nil {
+		t.Fatalf("apply: %v\n%s", err, s)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "tables").CombinedOutput()
+	if strings.Contains(string(out), "evil") || !strings.Contains(string(out), "tabby") {
+		t.Fatalf("tables after apply:\n%s", out)
+	}
+}
