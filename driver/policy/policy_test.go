@@ -66,7 +66,10 @@ func TestCompileRulesAndSets(t *testing.T) {
 // The rule set in a real kernel: a host namespace with three "containers"
 // wired like tabby's endpoints. Same network talks, different networks do
 // not, a policy opens exactly one port, and a forged source is dropped.
-func TestEnforcementInKernel(t *testing.T) {
+// needNftables skips a test that needs root and the nft command, and
+// returns a random id for the namespaces it makes.
+func needNftables(t *testing.T) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
@@ -75,7 +78,11 @@ func TestEnforcementInKernel(t *testing.T) {
 	}
 	b := make([]byte, 3)
 	rand.Read(b)
-	id := hex.EncodeToString(b)
+	return hex.EncodeToString(b)
+}
+
+func TestEnforcementInKernel(t *testing.T) {
+	id := needNftables(t)
 	host := "tpolh-" + id
 	run := func(args ...string) string {
 		t.Helper()
@@ -196,15 +203,7 @@ func TestEnforcementInKernel(t *testing.T) {
 // value that tries to end the set and add a table of its own: the ruleset
 // carries no user text, so it applies, and nothing else appears.
 func TestSelectorTextStaysOutOfTheRuleset(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs the nft command (nftables package): " + err.Error())
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	host := "tpols-" + hex.EncodeToString(b)
+	host := "tpols-" + needNftables(t)
 	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
