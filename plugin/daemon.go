@@ -125,6 +125,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go drv.RunPolicy(bg, pol, 30*time.Second)
 	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
 	go drv.RunTunnels(bg, 30*time.Second)
+	// Rules that a flush removed come back by themselves, without an etcd
+	// change: a few checks every 3 s.
+	go every(bg, 3*time.Second, func() { d.repairRules(enf, fwd) })
 	if dp.ForwardsPerLink() {
 		// Links made since (tunnels, a new uplink) forward too.
 		go every(bg, 30*time.Second, func() {
@@ -279,6 +282,19 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 		return fail(fmt.Errorf("reconcile kernel state with etcd: %w", err))
 	}
 	return dp, fwd, drv, nil
+}
+
+// repairRules puts back tabby's nftables table and iptables chains and
+// jumps when something flushed them.
+func (d *Daemon) repairRules(enf *policy.Enforcer, fwd *dataplane.Forwarding) {
+	if did, err := enf.Repair(); err != nil {
+		d.log.Warn("policy repair", "err", err)
+	} else if did {
+		d.log.Warn("tabby's nftables table was gone (flushed?): put back")
+	}
+	if err := fwd.Repair(); err != nil {
+		d.log.Warn("iptables repair", "err", err)
+	}
 }
 
 // startDNS runs the cluster name resolver unless --dns-addr is off. A

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -29,6 +30,11 @@ type Forwarding struct {
 	// ipt6 is nil when the host takes no part in IPv6.
 	ipt6     *iptables.IPTables
 	procRoot string
+	// natMu serialises NAT syncs (pool changes and Repair); natPools is
+	// the last synced set, natSynced whether there was one.
+	natMu     sync.Mutex
+	natPools  []NATPool
+	natSynced bool
 }
 
 // NewForwarding uses the iptables binary at path ("" to find it on PATH;
@@ -98,6 +104,22 @@ func (f *Forwarding) Ensure() error {
 		}
 	}
 	return v4
+}
+
+// Repair puts back what a flush removed (iptables -F FORWARD, iptables -t
+// nat -F POSTROUTING, nft flush ruleset): the forwarding chain and its
+// jump, and the NAT chain and its jump as last synced. When nothing is
+// missing it costs a few iptables checks and no write.
+func (f *Forwarding) Repair() error {
+	if err := f.Ensure(); err != nil && !errors.Is(err, ErrForwardingOff) {
+		return err
+	}
+	f.natMu.Lock()
+	defer f.natMu.Unlock()
+	if !f.natSynced {
+		return nil
+	}
+	return f.syncNATLocked(f.natPools)
 }
 
 // ErrForwardingOff: a forwarding switch is off and tabby cannot turn it on.

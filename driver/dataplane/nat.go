@@ -41,6 +41,16 @@ func natRules(pools []NATPool, v6 bool) [][]string {
 // SyncNAT rewrites the outgoing NAT chain of each family for pools and
 // makes sure POSTROUTING jumps to it.
 func (f *Forwarding) SyncNAT(pools []NATPool) error {
+	f.natMu.Lock()
+	defer f.natMu.Unlock()
+	if err := f.syncNATLocked(pools); err != nil {
+		return err
+	}
+	f.natPools, f.natSynced = append([]NATPool(nil), pools...), true
+	return nil
+}
+
+func (f *Forwarding) syncNATLocked(pools []NATPool) error {
 	for _, ipt := range f.tables() {
 		if err := syncNAT(ipt, natRules(pools, ipt.Proto() == iptables.ProtocolIPv6)); err != nil {
 			return err

@@ -57,6 +57,31 @@ func (e *Enforcer) Apply(script string) (changed bool, err error) {
 	return true, nil
 }
 
+// Repair reinstalls the last applied rule set when its table is gone (nft
+// flush ruleset, nft delete table inet tabby), reading nothing from etcd;
+// it reports whether it did. One `nft list tables` when nothing is missing.
+func (e *Enforcer) Repair() (bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.last == "" {
+		return false, nil
+	}
+	cmd := exec.Command(e.nft[0], append(append([]string{}, e.nft[1:]...), "list", "tables")...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("nft list tables: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == "table inet "+Table {
+			return false, nil
+		}
+	}
+	if err := e.run(e.last, "-f", "-"); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // Remove deletes tabby's table; a missing table is fine.
 func (e *Enforcer) Remove() error {
 	e.mu.Lock()

@@ -241,3 +241,38 @@ func TestSelectorTextStaysOutOfTheRuleset(t *testing.T) {
 		t.Fatalf("tables after apply:\n%s", out)
 	}
 }
+
+// Repair puts the last rule set back once its table is gone, and does
+// nothing while it is there.
+func TestRepairReinstallsAFlushedTable(t *testing.T) {
+	host := "tpolr-" + needNftables(t)
+	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
+	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if did, err := enf.Repair(); did || err != nil {
+		t.Fatalf("repair before any apply: %v %v", did, err)
+	}
+	e := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1")
+	s, err := Compile(Input{Local: []Endpoint{e}, All: []Endpoint{e}, Profiles: map[string]datastore.Profile{"net1": profileOf("net1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enf.Apply(s); err != nil {
+		t.Fatal(err)
+	}
+	if did, err := enf.Repair(); did || err != nil {
+		t.Fatalf("repair with the table there: %v %v", did, err)
+	}
+	exec.Command("ip", "netns", "exec", host, "nft", "flush", "ruleset").Run()
+	if did, err := enf.Repair(); !did || err != nil {
+		t.Fatalf("repair after a flush: %v %v", did, err)
+	}
+	if out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "tables").CombinedOutput(); !strings.Contains(string(out), "table inet tabby") {
+		t.Fatalf("tables after repair:\n%s", out)
+	}
+}
