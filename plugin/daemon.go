@@ -320,7 +320,7 @@ func (d *Daemon) startDNS(ctx context.Context, st *datastore.Store, host hostAdd
 			d.log.Warn("DNS: no upstream resolvers; other names will fail", "err", err)
 		}
 	}
-	srv := dns.New(st, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.log)
+	srv := dns.New(st, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.cfg.NodeName, d.log)
 	if err := srv.Run(ctx, 30*time.Second, addrs...); err != nil {
 		d.log.Warn("cluster name resolver not started", "err", err)
 		return

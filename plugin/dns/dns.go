@@ -5,7 +5,10 @@
 // query to the host's upstream resolvers. Docker's embedded resolver
 // forwards what it does not know to the daemon's --dns servers from inside
 // the asking container's namespace, so the query's source address says who
-// asks.
+// asks. It answers only this host's containers (anyone else is REFUSED,
+// so it is no open resolver), and a container name that the asker shares
+// no network with is asked upstream like any name (so a container named
+// like a real domain cannot hide it from others).
 package dns
 
 import (
@@ -35,16 +38,21 @@ type record struct {
 type Index struct {
 	byName map[string][]record     // lower-case container name
 	nets   map[netip.Addr][]string // an endpoint address -> its networks
+	local  map[netip.Addr]bool     // the addresses of node's endpoints
 }
 
-// NewIndex indexes endpoints; networkOf gives an endpoint's network name.
-func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string) *Index {
-	ix := &Index{byName: map[string][]record{}, nets: map[netip.Addr][]string{}}
+// NewIndex indexes endpoints; networkOf gives an endpoint's network name,
+// node is this host's (whose containers may ask).
+func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string, node string) *Index {
+	ix := &Index{byName: map[string][]record{}, nets: map[netip.Addr][]string{}, local: map[netip.Addr]bool{}}
 	for _, e := range eps {
 		r := record{name: strings.ToLower(e.Workload), network: strings.ToLower(networkOf(e))}
 		r.addrs = e.Addrs()
 		for _, a := range r.addrs {
 			ix.nets[a] = append(ix.nets[a], r.network)
+			if e.Node == node {
+				ix.local[a] = true
+			}
 		}
 		if r.name != "" {
 			ix.byName[r.name] = append(ix.byName[r.name], r)
@@ -52,6 +60,9 @@ func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.Workloa
 	}
 	return ix
 }
+
+// Local reports whether asker is a container of this host.
+func (ix *Index) Local(asker netip.Addr) bool { return ix.local[asker.Unmap()] }
 
 // Lookup resolves qname (NAME or NAME.NETWORK) for the container at asker.
 // cluster reports whether qname names a workload at all; addrs are the
@@ -87,6 +98,7 @@ func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, clu
 
 // Server answers DNS on one address.
 type Server struct {
+	node      string
 	store     *datastore.Store
 	upstreams []string
 	networkOf func(datastore.WorkloadEndpoint) string
@@ -96,10 +108,11 @@ type Server struct {
 }
 
 // New returns a resolver that forwards to upstreams (host:port).
-func New(store *datastore.Store, upstreams []string, networkOf func(datastore.WorkloadEndpoint) string, log *slog.Logger) *Server {
-	s := &Server{store: store, upstreams: upstreams, networkOf: networkOf, log: log,
+// node is this host's name: only its containers are answered.
+func New(store *datastore.Store, upstreams []string, networkOf func(datastore.WorkloadEndpoint) string, node string, log *slog.Logger) *Server {
+	s := &Server{node: node, store: store, upstreams: upstreams, networkOf: networkOf, log: log,
 		client: &mdns.Client{Timeout: 2 * time.Second}}
-	s.index.Store(NewIndex(nil, networkOf))
+	s.index.Store(NewIndex(nil, networkOf, node))
 	return s
 }
 
@@ -169,7 +182,7 @@ func (s *Server) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.index.Store(NewIndex(eps, s.networkOf))
+	s.index.Store(NewIndex(eps, s.networkOf, s.node))
 	return nil
 }
 
@@ -183,17 +196,23 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	}
 	q := req.Question[0]
 	asker, _ := netip.ParseAddrPort(w.RemoteAddr().String())
-	addrs, cluster := s.index.Load().Lookup(asker.Addr(), q.Name)
-	if !cluster {
+	ix := s.index.Load()
+	if !ix.Local(asker.Addr()) {
+		m := new(mdns.Msg)
+		m.SetRcode(req, mdns.RcodeRefused)
+		w.WriteMsg(m)
+		return
+	}
+	addrs, _ := ix.Lookup(asker.Addr(), q.Name)
+	if len(addrs) == 0 {
+		// Not a container the asker shares a network with: the name may
+		// be a real domain's.
 		w.WriteMsg(s.forward(req))
 		return
 	}
 	m := new(mdns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
-	if len(addrs) == 0 {
-		m.Rcode = mdns.RcodeNameError // a name of networks the asker is not on
-	}
 	for _, a := range addrs {
 		hdr := mdns.RR_Header{Name: q.Name, Class: mdns.ClassINET, Ttl: 0}
 		switch {

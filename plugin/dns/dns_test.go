@@ -16,7 +16,11 @@ func TestLookupSharesNetworksOnly(t *testing.T) {
 		{Workload: "multi", IPv4: "10.0.2.2", Labels: map[string]string{"n": "net2"}},
 		{IPv4: "10.0.9.9", Labels: map[string]string{"n": "net1"}}, // name not known yet
 	}
-	ix := NewIndex(eps, func(e datastore.WorkloadEndpoint) string { return e.Labels["n"] })
+	eps[0].Node = "node00"
+	ix := NewIndex(eps, func(e datastore.WorkloadEndpoint) string { return e.Labels["n"] }, "node00")
+	if !ix.Local(netip.MustParseAddr("10.0.0.1")) || ix.Local(netip.MustParseAddr("10.0.1.3")) || ix.Local(netip.MustParseAddr("192.0.2.1")) {
+		t.Error("only node00's endpoints are local")
+	}
 	a := netip.MustParseAddr("10.0.0.1")
 	cases := []struct {
 		q       string

@@ -96,4 +96,32 @@ func TestDNSAcrossHosts(t *testing.T) {
 		return out, strings.Contains(out, ipC2)
 	})
 	mustPing(t, n0, "containerA", "containerC")
+
+	// A container named like a real domain does not hide it from
+	// containers that do not share its network: they are answered from
+	// upstream. Its own network still finds it.
+	must(t, n1, "run", "--net", "net2", "--name", "outside.example", "-tid", "busybox")
+	shadow := ipOf(t, n1, "outside.example", "net2")
+	eventually(t, 10*time.Second, "containerB (net2) resolves the container outside.example", func() (string, bool) {
+		out := lookup(n0, "containerB", "outside.example")
+		return out, strings.Contains(out, shadow)
+	})
+	if out := lookup(n0, "containerA", "outside.example"); !strings.Contains(out, "203.0.113.7") || strings.Contains(out, shadow) {
+		t.Fatalf("containerA (net1) must get the real outside.example from upstream, not net2's container %s:\n%s", shadow, out)
+	}
+
+	// Not an open resolver: the hosts themselves (another host, and the
+	// resolver's own) are refused, and nothing is forwarded for them.
+	for _, from := range []*lab.Host{n1, n0} {
+		var r *mdns.Msg
+		err := inNetns("/run/netns/"+from.NS, func() (err error) {
+			m := new(mdns.Msg)
+			m.SetQuestion("outside.example.", mdns.TypeA)
+			r, _, err = (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, net.JoinHostPort(n0.Addr, "53"))
+			return err
+		})
+		if err != nil || r.Rcode != mdns.RcodeRefused || len(r.Answer) != 0 {
+			t.Fatalf("a query from %s's own address to node00's resolver: %v %v, want REFUSED", from.Name, err, r)
+		}
+	}
 }
