@@ -113,7 +113,7 @@ func (a *Allocator) Assign(ctx context.Context, addr netip.Addr, handle string) 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.invalidate() // this write moves revisions the batch cache holds
-	pool, err := a.poolOf(ctx, addr)
+	pool, err := a.poolOf(ctx, addr, false)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func (a *Allocator) ReleaseIP(ctx context.Context, addr netip.Addr) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.invalidate() // this write moves revisions the batch cache holds
-	pool, err := a.poolOf(ctx, addr)
+	pool, err := a.poolOf(ctx, addr, true)
 	if err != nil {
 		return nil // outside every pool: nothing of ours to release
 	}
@@ -202,17 +202,15 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) error {
 }
 
 // poolOf returns the pool that holds addr.
-func (a *Allocator) poolOf(ctx context.Context, addr netip.Addr) (datastore.IPPool, error) {
-	fam := 4
-	if addr.Is6() {
-		fam = 6
-	}
-	pools, err := a.Pools(ctx, fam)
+// A disabled pool counts only with disabled true (releases: an address of a
+// pool disabled since it was assigned must still go back).
+func (a *Allocator) poolOf(ctx context.Context, addr netip.Addr, disabled bool) (datastore.IPPool, error) {
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, a.store, datastore.PoolsDir)
 	if err != nil {
 		return datastore.IPPool{}, err
 	}
 	for _, p := range pools {
-		if netip.MustParsePrefix(p.CIDR).Contains(addr) {
+		if pp, err := netip.ParsePrefix(p.CIDR); err == nil && pp.Contains(addr) && (disabled || !p.Disabled) {
 			return p, nil
 		}
 	}

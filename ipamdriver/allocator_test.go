@@ -309,3 +309,37 @@ func TestReleaseNode(t *testing.T) {
 		t.Fatalf("after release, only other's addresses remain: %v", f)
 	}
 }
+
+// An address of a pool disabled after it was assigned still goes back on
+// release (before, the release found no pool and freed nothing).
+func TestReleaseInDisabledPool(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.7.0.0/24", 26)
+	a := NewAllocator(st, "nodeA")
+	ip, err := a.AutoAssign(ctx, netip.Prefix{}, "docker-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := datastore.Update(ctx, st, datastore.PoolKey("p"), func(p *datastore.IPPool, _ bool) error {
+		p.Disabled = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AutoAssign(ctx, netip.Prefix{}, "docker-y"); err == nil {
+		t.Fatal("a disabled pool handed out an address")
+	}
+	if err := a.ReleaseIP(ctx, ip); err != nil {
+		t.Fatal(err)
+	}
+	b := blockOf(t, st, blockFor(ip, 26).String())
+	for i, h := range b.Allocations {
+		if h != "" {
+			t.Fatalf("ordinal %d still held by %q after the release", i, h)
+		}
+	}
+	if _, err := st.Get(ctx, datastore.HandleKey("docker-x"), &datastore.Handle{}); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("the handle should be gone: %v", err)
+	}
+}

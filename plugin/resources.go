@@ -187,8 +187,11 @@ func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) er
 			continue
 		}
 		if o.Name == p.Name {
-			if (o.CIDR != p.CIDR || o.BlockSize != p.BlockSize) && poolInUse(ctx, st, op) {
-				return fmt.Errorf("IPPool %s: spec.cidr and spec.blockSize cannot change while its addresses are in use", p.Name)
+			// Even an empty block counts: blocks of another size or place
+			// would overlap it, and two blocks could hand out one address.
+			if (o.CIDR != p.CIDR || o.BlockSize != p.BlockSize) && poolHasBlocks(ctx, st, op) {
+				return fmt.Errorf("IPPool %s: spec.cidr and spec.blockSize cannot change while the pool has blocks (%s, /%d): "+
+					"create a new pool and move containers to it instead", p.Name, o.CIDR, o.BlockSize)
 			}
 			continue
 		}
@@ -197,6 +200,21 @@ func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) er
 		}
 	}
 	return st.Put(ctx, datastore.PoolKey(p.Name), p)
+}
+
+// poolHasBlocks reports whether any block lies in pool (true when etcd
+// cannot tell).
+func poolHasBlocks(ctx context.Context, st *datastore.Store, pool netip.Prefix) bool {
+	keys, err := st.ListKeys(ctx, datastore.BlocksDir)
+	if err != nil {
+		return true
+	}
+	for _, k := range keys {
+		if bp, err := netip.ParsePrefix(datastore.KeyToCIDR(k[strings.LastIndex(k, "/")+1:])); err == nil && pool.Overlaps(bp) {
+			return true
+		}
+	}
+	return false
 }
 
 func poolInUse(ctx context.Context, st *datastore.Store, pool netip.Prefix) bool {

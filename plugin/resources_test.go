@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/datastore/etcdtest"
+	"github.com/tabbynet/tabby/ipamdriver"
 )
 
 func TestParseDocumentsNamesTheBadField(t *testing.T) {
@@ -85,5 +88,37 @@ func TestBGPPeerPasswordIsNeverPrinted(t *testing.T) {
 	var p datastore.BGPPeer
 	if _, err := st.Get(ctx, datastore.BGPPeerKey("tor"), &p); err != nil || p.Password != "s3cr3t-md5" {
 		t.Fatalf("the stored password: %q (%v)", p.Password, err)
+	}
+}
+
+// A pool's cidr and blockSize cannot change while it has a block, even an
+// empty one (blocks of the new size would overlap it); other fields can.
+func TestPoolGeometryIsFixedWhileBlocksExist(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx := context.Background()
+	pool := func(bs int, nat string) []document {
+		docs, err := parseDocuments([]byte("apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.8.0.0/16, blockSize: " +
+			strconv.Itoa(bs) + ", natOutgoing: " + nat + "}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return docs
+	}
+	if err := apply(ctx, st, pool(26, "true"), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	a := ipamdriver.NewAllocator(st, "node00")
+	ip, err := a.AutoAssign(ctx, netip.Prefix{}, "docker-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReleaseIP(ctx, ip); err != nil { // the block stays, empty, affine to node00
+		t.Fatal(err)
+	}
+	if err := apply(ctx, st, pool(28, "true"), io.Discard); err == nil || !strings.Contains(err.Error(), "cannot change while the pool has blocks") {
+		t.Fatalf("blockSize change with an empty block: got %v", err)
+	}
+	if err := apply(ctx, st, pool(26, "false"), io.Discard); err != nil {
+		t.Fatalf("natOutgoing change: %v", err)
 	}
 }
