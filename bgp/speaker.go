@@ -71,6 +71,10 @@ type Speaker struct {
 	recheck      chan struct{}
 }
 
+// Port is the TCP port a speaker listens on unless Config.ListenPort says
+// otherwise (BGP's own).
+const Port = bgp.BGP_PORT
+
 // New returns a speaker; Run starts it.
 func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *Speaker {
 	if cfg.ListenPort == 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/policy"
 )
 
 const (
@@ -50,6 +51,8 @@ type Driver struct {
 	joinMu sync.Mutex
 	// hostMTU is the MTU of the host's uplink (0: unknown).
 	hostMTU int
+	// hostAccess is what containers may reach on this host (policy input).
+	hostAccess policy.HostAccess
 	// sandboxPaths lists where a sandbox key may be opened from here.
 	sandboxPaths func(key string) []string
 	// testHookAfterSetup, set only by tests, runs between creating the veth
@@ -64,6 +67,10 @@ func New(store *datastore.Store, node string, dp *dataplane.Dataplane, log *slog
 	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second,
 		sandboxPaths: func(key string) []string { return []string{key} }}
 }
+
+// SetHostAccess sets what this host's containers may reach on the host
+// itself; the next policy sync applies it.
+func (d *Driver) SetHostAccess(h policy.HostAccess) { d.hostAccess = h }
 
 // SetSandboxPaths tells the driver where Docker's sandbox keys can be opened
 // when dockerd's mount namespace is not the daemon's (a managed plugin, or

@@ -39,7 +39,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	}
 	// A resource written past the CLI's validation must not hold every
 	// other change back: it is left out, loudly.
-	in := policy.Input{Profiles: map[string]datastore.Profile{}}
+	in := policy.Input{Profiles: map[string]datastore.Profile{}, Host: d.hostAccess}
 	for _, p := range pols {
 		if err := policy.Validate(p); err != nil {
 			d.log.Warn("NetworkPolicy ignored", "err", err)

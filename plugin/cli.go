@@ -88,6 +88,7 @@ func daemonCmd(cfg *Config, managed bool) *cobra.Command {
 	f.StringVar(&cfg.PoolVXLAN, "ipv4pool-vxlan", cfg.PoolVXLAN, "default pool VXLAN mode (env TABBY_IPV4POOL_VXLAN)")
 	f.StringVar(&cfg.PoolV6CIDR, "ipv6pool-cidr", cfg.PoolV6CIDR, "default IPv6 pool, made at first start (env TABBY_IPV6POOL_CIDR)")
 	f.StringVar(&cfg.DockerHost, "docker-host", cfg.DockerHost, "the local Docker API (env DOCKER_HOST)")
+	f.StringVar(&cfg.EndpointToHost, "endpoint-to-host", cfg.EndpointToHost, "what containers may reach on their host beyond the resolver: accept or drop; tabby's own ports are closed either way (env TABBY_ENDPOINT_TO_HOST)")
 	f.StringVar(&cfg.DockerExecMount, "docker-exec-mount", cfg.DockerExecMount, "where Docker's exec root is mounted, if not at its own path (env TABBY_DOCKER_EXEC_MOUNT; the managed plugin's)")
 	f.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "cluster name resolver address, empty for this host's IPv4:53 (and IPv6:53 with --ip6), or off (env TABBY_DNS_ADDR)")
 	f.StringSliceVar(&cfg.DNSUpstream, "dns-upstream", cfg.DNSUpstream, "resolvers for other names, HOST:PORT list (env TABBY_DNS_UPSTREAM; default: /etc/resolv.conf)")

@@ -35,6 +35,10 @@ type Config struct {
 	PoolVXLAN        string
 	PoolV6CIDR       string
 	DockerHost       string
+	// EndpointToHost is what containers may send to their own host beyond
+	// the resolver: accept (Docker's bridge: all of it) or drop. tabby's
+	// own ports (BGP, metrics, embedded etcd) are closed to them either way.
+	EndpointToHost string
 	// DockerExecMount is where Docker's exec root (its netns/ holds the
 	// containers' namespaces) is mounted, when not at its own path (the
 	// managed plugin); "" otherwise.
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		MetricsAddr:      "127.0.0.1:9091",
 		LogLevel:         "info",
 		IPAMGCGrace:      "15m",
+		EndpointToHost:   "accept",
 	}
 }
 
@@ -80,7 +85,7 @@ func (c *Config) envVars() map[string]*string {
 		"NODENAME":                 &c.NodeName, "IP": &c.IP, "IP6": &c.IP6, "IP_AUTODETECTION_METHOD": &c.IPAutodetection,
 		"IP6_AUTODETECTION_METHOD": &c.IP6Autodetection, "TABBY_IPV6POOL_CIDR": &c.PoolV6CIDR,
 		"AS": &c.AS, "TABBY_IPV4POOL_CIDR": &c.PoolCIDR, "TABBY_IPV4POOL_IPIP": &c.PoolIPIP,
-		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DOCKER_EXEC_MOUNT": &c.DockerExecMount, "TABBY_DNS_ADDR": &c.DNSAddr,
+		"TABBY_IPV4POOL_VXLAN": &c.PoolVXLAN, "DOCKER_HOST": &c.DockerHost, "TABBY_DOCKER_EXEC_MOUNT": &c.DockerExecMount, "TABBY_ENDPOINT_TO_HOST": &c.EndpointToHost, "TABBY_DNS_ADDR": &c.DNSAddr,
 		"TABBY_METRICS_ADDR": &c.MetricsAddr, "TABBY_LOG_LEVEL": &c.LogLevel,
 		"TABBY_IPAM_GC_GRACE": &c.IPAMGCGrace,
 	}
@@ -119,6 +124,9 @@ func (c *Config) Validate() error {
 		if !filepath.IsAbs(p) {
 			bad("%s %q must be an absolute path", name, p)
 		}
+	}
+	if c.EndpointToHost != "accept" && c.EndpointToHost != "drop" {
+		bad("--endpoint-to-host %q must be accept (all of the host, as Docker's bridge) or drop (only the resolver)", c.EndpointToHost)
 	}
 	if c.NodeName == "" {
 		bad("--nodename is empty: set NODENAME or give the host a hostname")

@@ -36,11 +36,12 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	cfg.PoolIPIP = "Sometimes"
 	cfg.LogLevel = "loud"
 	cfg.IPAMGCGrace = "soon"
+	cfg.EndpointToHost = "sometimes"
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level", "--ipam-gc-grace"} {
+	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level", "--ipam-gc-grace", "--endpoint-to-host"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error does not name %s:\n%v", want, err)
 		}

@@ -274,6 +274,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 	}
 	drv := driver.New(st, d.cfg.NodeName, dp, d.log)
 	drv.SetSandboxPaths(sandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
+	drv.SetHostAccess(d.cfg.hostAccess())
 	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))
 	if err := drv.SyncNAT(ctx, fwd); err != nil {
 		return fail(err)
@@ -282,6 +283,34 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 		return fail(fmt.Errorf("reconcile kernel state with etcd: %w", err))
 	}
 	return dp, fwd, drv, nil
+}
+
+// hostAccess is what containers may reach on their host: never tabby's own
+// TCP ports (BGP, metrics, the embedded etcd's client and peer ports); the
+// rest per --endpoint-to-host, the resolver's port always.
+func (c *Config) hostAccess() policy.HostAccess {
+	h := policy.HostAccess{ControlTCP: []uint16{bgp.Port}, DropOthers: c.EndpointToHost == "drop"}
+	port := func(addr string) (uint16, bool) {
+		_, p, err := net.SplitHostPort(addr)
+		n, perr := strconv.ParseUint(p, 10, 16)
+		return uint16(n), err == nil && perr == nil && n > 0
+	}
+	if p, ok := port(c.MetricsAddr); ok && c.MetricsAddr != "off" {
+		h.ControlTCP = append(h.ControlTCP, p)
+	}
+	if p, ok := port(c.EmbeddedEtcdAddr); ok && len(c.EtcdEndpoints) == 0 {
+		h.ControlTCP = append(h.ControlTCP, p, p+1) // client, peer
+	}
+	switch {
+	case c.DNSAddr == "off":
+	case c.DNSAddr == "":
+		h.OpenPorts = []uint16{53}
+	default:
+		if p, ok := port(c.DNSAddr); ok {
+			h.OpenPorts = []uint16{p}
+		}
+	}
+	return h
 }
 
 // repairRules puts back tabby's nftables table and iptables chains and

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,21 @@ type Input struct {
 	All      []Endpoint // every endpoint of the cluster, for selector sets
 	Profiles map[string]datastore.Profile
 	Policies []datastore.NetworkPolicy
+	// Host is what containers may reach on their own host.
+	Host HostAccess
+}
+
+// HostAccess is what a host's containers may send to the host itself.
+type HostAccess struct {
+	// ControlTCP are the TCP ports of tabby's own listeners (BGP, metrics,
+	// embedded etcd): always closed to containers.
+	ControlTCP []uint16
+	// DropOthers closes every other port but OpenPorts too (the default,
+	// false, is Docker's bridge: the rest of the host is reachable).
+	DropOthers bool
+	// OpenPorts stay reachable when DropOthers (the resolver's, on TCP
+	// and UDP).
+	OpenPorts []uint16
 }
 
 // compiler accumulates the named sets that selectors need.
@@ -84,7 +100,9 @@ func Compile(in Input) (string, error) {
 	for _, l := range spoof {
 		fmt.Fprintf(&b, "\t\t%s\n", l)
 	}
-	b.WriteString("\t}\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n" +
+	b.WriteString("\t}\n")
+	writeHostAccess(&b, c.in.Host)
+	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n" +
 		"\t\tct state established,related accept\n\t\tct state invalid drop\n" +
 		"\t\tiifname \"cali*\" jump from-wl\n\t\toifname \"cali*\" jump to-wl\n\t}\n")
 	// Interfaces without rules yet (an endpoint being created) get nothing.
@@ -101,6 +119,34 @@ func Compile(in Input) (string, error) {
 	b.WriteString(chains.String())
 	b.WriteString("}\n")
 	return b.String(), nil
+}
+
+// writeHostAccess writes the input chain: what containers may send to the
+// host itself.
+func writeHostAccess(b *strings.Builder, h HostAccess) {
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
+	if len(h.ControlTCP) > 0 {
+		fmt.Fprintf(b, "\t\tiifname \"cali*\" tcp dport { %s } drop\n", hostPortList(h.ControlTCP))
+	}
+	if h.DropOthers {
+		b.WriteString("\t\tiifname \"cali*\" ct state established,related accept\n")
+		if len(h.OpenPorts) > 0 {
+			fmt.Fprintf(b, "\t\tiifname \"cali*\" meta l4proto { tcp, udp } th dport { %s } accept\n", hostPortList(h.OpenPorts))
+		}
+		b.WriteString("\t\tiifname \"cali*\" drop\n")
+	}
+	b.WriteString("\t}\n")
+}
+
+func hostPortList(ports []uint16) string {
+	ps := slices.Clone(ports)
+	slices.Sort(ps)
+	ps = slices.Compact(ps)
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(out, ", ")
 }
 
 func chainName(dir, iface string) string {
