@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -17,19 +19,45 @@ type Embedded struct {
 	Endpoint string
 }
 
-// StartEmbedded runs etcd with its data in dir, serving clients on
-// clientAddr (host:port, loopback) and peers on the next port.
-func StartEmbedded(dir, clientAddr string) (*Embedded, error) {
-	host, portStr, err := net.SplitHostPort(clientAddr)
-	if err != nil {
-		return nil, fmt.Errorf("embedded etcd address %q: %w; use host:port", clientAddr, err)
+// StartEmbedded runs etcd with its data in dir. With clientAddr empty it
+// serves clients and its peer port on unix sockets in sockDir (EmbeddedSocket
+// and a peer socket beside it), which it makes 0700: only root reaches
+// them. With clientAddr (host:port) it serves TCP there and peers on the
+// next port, without authentication.
+func StartEmbedded(dir, clientAddr, sockDir string) (*Embedded, error) {
+	var client, peer url.URL
+	if clientAddr == "" {
+		if err := os.MkdirAll(sockDir, 0o700); err != nil {
+			return nil, fmt.Errorf("embedded etcd socket directory %s: %w", sockDir, err)
+		}
+		if err := os.Chmod(sockDir, 0o700); err != nil {
+			return nil, fmt.Errorf("embedded etcd socket directory %s: %w", sockDir, err)
+		}
+		sock := EmbeddedSocket(sockDir)
+		os.Remove(sock)
+		os.Remove(filepath.Join(sockDir, peerSocket))
+		// etcd takes a unix URL's host as the socket's path. The peer URL
+		// goes into the cluster string, where a host with slashes does not
+		// parse back, so its socket is named relative to the working
+		// directory, which becomes sockDir (the daemon uses absolute paths
+		// only).
+		if err := os.Chdir(sockDir); err != nil {
+			return nil, fmt.Errorf("embedded etcd socket directory %s: %w", sockDir, err)
+		}
+		client = url.URL{Scheme: "unix", Host: sock}
+		peer = url.URL{Scheme: "unix", Host: peerSocket}
+	} else {
+		host, portStr, err := net.SplitHostPort(clientAddr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded etcd address %q: %w; use host:port", clientAddr, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded etcd address %q: port is not a number", clientAddr)
+		}
+		client = url.URL{Scheme: "http", Host: clientAddr}
+		peer = url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(port+1))}
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("embedded etcd address %q: port is not a number", clientAddr)
-	}
-	client := url.URL{Scheme: "http", Host: clientAddr}
-	peer := url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(port+1))}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "tabby"
@@ -42,7 +70,7 @@ func StartEmbedded(dir, clientAddr string) (*Embedded, error) {
 	cfg.LogLevel = "error"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd in %s on %s: %w", dir, clientAddr, err)
+		return nil, fmt.Errorf("start embedded etcd in %s on %s: %w", dir, client.Host, err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
@@ -50,8 +78,21 @@ func StartEmbedded(dir, clientAddr string) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s did not become ready within 60s", dir)
 	}
-	return &Embedded{etcd: e, Endpoint: client.String()}, nil
+	endpoint := client.String()
+	if client.Scheme == "unix" {
+		endpoint = EmbeddedEndpoint(sockDir)
+	}
+	return &Embedded{etcd: e, Endpoint: endpoint}, nil
 }
+
+// peerSocket is the embedded etcd's peer socket, in the socket directory.
+const peerSocket = "etcd-peer.sock"
+
+// EmbeddedSocket is the embedded etcd's client socket in sockDir.
+func EmbeddedSocket(sockDir string) string { return filepath.Join(sockDir, "etcd.sock") }
+
+// EmbeddedEndpoint is the client URL of the embedded etcd's socket.
+func EmbeddedEndpoint(sockDir string) string { return "unix://" + EmbeddedSocket(sockDir) }
 
 // Close stops the embedded server.
 func (e *Embedded) Close() { e.etcd.Close() }

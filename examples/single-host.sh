@@ -56,4 +56,4 @@ D exec containerA ip addr show cali0
 D exec containerA ip route
 ip -n "$NS" route
 D exec containerA ping -c 3 "$(D inspect -f '{{.NetworkSettings.Networks.net1.IPAddress}}' containerB)"
-TABBY_DATA_DIR=$DIR/tabby nsenter --net=/run/netns/$NS bin/tabby get workloadendpoints
+TABBY_RUN_DIR=$DIR/run nsenter --net=/run/netns/$NS bin/tabby get workloadendpoints

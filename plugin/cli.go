@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -34,7 +35,7 @@ func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command
 	pf := root.PersistentFlags()
 	pf.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", cfg.EtcdEndpoints, "etcd URLs, comma separated (env ETCD_ENDPOINTS; empty: embedded etcd)")
 	pf.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded etcd data (env TABBY_DATA_DIR)")
-	pf.StringVar(&cfg.EmbeddedEtcdAddr, "embedded-etcd-addr", cfg.EmbeddedEtcdAddr, "address of the embedded etcd (env TABBY_EMBEDDED_ETCD_ADDR)")
+	pf.StringVar(&cfg.EmbeddedEtcdAddr, "embedded-etcd-addr", cfg.EmbeddedEtcdAddr, "TCP address of the embedded etcd, unauthenticated (env TABBY_EMBEDDED_ETCD_ADDR; empty: a root-only unix socket in --run-dir)")
 	pf.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "directory of the control socket (env TABBY_RUN_DIR)")
 	pf.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (env TABBY_LOG_LEVEL)")
 
@@ -110,8 +111,25 @@ func versionCmd() *cobra.Command {
 // or the embedded etcd's address.
 func cliStore(cfg *Config) (*datastore.Store, error) {
 	eps := cfg.EtcdEndpoints
-	if len(eps) == 0 {
+	switch {
+	case len(eps) > 0:
+	case cfg.EmbeddedEtcdAddr != "":
 		eps = []string{"http://" + cfg.EmbeddedEtcdAddr}
+	default:
+		// The embedded etcd's socket, in the daemon's run dir or, when that
+		// is not chosen, the managed plugin's.
+		sock := datastore.EmbeddedSocket(cfg.RunDir)
+		if cfg.RunDir == DefaultConfig().RunDir {
+			sock = findControlSocket(sock, managedEtcdSockets)
+		}
+		// Dial it first: the etcd client would retry a refused socket
+		// until its timeout and say only "unreachable".
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("embedded etcd %s: %w (it answers root only; is tabby daemon running with this --run-dir?)", sock, err)
+		}
+		c.Close()
+		eps = []string{"unix://" + sock}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

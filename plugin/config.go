@@ -57,22 +57,21 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Socket:           "/run/docker/plugins/tabby.sock",
-		RunDir:           "/run/tabby",
-		DataDir:          "/var/lib/tabby",
-		EmbeddedEtcdAddr: "127.0.0.1:12379",
-		NodeName:         host,
-		IP:               "autodetect",
-		IPAutodetection:  "first-found",
-		PoolCIDR:         "192.168.0.0/16",
-		PoolIPIP:         "Never",
-		PoolVXLAN:        "Never",
-		PoolV6CIDR:       "fd00:192:168::/48",
-		DockerHost:       "unix:///var/run/docker.sock",
-		MetricsAddr:      "127.0.0.1:9091",
-		LogLevel:         "info",
-		IPAMGCGrace:      "15m",
-		EndpointToHost:   "accept",
+		Socket:          "/run/docker/plugins/tabby.sock",
+		RunDir:          "/run/tabby",
+		DataDir:         "/var/lib/tabby",
+		NodeName:        host,
+		IP:              "autodetect",
+		IPAutodetection: "first-found",
+		PoolCIDR:        "192.168.0.0/16",
+		PoolIPIP:        "Never",
+		PoolVXLAN:       "Never",
+		PoolV6CIDR:      "fd00:192:168::/48",
+		DockerHost:      "unix:///var/run/docker.sock",
+		MetricsAddr:     "127.0.0.1:9091",
+		LogLevel:        "info",
+		IPAMGCGrace:     "15m",
+		EndpointToHost:  "accept",
 	}
 }
 
@@ -224,6 +223,10 @@ func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.so
 // plugin's /run/docker/plugins, where config.json puts its run dir, so no
 // host directory has to exist before `docker plugin enable`.
 const managedControlSockets = "/run/docker/plugins/*/ctl.sock"
+
+// managedEtcdSockets is where a managed plugin's embedded etcd socket is
+// seen from the host (beside its control socket).
+const managedEtcdSockets = "/run/docker/plugins/*/etcd.sock"
 
 // findControlSocket returns def when a daemon listens there, else the one
 // managed plugin's socket matching pattern, else def (whose error then

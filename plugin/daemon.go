@@ -51,7 +51,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*datastore.St
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 		}
-		emb, err := datastore.StartEmbedded(dir, cfg.EmbeddedEtcdAddr)
+		emb, err := datastore.StartEmbedded(dir, cfg.EmbeddedEtcdAddr, cfg.RunDir)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -298,7 +298,7 @@ func (c *Config) hostAccess() policy.HostAccess {
 	if p, ok := port(c.MetricsAddr); ok && c.MetricsAddr != "off" {
 		h.ControlTCP = append(h.ControlTCP, p)
 	}
-	if p, ok := port(c.EmbeddedEtcdAddr); ok && len(c.EtcdEndpoints) == 0 {
+	if p, ok := port(c.EmbeddedEtcdAddr); ok && len(c.EtcdEndpoints) == 0 { // TCP only when asked for
 		h.ControlTCP = append(h.ControlTCP, p, p+1) // client, peer
 	}
 	switch {

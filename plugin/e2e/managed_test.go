@@ -101,7 +101,9 @@ func TestManagedPlugin(t *testing.T) {
 	must(t, h, "plugin", "set", "tabby:latest", "NODENAME=node00-renamed")
 	must(t, h, "plugin", "enable", "tabby:latest")
 	eventually(t, 15*time.Second, "the renamed node registered", func() (string, bool) {
+		// The embedded etcd is a root-only socket beside the control socket.
 		get := exec.Command("nsenter", "--net=/run/netns/"+h.NS, l.Bin, "get", "nodes")
+		get.Env = []string{"TABBY_RUN_DIR=" + run}
 		b, _ := get.CombinedOutput()
 		return string(b), strings.Contains(string(b), "node00-renamed")
 	})
