@@ -13,7 +13,8 @@ for b in "$DOCKERD" docker etcd busybox nsenter unshare ip iptables nft; do
 done
 [ -x bin/tabby ] || make build >/dev/null
 
-LAB_ID=$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# TABBY_LAB_ID names the lab (its namespaces end in it); random by default.
+LAB_ID=${TABBY_LAB_ID:-$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 LAB_DIR=$(mktemp -d /tmp/tabby-example.XXXX)
 SWITCH=tex-sw-$LAB_ID
 LAB_HOSTS=()

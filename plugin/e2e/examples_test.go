@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -43,8 +46,13 @@ func TestExampleLabs(t *testing.T) {
 	}
 	for script, wants := range cases {
 		t.Run(script, func(t *testing.T) {
+			b := make([]byte, 3)
+			rand.Read(b)
+			id := hex.EncodeToString(b)
 			cmd := exec.Command(filepath.Join(root, "examples", script))
 			cmd.Dir = root
+			// Its own lab ID, so that only its own namespaces count below.
+			cmd.Env = append(os.Environ(), "TABBY_LAB_ID="+id)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", script, err, out)
@@ -54,7 +62,7 @@ func TestExampleLabs(t *testing.T) {
 					t.Fatalf("%s output lacks %q:\n%s", script, w, out)
 				}
 			}
-			if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "tex-") {
+			if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "-"+id) {
 				t.Fatalf("%s left namespaces behind:\n%s", script, ns)
 			}
 		})
