@@ -137,8 +137,15 @@ func (a *Allocator) Assign(ctx context.Context, addr netip.Addr, handle string) 
 	return fmt.Errorf("assign %s: %w", addr, datastore.ErrConflict)
 }
 
-// ReleaseIP frees one address; an address that is already free is fine.
+// ReleaseIP frees one address, whoever holds it; an address that is
+// already free is fine.
 func (a *Allocator) ReleaseIP(ctx context.Context, addr netip.Addr) error {
+	return a.ReleaseIPIf(ctx, addr, func(string) bool { return true })
+}
+
+// ReleaseIPIf frees addr only when its holder passes ok (a release that
+// names an address alone must not free what another owner holds now).
+func (a *Allocator) ReleaseIPIf(ctx context.Context, addr netip.Addr, ok func(handle string) bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.invalidate() // this write moves revisions the batch cache holds
@@ -154,7 +161,7 @@ func (a *Allocator) ReleaseIP(ctx context.Context, addr netip.Addr) error {
 		} else if err != nil {
 			return err
 		}
-		h := b.release(addr)
+		h := b.releaseIf(addr, ok)
 		if h == "" {
 			return nil
 		}

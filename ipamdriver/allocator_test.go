@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/datastore/etcdtest"
 )
@@ -341,5 +342,42 @@ func TestReleaseInDisabledPool(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, datastore.HandleKey("docker-x"), &datastore.Handle{}); !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("the handle should be gone: %v", err)
+	}
+}
+
+// Docker's ReleaseAddress names an address only: it frees an address that
+// RequestAddress assigned, never one another owner holds (a node's tunnel
+// address, or a late release after the address changed hands).
+func TestReleaseAddressFreesDockersAddressesOnly(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.9.0.0/24", 26)
+	d := New(st, "node00", false)
+	tunnel, err := d.Allocator().AutoAssign(ctx, netip.Prefix{}, "vxlan-tunnel-addr-node00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := d.RequestAddress(&ipam.RequestAddressRequest{PoolID: PoolAnyV4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := netip.MustParsePrefix(resp.Address).Addr()
+	for _, a := range []netip.Addr{tunnel, mine} {
+		if err := d.ReleaseAddress(&ipam.ReleaseAddressRequest{PoolID: PoolAnyV4, Address: a.String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inUse := blockOf(t, st, blockFor(tunnel, 26).String()).Allocations
+	held := map[string]bool{}
+	for _, h := range inUse {
+		held[h] = held[h] || h != ""
+	}
+	if !held["vxlan-tunnel-addr-node00"] {
+		t.Fatalf("Docker's release freed the node's tunnel address %s: %v", tunnel, inUse)
+	}
+	for h := range held {
+		if strings.HasPrefix(h, "docker-") {
+			t.Fatalf("Docker's own address %s is still held by %s", mine, h)
+		}
 	}
 }

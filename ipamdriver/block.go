@@ -80,9 +80,13 @@ func (b *block) assign(addr netip.Addr, handle string) error {
 
 // release frees one address and returns the handle that held it ("" when it
 // was free already).
-func (b *block) release(addr netip.Addr) string {
-	i, ok := b.ordinal(addr)
-	if !ok {
+func (b *block) release(addr netip.Addr) string { return b.releaseIf(addr, func(string) bool { return true }) }
+
+// releaseIf frees addr only when its holder passes ok, and returns the
+// holder it freed ("" when none).
+func (b *block) releaseIf(addr netip.Addr, ok func(handle string) bool) string {
+	i, in := b.ordinal(addr)
+	if !in || b.Allocations[i] == "" || !ok(b.Allocations[i]) {
 		return ""
 	}
 	h := b.Allocations[i]

@@ -237,7 +237,7 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	handle := NewHandle("docker-")
+	handle := NewHandle(dockerHandlePrefix)
 	if req.Address != "" {
 		addr, err := netip.ParseAddr(req.Address)
 		if err != nil || addr.Is6() != v6 {
@@ -289,6 +289,11 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	defer cancel()
 	// Docker forgets the address whatever we answer (it only logs a failed
 	// release), so while etcd is unreachable the release waits for it.
-	_, err = d.alloc.store.NowOrLater(ctx, func(ctx context.Context) error { return d.alloc.ReleaseIP(ctx, addr) })
+	// Docker names the address only: free it only from a handle that
+	// RequestAddress made, never a node's tunnel address or another
+	// owner's that took the address since.
+	_, err = d.alloc.store.NowOrLater(ctx, func(ctx context.Context) error {
+		return d.alloc.ReleaseIPIf(ctx, addr, func(h string) bool { return strings.HasPrefix(h, dockerHandlePrefix) })
+	})
 	return err
 }
