@@ -80,7 +80,9 @@ func (b *block) assign(addr netip.Addr, handle string) error {
 
 // release frees one address and returns the handle that held it ("" when it
 // was free already).
-func (b *block) release(addr netip.Addr) string { return b.releaseIf(addr, func(string) bool { return true }) }
+func (b *block) release(addr netip.Addr) string {
+	return b.releaseIf(addr, func(string) bool { return true })
+}
 
 // releaseIf frees addr only when its holder passes ok, and returns the
 // holder it freed ("" when none).
