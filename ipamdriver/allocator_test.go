@@ -346,8 +346,8 @@ func TestReleaseInDisabledPool(t *testing.T) {
 }
 
 // Docker's ReleaseAddress names an address only: it frees an address that
-// RequestAddress assigned, never one another owner holds (a node's tunnel
-// address, or a late release after the address changed hands).
+// RequestAddress assigned, never one another kind of owner holds (a node's
+// tunnel address).
 func TestReleaseAddressFreesDockersAddressesOnly(t *testing.T) {
 	st := newStore(t)
 	ctx := context.Background()

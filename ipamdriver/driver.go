@@ -290,8 +290,9 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	// Docker forgets the address whatever we answer (it only logs a failed
 	// release), so while etcd is unreachable the release waits for it.
 	// Docker names the address only: free it only from a handle that
-	// RequestAddress made, never a node's tunnel address or another
-	// owner's that took the address since.
+	// RequestAddress made, never a node's tunnel address. (A late release
+	// can still free another container's address that took the same one
+	// since: Docker gives no handle to tell them apart.)
 	_, err = d.alloc.store.NowOrLater(ctx, func(ctx context.Context) error {
 		return d.alloc.ReleaseIPIf(ctx, addr, func(h string) bool { return strings.HasPrefix(h, dockerHandlePrefix) })
 	})
