@@ -11,7 +11,7 @@ export CGO_ENABLED ?= 0
 # module proxy; the e2e suite runs against it and against Debian's 20.10.
 DOCKER29 ?= /var/cache/tabby/docker29
 
-.PHONY: all build run deps docker29 test unit e2e e2e-20 e2e-29 bench fuzz plugin demo reliability-report clean
+.PHONY: all build run deps docker29 test unit e2e e2e-20 e2e-29 bench fuzz plugin demo reliability-report security-report clean
 
 all: build
 
@@ -84,9 +84,19 @@ reliability-report: deps build
 	grep -o 'REPORT.*' reliability.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-24s  %-66s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
 	echo "(full output: reliability.log)"; exit $$rc
 
+# Runs the tests that attack tabby (datastore access, DNS, container to
+# host, flushed rules, BGP passwords, policy input, secrets, IPAM) and prints
+# each attack, what was tried, the figure and the verdict.
+SECURITY_TESTS := TestReliabilitySecurity|TestEmbeddedEtcd|TestDNSAcrossHosts|TestContainersAndTheirHost|TestReliabilityRulesFlushed|TestBGPPeerPasswordIsNeverPrinted|TestSelectorTextStaysOutOfTheRuleset|TestReleaseAddressFreesDockersAddressesOnly|TestReleaseInDisabledPool|TestPoolGeometryIsFixedWhileBlocksExist
+security-report: deps build
+	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run '$(SECURITY_TESTS)' -v ./plugin/e2e/ ./plugin/ ./driver/policy/ ./ipamdriver/ > security.log 2>&1; rc=$$?; \
+	printf '%-18s  %-72s  %-40s  %s\n' ATTACK TRIED FIGURE RESULT; \
+	grep -o 'REPORT.*' security.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-18s  %-72s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
+	echo "(full output: security.log)"; exit $$rc
+
 # Seed 001's three-host lab on this machine (as root); see examples/.
 demo: deps build
 	./examples/seed001-three-hosts.sh
 
 clean:
-	rm -rf bin build reliability.log
+	rm -rf bin build reliability.log security.log

@@ -343,6 +343,7 @@ func TestReleaseInDisabledPool(t *testing.T) {
 	if _, err := st.Get(ctx, datastore.HandleKey("docker-x"), &datastore.Handle{}); !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("the handle should be gone: %v", err)
 	}
+	t.Logf("REPORT\tipam\ta release in a pool disabled since the assignment\taddress freed\tpass")
 }
 
 // Docker's ReleaseAddress names an address only: it frees an address that
@@ -380,4 +381,5 @@ func TestReleaseAddressFreesDockersAddressesOnly(t *testing.T) {
 			t.Fatalf("Docker's own address %s is still held by %s", mine, h)
 		}
 	}
+	t.Logf("REPORT\tipam\tDocker's ReleaseAddress of a node's tunnel address\ttunnel address kept\tpass")
 }

@@ -81,6 +81,7 @@ func TestBGPPeerPasswordIsNeverPrinted(t *testing.T) {
 		if strings.Contains(b.String(), "s3cr3t") {
 			t.Fatalf("get -o %s prints the password:\n%s", format, b.String())
 		}
+		t.Logf("REPORT\tsecrets\ttabby get bgppeers -o %s prints no MD5 password\tprinted: false\tpass", format)
 		if (format == "yaml" || format == "json") && !strings.Contains(b.String(), "passwordSet") {
 			t.Fatalf("get -o %s does not say a password is set:\n%s", format, b.String())
 		}
@@ -121,4 +122,5 @@ func TestPoolGeometryIsFixedWhileBlocksExist(t *testing.T) {
 	if err := apply(ctx, st, pool(26, "false"), io.Discard); err != nil {
 		t.Fatalf("natOutgoing change: %v", err)
 	}
+	t.Logf("REPORT\tipam\ta pool's blockSize changed while it has an (empty) block\trefused\tpass")
 }

@@ -240,6 +240,7 @@ func TestSelectorTextStaysOutOfTheRuleset(t *testing.T) {
 	if strings.Contains(string(out), "evil") || !strings.Contains(string(out), "tabby") {
 		t.Fatalf("tables after apply:\n%s", out)
 	}
+	t.Logf("REPORT\tpolicy input\ta %d-byte selector whose label value tries to add an nft table\tapplied; no user text in the ruleset\tpass", len(sel))
 }
 
 // Repair puts the last rule set back once its table is gone, and does

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -106,9 +107,9 @@ func TestDNSAcrossHosts(t *testing.T) {
 		out := lookup(n0, "containerB", "outside.example")
 		return out, strings.Contains(out, shadow)
 	})
-	if out := lookup(n0, "containerA", "outside.example"); !strings.Contains(out, "203.0.113.7") || strings.Contains(out, shadow) {
-		t.Fatalf("containerA (net1) must get the real outside.example from upstream, not net2's container %s:\n%s", shadow, out)
-	}
+	out = lookup(n0, "containerA", "outside.example")
+	report(t, "dns", "a container named outside.example does not shadow the real name for other networks",
+		"answer from upstream: "+fmt.Sprint(strings.Contains(out, "203.0.113.7")), strings.Contains(out, "203.0.113.7") && !strings.Contains(out, shadow))
 
 	// Not an open resolver: the hosts themselves (another host, and the
 	// resolver's own) are refused, and nothing is forwarded for them.
@@ -120,8 +121,11 @@ func TestDNSAcrossHosts(t *testing.T) {
 			r, _, err = (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, net.JoinHostPort(n0.Addr, "53"))
 			return err
 		})
-		if err != nil || r.Rcode != mdns.RcodeRefused || len(r.Answer) != 0 {
-			t.Fatalf("a query from %s's own address to node00's resolver: %v %v, want REFUSED", from.Name, err, r)
+		figure := fmt.Sprint(err)
+		if err == nil {
+			figure = mdns.RcodeToString[r.Rcode] + fmt.Sprintf(", %d answers", len(r.Answer))
 		}
+		report(t, "dns", "a query from "+from.Name+"'s own address (not a container) to node00's resolver", figure,
+			err == nil && r.Rcode == mdns.RcodeRefused && len(r.Answer) == 0)
 	}
 }
