@@ -90,7 +90,8 @@ func (s *Speaker) onBest(p *api.Path) {
 			nh, _ = netip.ParseAddr(mp.NextHops[0])
 		}
 	}
-	s.installs <- install{prefix: prefix, nh: nh, withdraw: p.IsWithdraw}
+	from, _ := netip.ParseAddr(p.GetNeighborIp())
+	s.installs <- install{prefix: prefix, nh: nh, withdraw: p.IsWithdraw, from: from.Unmap()}
 }
 
 // install is one kernel change decided by a best-path event.
@@ -98,6 +99,47 @@ type install struct {
 	prefix   netip.Prefix
 	nh       netip.Addr
 	withdraw bool
+	from     netip.Addr // the peer it came from
+}
+
+// refuse says why a learned route must not reach the kernel ("" when it
+// may): a node (mesh or reflector) announces only prefixes inside enabled
+// pools, and no route may cover or replace one of the host's own
+// (protected: its blocks, endpoints, connected subnets, default route and
+// other daemons' routes).
+func (s *Speaker) refuse(in install, protected []netip.Prefix) string {
+	if spec, ok := s.peers[in.from]; ok && (spec.Type == TypeMesh || spec.Type == TypeReflector) {
+		inPool := false
+		for _, p := range s.pools {
+			if p.Bits() <= in.prefix.Bits() && p.Contains(in.prefix.Addr()) {
+				inPool = true
+				break
+			}
+		}
+		if !inPool {
+			return "a node announced a prefix outside every enabled pool"
+		}
+	}
+	for _, p := range protected {
+		if in.prefix.Bits() <= p.Bits() && in.prefix.Contains(p.Addr()) {
+			return "it covers or replaces the host's route " + p.String()
+		}
+	}
+	return ""
+}
+
+// retryRefused runs the routes refused so far through the checks again
+// (pools or peers changed, or the host's routes did).
+func (s *Speaker) retryRefused() {
+	s.mu.Lock()
+	batch := make([]install, 0, len(s.refused))
+	for _, in := range s.refused {
+		batch = append(batch, in)
+	}
+	s.mu.Unlock()
+	if len(batch) > 0 {
+		s.applyBatch(batch)
+	}
 }
 
 // runInstaller applies best-path changes to the kernel in arrival order. It
@@ -132,6 +174,8 @@ func (s *Speaker) applyBatch(batch []install) {
 	defer s.mu.Unlock()
 	var dst []netip.Prefix
 	var gw []netip.Addr
+	var protected []netip.Prefix
+	listed := false
 	flush := func() {
 		if len(dst) == 0 {
 			return
@@ -146,6 +190,22 @@ func (s *Speaker) applyBatch(batch []install) {
 	}
 	for _, in := range batch {
 		delete(s.skipped, in.prefix)
+		delete(s.refused, in.prefix)
+		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && in.nh != s.cfg.IPv6 {
+			if !listed {
+				var err error
+				if protected, err = s.routes.Protected(); err != nil {
+					s.log.Warn("list the host's routes; learned routes wait", "err", err)
+					protected = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} // refuse all
+				}
+				listed = true
+			}
+			if why := s.refuse(in, protected); why != "" {
+				s.refused[in.prefix] = in
+				s.log.Warn("learned route refused", "prefix", in.prefix.String(), "peer", in.from.String(), "why", why)
+				in.withdraw = true
+			}
+		}
 		if !in.withdraw && in.nh.IsValid() && in.nh.Is4() && in.nh != s.cfg.RouterID && s.encap.owns(in.prefix, in.nh) {
 			// VXLAN routes this prefix: remember it, install nothing.
 			s.skipped[in.prefix] = in.nh

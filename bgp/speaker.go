@@ -25,6 +25,8 @@ type Routes interface {
 	ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error
 	DeleteVia(dst netip.Prefix) error
 	ListVia() (map[netip.Prefix]netip.Addr, error)
+	// Protected lists the routes a learned one must not cover or replace.
+	Protected() ([]netip.Prefix, error)
 }
 
 // Config is what the speaker needs to know of its host.
@@ -64,6 +66,11 @@ type Speaker struct {
 	// skipped keeps them, to install if that stops.
 	encap   encap
 	skipped map[netip.Prefix]netip.Addr
+	// pools are the enabled pools' prefixes, the only ones nodes may
+	// announce; refused keeps learned routes the checks turned away, to
+	// try again when something changes.
+	pools   []netip.Prefix
+	refused map[netip.Prefix]install
 	// missingSince is when each node whose liveness key was last seen
 	// present was first read without it (zero while present); recheck wakes
 	// Run when a missing key's grace ends.
@@ -88,7 +95,7 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 	}
 	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
-		skipped: map[netip.Prefix]netip.Addr{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
+		skipped: map[netip.Prefix]netip.Addr{}, refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
 		installs: make(chan install, 4096)}
 }
 
@@ -184,6 +191,13 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setEncap(pools, nodes)
+	s.pools = s.pools[:0]
+	for _, p := range pools {
+		if pp, err := netip.ParsePrefix(p.CIDR); err == nil && !p.Disabled {
+			s.pools = append(s.pools, pp.Masked())
+		}
+	}
+	defer func() { go s.retryRefused() }()
 	// Advertise before adding peers: a session that comes up before our
 	// paths exist would end with an empty End-of-RIB, and a peer helping us
 	// through a restart would flush the routes it kept for us.

@@ -429,3 +429,32 @@ func (d *Dataplane) tunnelLinks() map[int]bool {
 	}
 	return out
 }
+
+// Protected lists the destinations of the main table's routes that a route
+// learned over BGP must never cover or replace: every route but tabby's own
+// gateway routes (its blocks' blackholes, its endpoints' routes, connected
+// subnets, the default route, other daemons' routes). A default route
+// reads as 0.0.0.0/0 (::/0).
+func (d *Dataplane) Protected() ([]netip.Prefix, error) {
+	rs, err := d.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []netip.Prefix
+	for _, r := range rs {
+		if r.Protocol == RouteProtocol && r.Gw != nil {
+			continue
+		}
+		var p netip.Prefix
+		if r.Dst == nil {
+			p = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if r.Family == netlink.FAMILY_V6 {
+				p = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
+		} else if p, err = netip.ParsePrefix(r.Dst.String()); err != nil {
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
