@@ -66,4 +66,3 @@ func TestEmbeddedEtcd(t *testing.T) {
 		t.Fatalf("pools after nobody's attempts (root's CLI still works):\n%s", pools)
 	}
 }
-
