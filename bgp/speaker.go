@@ -71,6 +71,9 @@ type Speaker struct {
 	// try again when something changes.
 	pools   []netip.Prefix
 	refused map[netip.Prefix]install
+	// policySets is what the GoBGP policy sets hold (policyDone: once set).
+	policySets policySets
+	policyDone bool
 	// missingSince is when each node whose liveness key was last seen
 	// present was first read without it (zero while present); recheck wakes
 	// Run when a missing key's grace ends.
@@ -124,6 +127,10 @@ func (s *Speaker) Start(ctx context.Context) error {
 	if err != nil {
 		s.srv.Stop()
 		return fmt.Errorf("start BGP on %s:%d (AS %d): %w", s.cfg.RouterID, s.cfg.ListenPort, s.asn, err)
+	}
+	if err := s.installPolicy(ctx); err != nil {
+		s.srv.Stop()
+		return err
 	}
 	s.started = true
 	go s.runInstaller(ctx)
@@ -207,7 +214,9 @@ func (s *Speaker) Sync(ctx context.Context) error {
 		p.HoldTime = bc.Hold()
 		desired[a] = p
 	}
-	return errors.Join(advErr, s.syncPeers(ctx, desired))
+	// The policy's sets first: a peer added now is judged by them.
+	polErr := s.syncPolicy(ctx, desired)
+	return errors.Join(advErr, polErr, s.syncPeers(ctx, desired))
 }
 
 // liveNodes lists the nodes whose daemon holds its liveness lease (and this

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// A BGP peer turns hostile (Debian's gobgpd, as an external BGPPeer):
+// it announces a default route, the hosts' own subnet and a prefix
+// covering it, one host's block and one container's /32. None of it
+// reaches a kernel, containers keep talking across hosts, and the peer
+// learns nothing from a host but that host's own prefixes.
+func TestSecurityHostileBGPPeer(t *testing.T) {
+	const fault = "bgp"
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	gobgp := startGoBGPD(t, l, "s3cret")
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret}\n")
+	createEverywhere(t, l, n0, "net1")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
+	ipA, ipC := ipOf(t, n0, "containerA", "net1"), ipOf(t, n1, "containerC", "net1")
+	eventually(t, 30*time.Second, "containerA reaches containerC", func() (string, bool) { return pings(n0, "containerA", ipC) })
+	eventually(t, 30*time.Second, "the peer learns both blocks", func() (string, bool) {
+		out, _ := gobgp("global", "rib")
+		return out, strings.Contains(out, blockOf(ipA)) && strings.Contains(out, blockOf(ipC))
+	})
+
+	done := make(chan int, 1)
+	go func() { lost, _ := pingFor(n0, "containerA", ipC, 60); done <- lost }()
+	hostile := []string{"0.0.0.0/0", "10.99.0.0/24", "10.99.0.0/16", blockOf(ipA), blockOf(ipC), ipA + "/32", ipC + "/32"}
+	for _, p := range hostile {
+		if out, err := gobgp("global", "rib", "add", p, "nexthop", "10.99.0.1"); err != nil {
+			t.Fatalf("announce %s from gobgpd: %v %s", p, err, out)
+		}
+	}
+	time.Sleep(5 * time.Second) // routes the hosts take are installed well within this
+	for _, h := range []*lab.Host{n0, n1} {
+		r, _ := h.Exec("ip", "route", "show", "proto", "77")
+		var got []string
+		for _, line := range strings.Split(r, "\n") {
+			if strings.Contains(line, "via 10.99.0.1 ") {
+				got = append(got, line)
+			}
+		}
+		report(t, fault, h.Name+": routes via the hostile peer in the kernel ("+fmt.Sprint(len(hostile))+" announced)",
+			fmt.Sprintf("%d installed", len(got)), len(got) == 0)
+		if len(got) > 0 {
+			t.Logf("%s installed:\n%s", h.Name, strings.Join(got, "\n"))
+		}
+	}
+	lost := <-done
+	report(t, fault, "pings lost across hosts while the peer announces", fmt.Sprintf("%d of 60", lost), lost == 0)
+	blocks := map[*lab.Host]string{n0: blockOf(ipA), n1: blockOf(ipC)}
+	for h, other := range map[*lab.Host]*lab.Host{n0: n1, n1: n0} {
+		out, _ := gobgp("neighbor", h.Addr, "adj-in")
+		foreign := strings.Contains(out, blocks[other])
+		report(t, fault, "the peer learns from "+h.Name+" only its own prefixes", fmt.Sprintf("%s's block from %s: %v", other.Name, h.Name, foreign), !foreign)
+	}
+}
