@@ -37,6 +37,8 @@ type PeerSpec struct {
 	Passive bool
 	// HoldTime is the session's hold time in seconds.
 	HoldTime uint32
+	// Filters name the BGPFilters of an external peer.
+	Filters []string
 }
 
 // NodeAddr returns a node's IPv4 address (stored as address/prefix).
@@ -120,6 +122,6 @@ func addPeers(out map[netip.Addr]PeerSpec, me string, self datastore.Node, selfA
 		if asn == 0 {
 			asn = cfg.AS()
 		}
-		out[addr] = PeerSpec{Address: addr, ASN: asn, Type: typ, Password: p.Password}
+		out[addr] = PeerSpec{Address: addr, ASN: asn, Type: typ, Password: p.Password, Filters: p.Filters}
 	}
 }

@@ -7,14 +7,15 @@ import (
 	"slices"
 
 	api "github.com/osrg/gobgp/v3/api"
+	"github.com/tabbynet/tabby/datastore"
 )
 
 // GoBGP policy: what the speaker takes from peers before best-path
 // selection, and what it tells them. Import: our own paths; from nodes
 // (mesh, reflectors) only prefixes inside enabled pools; from external
-// BGPPeers only prefixes outside every pool (a peer must not take over a
-// block or a container's address, nor win best path over the node that
-// owns it). The rest is rejected. Export: our own paths to everyone,
+// BGPPeers only what the BGPFilters they name accept, never a prefix inside
+// a pool (a peer must not take over a block or a container's address, nor
+// win best path over the node that owns it). The rest is rejected. Export: our own paths to everyone,
 // nothing learned to external peers (routes of one external peer never go
 // to another, nor the other nodes' blocks); to nodes as BGP does (a
 // reflector reflects). The sets are refreshed at every sync, and peers
@@ -158,9 +159,6 @@ func (s *Speaker) installPolicy(ctx context.Context) error {
 		}
 	}
 	match := func(name string, t api.MatchSet_Type) *api.MatchSet { return &api.MatchSet{Name: name, Type: t} }
-	family := func(afi api.Family_Afi) []*api.Family {
-		return []*api.Family{{Afi: afi, Safi: api.Family_SAFI_UNICAST}}
-	}
 	accept := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
 	reject := &api.Actions{RouteAction: api.RouteAction_REJECT}
 	local := &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}
@@ -170,10 +168,9 @@ func (s *Speaker) installPolicy(ctx context.Context) error {
 			PrefixSet: match(setPools4, api.MatchSet_ANY)}, Actions: accept},
 		{Name: "tabby-import-nodes-v6", Conditions: &api.Conditions{NeighborSet: match(setNodes, api.MatchSet_ANY),
 			PrefixSet: match(setPools6, api.MatchSet_ANY)}, Actions: accept},
-		{Name: "tabby-import-external-v4", Conditions: &api.Conditions{NeighborSet: match(setExternal, api.MatchSet_ANY),
-			PrefixSet: match(setPools4, api.MatchSet_INVERT), AfiSafiIn: family(api.Family_AFI_IP)}, Actions: accept},
-		{Name: "tabby-import-external-v6", Conditions: &api.Conditions{NeighborSet: match(setExternal, api.MatchSet_ANY),
-			PrefixSet: match(setPools6, api.MatchSet_INVERT), AfiSafiIn: family(api.Family_AFI_IP6)}, Actions: accept},
+		// External peers: what their BGPFilters accept (the filter policy,
+		// assigned before this one), nothing else.
+		{Name: "tabby-import-external", Conditions: &api.Conditions{NeighborSet: match(setExternal, api.MatchSet_ANY)}, Actions: reject},
 	}}
 	exp := &api.Policy{Name: "tabby-export", Statements: []*api.Statement{
 		{Name: "tabby-export-local", Conditions: local, Actions: accept},
@@ -198,9 +195,13 @@ func (s *Speaker) installPolicy(ctx context.Context) error {
 // syncPolicy refreshes the sets for the desired peers and pools; when they
 // changed, the peers that exist are soft-reset both ways, so what they sent
 // and were sent is judged again.
-func (s *Speaker) syncPolicy(ctx context.Context, peers map[netip.Addr]PeerSpec) error {
+func (s *Speaker) syncPolicy(ctx context.Context, peers map[netip.Addr]PeerSpec, filters map[string]datastore.BGPFilter) error {
+	changed, err := s.syncFilters(ctx, peers, filters)
+	if err != nil {
+		return err
+	}
 	ps := policySetsFor(peers, s.pools)
-	if s.policyDone && ps.equal(s.policySets) {
+	if !changed && s.policyDone && ps.equal(s.policySets) {
 		return nil
 	}
 	if err := s.writeSets(ctx, s.policySets, ps); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/tabbynet/tabby/datastore"
 )
 
 // Two real GoBGP speakers on loopback: one runs tabby's policy, the other
@@ -36,7 +37,7 @@ func TestPolicyOnRealSpeakers(t *testing.T) {
 	}
 	us.pools = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}
 	spec := PeerSpec{Address: netip.MustParseAddr("127.0.0.11"), Type: TypeMesh}
-	if err := us.syncPolicy(ctx, map[netip.Addr]PeerSpec{spec.Address: spec}); err != nil {
+	if err := us.syncPolicy(ctx, map[netip.Addr]PeerSpec{spec.Address: spec}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := us.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{Conf: &api.PeerConf{NeighborAddress: "127.0.0.11", PeerAsn: 64512},
@@ -78,10 +79,23 @@ func TestPolicyOnRealSpeakers(t *testing.T) {
 	if peerGot := rib(peer); !strings.Contains(peerGot, "192.168.9.0/26") {
 		t.Fatalf("the node did not get our block: %q", peerGot)
 	}
-	// The same peer as an external one: now only what lies outside the pools.
+	// The same peer as an external one without a filter: nothing.
 	spec.Type = TypeGlobal
 	us.peers[spec.Address] = spec // a session that exists: it is soft-reset
-	if err := us.syncPolicy(ctx, map[netip.Addr]PeerSpec{spec.Address: spec}); err != nil {
+	if err := us.syncPolicy(ctx, map[netip.Addr]PeerSpec{spec.Address: spec}, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if got := rib(us.srv); strings.Contains(got, "192.168.5.0/26") || strings.Contains(got, "10.99.0.0/24") {
+		t.Fatalf("an external peer without a filter: our RIB %q, want nothing of it", got)
+	}
+	// With a filter that accepts 10.0.0.0/8 and, against the rules, the
+	// pool: only 10.99.0.0/24 comes in.
+	spec.Filters = []string{"tor-in"}
+	us.peers[spec.Address] = spec
+	filters := map[string]datastore.BGPFilter{"tor-in": {Name: "tor-in", ImportV4: []datastore.FilterRule{
+		{Action: "Accept", MatchOperator: "In", CIDR: "10.0.0.0/8"}, {Action: "Accept", MatchOperator: "In", CIDR: "192.168.0.0/16"}}}}
+	if err := us.syncPolicy(ctx, map[netip.Addr]PeerSpec{spec.Address: spec}, filters); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(20 * time.Second)
@@ -89,7 +103,39 @@ func TestPolicyOnRealSpeakers(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if got := rib(us.srv); strings.Contains(got, "192.168.5.0/26") || !strings.Contains(got, "10.99.0.0/24") {
-		t.Fatalf("as an external peer: our RIB %q, want 10.99.0.0/24 and not the pool block", got)
+		t.Fatalf("as an external peer with a filter: our RIB %q, want 10.99.0.0/24 and not the pool block", got)
+	}
+	// The filter changed to reject it: gone again.
+	filters["tor-in"] = datastore.BGPFilter{Name: "tor-in", ImportV4: []datastore.FilterRule{
+		{Action: "Reject", MatchOperator: "Equal", CIDR: "10.99.0.0/24"}, {Action: "Accept", MatchOperator: "In", CIDR: "10.0.0.0/8"}}}
+	if err := us.syncPolicy(ctx, map[netip.Addr]PeerSpec{spec.Address: spec}, filters); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && strings.Contains(rib(us.srv), "10.99.0.0/24") {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := rib(us.srv); strings.Contains(got, "10.99.0.0/24") {
+		t.Fatalf("a Reject Equal rule: our RIB %q still has 10.99.0.0/24", got)
 	}
 	t.Logf("REPORT\tbgp\timport policy on real GoBGP speakers: a node outside the pools, an external peer inside them\tboth refused\tpass")
+}
+
+func TestValidateFilterNamesTheBadField(t *testing.T) {
+	for _, c := range []struct {
+		f    datastore.BGPFilter
+		want string
+	}{
+		{datastore.BGPFilter{Name: "f", ImportV4: []datastore.FilterRule{{Action: "Allow", MatchOperator: "In", CIDR: "10.0.0.0/8"}}}, "spec.importV4[0].action"},
+		{datastore.BGPFilter{Name: "f", ImportV4: []datastore.FilterRule{{Action: "Accept", MatchOperator: "Within", CIDR: "10.0.0.0/8"}}}, "spec.importV4[0].matchOperator"},
+		{datastore.BGPFilter{Name: "f", ImportV6: []datastore.FilterRule{{Action: "Accept", MatchOperator: "In", CIDR: "10.0.0.0/8"}}}, "spec.importV6[0].cidr"},
+	} {
+		if err := ValidateFilter(c.f); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: want an error naming %s, got %v", c.f, c.want, err)
+		}
+	}
+	ok := datastore.BGPFilter{Name: "f", ImportV4: []datastore.FilterRule{{Action: "Reject", MatchOperator: "NotEqual", CIDR: "10.0.0.0/8"}}}
+	if err := ValidateFilter(ok); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -74,6 +74,12 @@ type Speaker struct {
 	// policySets is what the GoBGP policy sets hold (policyDone: once set).
 	policySets policySets
 	policyDone bool
+	// The external peers' filter policy: its generation, what it was built
+	// from, and its sets.
+	filterGen  int
+	filterSig  string
+	filterSets []*api.DefinedSet
+	filterDone bool
 	// missingSince is when each node whose liveness key was last seen
 	// present was first read without it (zero while present); recheck wakes
 	// Run when a missing key's grace ends.
@@ -214,9 +220,27 @@ func (s *Speaker) Sync(ctx context.Context) error {
 		p.HoldTime = bc.Hold()
 		desired[a] = p
 	}
-	// The policy's sets first: a peer added now is judged by them.
-	polErr := s.syncPolicy(ctx, desired)
+	// The policy first: a peer added now is judged by it.
+	polErr := s.syncPolicy(ctx, desired, s.validFilters(ctx))
 	return errors.Join(advErr, polErr, s.syncPeers(ctx, desired))
+}
+
+// validFilters reads the BGPFilters; one that does not validate is left
+// out, loudly (its peers then accept nothing of it).
+func (s *Speaker) validFilters(ctx context.Context) map[string]datastore.BGPFilter {
+	fs, err := datastore.ListAs[datastore.BGPFilter](ctx, s.store, datastore.BGPFiltersDir)
+	if err != nil {
+		s.log.Warn("BGP filters", "err", err)
+	}
+	out := map[string]datastore.BGPFilter{}
+	for _, f := range fs {
+		if err := ValidateFilter(f); err != nil {
+			s.log.Warn("BGPFilter ignored", "err", err)
+			continue
+		}
+		out[f.Name] = f
+	}
+	return out
 }
 
 // liveNodes lists the nodes whose daemon holds its liveness lease (and this
@@ -312,10 +336,17 @@ func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, er
 	return want, nil
 }
 
+// sameSession reports whether two specs make the same session: filters
+// are the policy's, and change no session.
+func sameSession(a, b PeerSpec) bool {
+	return a.Address == b.Address && a.ASN == b.ASN && a.Type == b.Type && a.Password == b.Password &&
+		a.RRClient == b.RRClient && a.ClusterID == b.ClusterID && a.Passive == b.Passive && a.HoldTime == b.HoldTime
+}
+
 func (s *Speaker) syncPeers(ctx context.Context, want map[netip.Addr]PeerSpec) error {
 	var errs []error
 	for addr, have := range s.peers {
-		if w, ok := want[addr]; ok && w == have {
+		if w, ok := want[addr]; ok && sameSession(w, have) {
 			continue
 		}
 		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {

@@ -249,6 +249,27 @@ type BGPPeer struct {
 	ASNumber uint32 `json:"asNumber"`
 	Node     string `json:"node,omitempty"`
 	Password string `json:"password,omitempty"`
+	// Filters name the BGPFilters that say what the peer may announce
+	// (nothing without one).
+	Filters []string `json:"filters,omitempty"`
+}
+
+// BGPFilter says what external BGP peers that name it may announce (Calico
+// v3's BGPFilter, import rules): rules in order, the first that matches a
+// prefix decides; a prefix no rule matches is rejected.
+type BGPFilter struct {
+	Name     string       `json:"name"`
+	ImportV4 []FilterRule `json:"importV4,omitempty"`
+	ImportV6 []FilterRule `json:"importV6,omitempty"`
+}
+
+// FilterRule is one BGPFilter rule: Action Accept or Reject for prefixes
+// that relate to CIDR as MatchOperator says (In: inside it, itself
+// included; NotIn: not inside it; Equal: it; NotEqual: not it).
+type FilterRule struct {
+	Action        string `json:"action"`
+	MatchOperator string `json:"matchOperator"`
+	CIDR          string `json:"cidr"`
 }
 
 // cidrKey turns 10.0.0.0/26 into 10.0.0.0-26, safe as one key segment.
@@ -276,6 +297,7 @@ func AffinitiesOf(node string) string      { return affinitiesDir + node + "/" }
 func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
 func BGPPeerKey(name string) string        { return bgpPeersDir + name }
+func BGPFilterKey(name string) string      { return BGPFiltersDir + name }
 func PolicyKey(name string) string         { return policiesDir + name }
 func LivenessKey(node string) string       { return livenessDir + node }
 
@@ -290,6 +312,7 @@ const (
 	AffinitiesDir = affinitiesDir
 	HandlesDir    = handlesDir
 	BGPPeersDir   = bgpPeersDir
+	BGPFiltersDir = Prefix + "bgpfilters/"
 	BGPConfigDir  = Prefix + "bgpconfiguration/"
 	PoliciesDir   = policiesDir
 	LivenessDir   = livenessDir

@@ -177,7 +177,7 @@ func getCmd(cfg *Config) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
-		Short: "List resources: nodes, ippools, networks, profiles, workloadendpoints",
+		Short: "List resources: nodes, ippools, networks, profiles, workloadendpoints, bgppeers, bgpfilters, bgpconfig, policies",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := kindOf(args[0])
@@ -204,7 +204,7 @@ func deleteCmd(cfg *Config) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
-		Short: "Delete a resource: ippool, networkpolicy, bgppeer, a profile no network uses, or a gone node (releasing its addresses and blocks)",
+		Short: "Delete a resource: ippool, networkpolicy, bgppeer, bgpfilter, a profile no network uses, or a gone node (releasing its addresses and blocks)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := kindOf(args[0])
@@ -218,7 +218,7 @@ func deleteCmd(cfg *Config) *cobra.Command {
 			defer st.Close()
 			switch k.name {
 			case "IPPool":
-			case "NetworkPolicy", "BGPPeer", "Profile":
+			case "NetworkPolicy", "BGPPeer", "BGPFilter", "Profile":
 				return deleteSimple(cmd, st, k, args[1])
 			case "Node":
 				return deleteNode(cmd.Context(), st, args[1], force, cmd.OutOrStdout())

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/tabbynet/tabby/bgp"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
 	"github.com/tabbynet/tabby/driver/policy"
@@ -102,6 +103,21 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 			if err := applyBGPPeer(ctx, st, d); err != nil {
 				return err
 			}
+		case "BGPFilter":
+			var sp struct {
+				ImportV4 []datastore.FilterRule `json:"importV4,omitempty"`
+				ImportV6 []datastore.FilterRule `json:"importV6,omitempty"`
+			}
+			if err := decodeSpec(d, &sp); err != nil {
+				return err
+			}
+			f := datastore.BGPFilter{Name: d.Metadata.Name, ImportV4: sp.ImportV4, ImportV6: sp.ImportV6}
+			if err := bgp.ValidateFilter(f); err != nil {
+				return err
+			}
+			if err := st.Put(ctx, datastore.BGPFilterKey(f.Name), &f); err != nil {
+				return err
+			}
 		case "BGPConfiguration":
 			if d.Metadata.Name != "default" {
 				return fmt.Errorf("BGPConfiguration %s: metadata.name must be default", d.Metadata.Name)
@@ -134,7 +150,7 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 				return err
 			}
 		default:
-			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPConfiguration, Node, Profile or NetworkPolicy", d.Kind)
+			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPFilter, BGPConfiguration, Node, Profile or NetworkPolicy", d.Kind)
 		}
 		fmt.Fprintf(out, "%s %s applied\n", d.Kind, d.Metadata.Name)
 	}
@@ -266,6 +282,7 @@ var kinds = map[string]kind{
 	"IPPool":           {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
 	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "IPV6", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "ipv6Address", "asNumber", "routeReflectorClusterID")},
 	"BGPPeer":          {"BGPPeer", datastore.BGPPeersDir, []string{"NAME", "PEERIP", "ASN", "NODE"}, rowOf("name", "peerIP", "asNumber", "node")},
+	"BGPFilter":        {"BGPFilter", datastore.BGPFiltersDir, []string{"NAME"}, rowOf("name")},
 	"BGPConfiguration": {"BGPConfiguration", datastore.BGPConfigDir, []string{"ASN", "MESH"}, rowOf("asNumber", "nodeToNodeMeshEnabled")},
 	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
 	"Profile":          {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
@@ -302,7 +319,7 @@ func kindOf(s string) (kind, error) {
 		"node": "Node", "nodes": "Node", "network": "Network", "networks": "Network",
 		"profile": "Profile", "profiles": "Profile",
 		"workloadendpoint": "WorkloadEndpoint", "workloadendpoints": "WorkloadEndpoint", "wep": "WorkloadEndpoint",
-		"bgppeer": "BGPPeer", "bgppeers": "BGPPeer", "bgpconfig": "BGPConfiguration", "bgpconfigs": "BGPConfiguration",
+		"bgppeer": "BGPPeer", "bgppeers": "BGPPeer", "bgpfilter": "BGPFilter", "bgpfilters": "BGPFilter", "bgpconfig": "BGPConfiguration", "bgpconfigs": "BGPConfiguration",
 		"bgpconfiguration": "BGPConfiguration", "bgpconfigurations": "BGPConfiguration",
 		"networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy", "policy": "NetworkPolicy", "policies": "NetworkPolicy",
 	}
@@ -390,10 +407,11 @@ func ipipSupported() error {
 // applyBGPPeer stores an external BGP peer (IPv4 or IPv6).
 func applyBGPPeer(ctx context.Context, st *datastore.Store, d document) error {
 	var sp struct {
-		PeerIP   string `json:"peerIP"`
-		ASNumber uint32 `json:"asNumber"`
-		Node     string `json:"node,omitempty"`
-		Password string `json:"password,omitempty"`
+		PeerIP   string   `json:"peerIP"`
+		ASNumber uint32   `json:"asNumber"`
+		Node     string   `json:"node,omitempty"`
+		Password string   `json:"password,omitempty"`
+		Filters  []string `json:"filters,omitempty"`
 	}
 	if err := decodeSpec(d, &sp); err != nil {
 		return err
@@ -402,7 +420,7 @@ func applyBGPPeer(ctx context.Context, st *datastore.Store, d document) error {
 	if err != nil || a.Is4In6() || a.Zone() != "" {
 		return fmt.Errorf("BGPPeer %s: spec.peerIP %q must be an IPv4 or IPv6 address", d.Metadata.Name, sp.PeerIP)
 	}
-	p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: a.String(), ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password}
+	p := datastore.BGPPeer{Name: d.Metadata.Name, PeerIP: a.String(), ASNumber: sp.ASNumber, Node: sp.Node, Password: sp.Password, Filters: sp.Filters}
 	return st.Put(ctx, datastore.BGPPeerKey(p.Name), &p)
 }
 

@@ -9,17 +9,21 @@ import (
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
 
-// A BGP peer turns hostile (Debian's gobgpd, as an external BGPPeer):
-// it announces a default route, the hosts' own subnet and a prefix
-// covering it, one host's block and one container's /32. None of it
-// reaches a kernel, containers keep talking across hosts, and the peer
-// learns nothing from a host but that host's own prefixes.
+// A BGP peer turns hostile (Debian's gobgpd, as an external BGPPeer whose
+// filter accepts everything): it announces a default route, the hosts' own
+// subnet and a prefix covering it, both hosts' blocks and two containers'
+// /32s. None of it reaches a kernel, containers keep talking across hosts,
+// and the peer learns nothing from a host but that host's own prefixes.
 func TestSecurityHostileBGPPeer(t *testing.T) {
 	const fault = "bgp"
 	l := lab.New(t, lab.Options{Hosts: 2})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
 	gobgp := startGoBGPD(t, l, "s3cret")
-	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret}\n")
+	// Its BGPFilter, carelessly, accepts everything: what tabby refuses
+	// whatever a filter says must still stay out.
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPFilter\nmetadata: {name: any}\n"+
+		"spec: {importV4: [{action: Accept, matchOperator: In, cidr: 0.0.0.0/0}]}\n---\n"+
+		"apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret, filters: [any]}\n")
 	createEverywhere(t, l, n0, "net1")
 	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
 	must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
@@ -33,7 +37,9 @@ func TestSecurityHostileBGPPeer(t *testing.T) {
 	done := make(chan int, 1)
 	go func() { lost, _ := pingFor(n0, "containerA", ipC, 60); done <- lost }()
 	hostile := []string{"0.0.0.0/0", "10.99.0.0/24", "10.99.0.0/16", blockOf(ipA), blockOf(ipC), ipA + "/32", ipC + "/32"}
-	for _, p := range hostile {
+	// And one route it may announce, which must arrive: the checks are
+	// not refusing everything.
+	for _, p := range append(hostile, "10.202.0.0/24") {
 		if out, err := gobgp("global", "rib", "add", p, "nexthop", "10.99.0.1"); err != nil {
 			t.Fatalf("announce %s from gobgpd: %v %s", p, err, out)
 		}
@@ -42,11 +48,15 @@ func TestSecurityHostileBGPPeer(t *testing.T) {
 	for _, h := range []*lab.Host{n0, n1} {
 		r, _ := h.Exec("ip", "route", "show", "proto", "77")
 		var got []string
+		legit := false
 		for _, line := range strings.Split(r, "\n") {
-			if strings.Contains(line, "via 10.99.0.1 ") {
+			if strings.HasPrefix(line, "10.202.0.0/24 via 10.99.0.1 ") {
+				legit = true
+			} else if strings.Contains(line, "via 10.99.0.1 ") {
 				got = append(got, line)
 			}
 		}
+		report(t, fault, h.Name+": the route the peer may announce is installed", fmt.Sprintf("10.202.0.0/24: %v", legit), legit)
 		report(t, fault, h.Name+": routes via the hostile peer in the kernel ("+fmt.Sprint(len(hostile))+" announced)",
 			fmt.Sprintf("%d installed", len(got)), len(got) == 0)
 		if len(got) > 0 {

@@ -92,12 +92,17 @@ func startGoBGPD(t *testing.T, l *lab.Lab, password string) func(args ...string)
 
 // Debian's gobgpd stands for a top-of-rack router: configured as a global
 // BGPPeer with an MD5 password it learns every host's blocks, and a route it
-// announces reaches the hosts' kernels.
+// announces reaches the hosts' kernels when the peer's BGPFilter accepts
+// it (a Reject rule first, and what no rule accepts, stay out).
 func TestExternalBGPPeer(t *testing.T) {
 	l := lab.New(t, lab.Options{Hosts: 2})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
 	gobgp := startGoBGPD(t, l, "s3cret")
-	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret}\n")
+	// What the router may announce is opted in with a BGPFilter: its
+	// 10.200.0.0/16, but not 10.200.9.0/24.
+	applyYAML(t, l, n0, "tor.yaml", "apiVersion: tabby/v1\nkind: BGPFilter\nmetadata: {name: tor-in}\n"+
+		"spec:\n  importV4:\n  - {action: Reject, matchOperator: Equal, cidr: 10.200.9.0/24}\n  - {action: Accept, matchOperator: In, cidr: 10.200.0.0/16}\n---\n"+
+		"apiVersion: tabby/v1\nkind: BGPPeer\nmetadata: {name: tor-1}\nspec: {peerIP: 10.99.0.1, asNumber: 65000, password: s3cret, filters: [tor-in]}\n")
 
 	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "net1")
 	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
@@ -106,14 +111,24 @@ func TestExternalBGPPeer(t *testing.T) {
 		out, _ := gobgp("global", "rib")
 		return out, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipA)) + ` +` + regexp.QuoteMeta(n0.Addr)).MatchString(out)
 	})
-	if out, err := gobgp("global", "rib", "add", "10.200.0.0/24", "nexthop", "10.99.0.1"); err != nil {
-		t.Fatalf("announce from gobgpd: %v %s", err, out)
+	for _, p := range []string{"10.200.0.0/24", "10.200.9.0/24", "10.201.0.0/24"} {
+		if out, err := gobgp("global", "rib", "add", p, "nexthop", "10.99.0.1"); err != nil {
+			t.Fatalf("announce %s from gobgpd: %v %s", p, err, out)
+		}
 	}
 	for _, h := range []*lab.Host{n0, n1} {
 		eventually(t, 30*time.Second, h.Name+" installs the router's route", func() (string, bool) {
 			r, _ := h.Exec("ip", "route")
 			return r, strings.Contains(r, "10.200.0.0/24 via 10.99.0.1 dev eth0 proto 77")
 		})
+	}
+	for _, h := range []*lab.Host{n0, n1} {
+		if r, _ := h.Exec("ip", "route"); strings.Contains(r, "10.200.9.0/24") || strings.Contains(r, "10.201.0.0/24") {
+			t.Fatalf("%s installed what the BGPFilter does not accept:\n%s", h.Name, r)
+		}
+	}
+	if out := mustTabby(t, n0, "get", "bgpfilters"); !strings.Contains(out, "tor-in") {
+		t.Fatalf("get bgpfilters:\n%s", out)
 	}
 	eventually(t, 30*time.Second, "node status lists the router as a global peer", func() (string, bool) {
 		out, _ := n1.Tabby("node", "status")

@@ -1,0 +1,174 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// ValidateFilter checks a BGPFilter, naming the bad field: every rule has
+// action Accept or Reject, matchOperator In, NotIn, Equal or NotEqual, and
+// a CIDR of its list's family.
+func ValidateFilter(f datastore.BGPFilter) error {
+	for _, list := range []struct {
+		field string
+		rules []datastore.FilterRule
+		v6    bool
+	}{{"importV4", f.ImportV4, false}, {"importV6", f.ImportV6, true}} {
+		for i, r := range list.rules {
+			at := fmt.Sprintf("BGPFilter %s: spec.%s[%d]", f.Name, list.field, i)
+			if r.Action != "Accept" && r.Action != "Reject" {
+				return fmt.Errorf("%s.action %q must be Accept or Reject", at, r.Action)
+			}
+			switch r.MatchOperator {
+			case "In", "NotIn", "Equal", "NotEqual":
+			default:
+				return fmt.Errorf("%s.matchOperator %q must be In, NotIn, Equal or NotEqual", at, r.MatchOperator)
+			}
+			p, err := netip.ParsePrefix(r.CIDR)
+			if err != nil || p.Addr().Is6() != list.v6 || p.Addr().Is4In6() {
+				family := "IPv4"
+				if list.v6 {
+					family = "IPv6"
+				}
+				return fmt.Errorf("%s.cidr %q must be an %s CIDR", at, r.CIDR, family)
+			}
+		}
+	}
+	return nil
+}
+
+// filterStatements turns the filters each external peer names into GoBGP
+// statements, peer by peer and rule by rule in order, with the defined sets
+// they use (named with gen, so a rebuild never meets the sets in use).
+func filterStatements(gen int, peers map[netip.Addr]PeerSpec, filters map[string]datastore.BGPFilter) ([]*api.Statement, []*api.DefinedSet) {
+	var addrs []netip.Addr
+	for a, p := range peers {
+		if p.Type != TypeMesh && p.Type != TypeReflector && len(p.Filters) > 0 {
+			addrs = append(addrs, a)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	var stmts []*api.Statement
+	var sets []*api.DefinedSet
+	for i, a := range addrs {
+		ns := fmt.Sprintf("tabby-g%d-peer%d", gen, i)
+		sets = append(sets, neighborSet(ns, []string{netip.PrefixFrom(a, a.BitLen()).String()}))
+		for _, name := range peers[a].Filters {
+			f, ok := filters[name]
+			if !ok {
+				continue // named but missing: it accepts nothing
+			}
+			for _, list := range []struct {
+				rules []datastore.FilterRule
+				afi   api.Family_Afi
+			}{{f.ImportV4, api.Family_AFI_IP}, {f.ImportV6, api.Family_AFI_IP6}} {
+				for _, r := range list.rules {
+					p, err := netip.ParsePrefix(r.CIDR)
+					if err != nil {
+						continue
+					}
+					p = p.Masked()
+					ps := fmt.Sprintf("tabby-g%d-rule%d", gen, len(stmts))
+					max := uint32(p.Addr().BitLen())
+					if strings.HasSuffix(r.MatchOperator, "Equal") {
+						max = uint32(p.Bits())
+					}
+					sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: ps,
+						Prefixes: []*api.Prefix{{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: max}}})
+					match := api.MatchSet_ANY
+					if strings.HasPrefix(r.MatchOperator, "Not") {
+						match = api.MatchSet_INVERT
+					}
+					action := api.RouteAction_ACCEPT
+					if r.Action == "Reject" {
+						action = api.RouteAction_REJECT
+					}
+					stmts = append(stmts, &api.Statement{Name: ps, Conditions: &api.Conditions{
+						NeighborSet: &api.MatchSet{Name: ns, Type: api.MatchSet_ANY},
+						PrefixSet:   &api.MatchSet{Name: ps, Type: match},
+						AfiSafiIn:   []*api.Family{{Afi: list.afi, Safi: api.Family_SAFI_UNICAST}},
+					}, Actions: &api.Actions{RouteAction: action}})
+				}
+			}
+		}
+	}
+	return stmts, sets
+}
+
+// filterSignature is what a rebuild of the filter policy depends on.
+func filterSignature(stmts []*api.Statement, sets []*api.DefinedSet) string {
+	var b strings.Builder
+	for _, st := range stmts {
+		fmt.Fprintf(&b, "%s|%v|%s;", st.Conditions.PrefixSet.Type, st.Actions.RouteAction, st.Conditions.AfiSafiIn)
+	}
+	for _, ds := range sets {
+		fmt.Fprintf(&b, "%v%v;", ds.List, ds.Prefixes)
+	}
+	return b.String()
+}
+
+// syncFilters rebuilds the policy of the external peers' filters when they
+// changed. Meanwhile the import assignment holds the base policy alone,
+// under which an external peer's routes are rejected: the change never
+// opens more than either side of it. It reports whether it changed.
+func (s *Speaker) syncFilters(ctx context.Context, peers map[netip.Addr]PeerSpec, filters map[string]datastore.BGPFilter) (bool, error) {
+	// Signatures compare content, so a generation-free build is enough.
+	stmts, sets := filterStatements(0, peers, filters)
+	sig := filterSignature(stmts, sets)
+	if s.filterDone && sig == s.filterSig {
+		return false, nil
+	}
+	gen := s.filterGen + 1
+	stmts, sets = filterStatements(gen, peers, filters)
+	base := &api.Policy{Name: "tabby-import"}
+	assign := func(pols ...*api.Policy) error {
+		return s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: "global", Direction: api.PolicyDirection_IMPORT, Policies: pols, DefaultAction: api.RouteAction_REJECT}})
+	}
+	if err := assign(base); err != nil {
+		return false, fmt.Errorf("BGP filter policy: %w", err)
+	}
+	if s.filterDone {
+		old := fmt.Sprintf("tabby-filters-g%d", s.filterGen)
+		if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: old}, All: true}); err != nil {
+			s.log.Debug("delete old filter policy", "policy", old, "err", err)
+		}
+		for _, ds := range s.filterSets {
+			if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: ds.DefinedType, Name: ds.Name}, All: true}); err != nil {
+				s.log.Debug("delete old filter set", "set", ds.Name, "err", err)
+			}
+		}
+	}
+	s.filterGen, s.filterSig, s.filterSets, s.filterDone = gen, sig, nil, true
+	if len(stmts) == 0 {
+		return true, nil
+	}
+	for _, ds := range sets {
+		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: ds}); err != nil {
+			return true, fmt.Errorf("BGP filter set %s: %w", ds.Name, err)
+		}
+		s.filterSets = append(s.filterSets, ds)
+	}
+	// A pool's prefixes never come from an external peer, whatever its
+	// filters say.
+	guard := []*api.Statement{}
+	for i, set := range []string{setPools4, setPools6} {
+		guard = append(guard, &api.Statement{Name: fmt.Sprintf("tabby-g%d-nopools%d", gen, i), Conditions: &api.Conditions{
+			NeighborSet: &api.MatchSet{Name: setExternal, Type: api.MatchSet_ANY}, PrefixSet: &api.MatchSet{Name: set, Type: api.MatchSet_ANY}},
+			Actions: &api.Actions{RouteAction: api.RouteAction_REJECT}})
+	}
+	pol := &api.Policy{Name: fmt.Sprintf("tabby-filters-g%d", gen), Statements: append(guard, stmts...)}
+	if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return true, fmt.Errorf("BGP filter policy: %w", err)
+	}
+	if err := assign(&api.Policy{Name: pol.Name}, base); err != nil {
+		return true, fmt.Errorf("BGP filter policy: %w", err)
+	}
+	return true, nil
+}
