@@ -298,6 +298,7 @@ func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
 func BGPPeerKey(name string) string        { return bgpPeersDir + name }
 func BGPFilterKey(name string) string      { return BGPFiltersDir + name }
+
 func PolicyKey(name string) string         { return policiesDir + name }
 func LivenessKey(node string) string       { return livenessDir + node }
 

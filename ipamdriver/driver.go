@@ -81,6 +81,23 @@ func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 // pool, and the default IPv6 pool (cidrV6, "" for none) when there is no
 // IPv6 pool. Outgoing NAT is on for the IPv4 one only, as in Calico.
 func EnsureDefaultPools(ctx context.Context, store *datastore.Store, cidr, ipip, vxlan, cidrV6 string) error {
+	for i := 0; i < datastore.MaxRetries; i++ {
+		err := ensureDefaultPoolsOnce(ctx, store, cidr, ipip, vxlan, cidrV6)
+		if !errors.Is(err, datastore.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("default pools: %w", datastore.ErrConflict)
+}
+
+// ensureDefaultPoolsOnce creates the missing default pools in one
+// transaction on the pools' version (a pool someone else creates meanwhile
+// makes it a conflict, and the next try sees that pool).
+func ensureDefaultPoolsOnce(ctx context.Context, store *datastore.Store, cidr, ipip, vxlan, cidrV6 string) error {
+	ver, verRev, err := datastore.PoolsVersion(ctx, store)
+	if err != nil {
+		return err
+	}
 	pools, err := datastore.ListAs[datastore.IPPool](ctx, store, datastore.PoolsDir)
 	if err != nil {
 		return err
@@ -91,23 +108,25 @@ func EnsureDefaultPools(ctx context.Context, store *datastore.Store, cidr, ipip,
 			have[pr.Addr().Is4()] = true
 		}
 	}
-	var want []datastore.IPPool
-	if !have[true] {
-		want = append(want, datastore.IPPool{Name: DefaultPoolName, CIDR: cidr, BlockSize: DefaultBlockSize,
-			IPIPMode: ipip, VXLANMode: vxlan, NATOutgoing: true})
-	}
-	if !have[false] && cidrV6 != "" {
-		want = append(want, datastore.IPPool{Name: DefaultPoolNameV6, CIDR: cidrV6, BlockSize: DefaultBlockSizeV6})
-	}
-	for _, p := range want {
+	var ops []datastore.Op
+	for _, p := range []datastore.IPPool{
+		{Name: DefaultPoolName, CIDR: cidr, BlockSize: DefaultBlockSize, IPIPMode: ipip, VXLANMode: vxlan, NATOutgoing: true},
+		{Name: DefaultPoolNameV6, CIDR: cidrV6, BlockSize: DefaultBlockSizeV6},
+	} {
+		v4 := p.Name == DefaultPoolName
+		if have[v4] || p.CIDR == "" {
+			continue
+		}
 		if err := ValidatePool(&p); err != nil {
 			return err
 		}
-		if err := store.Create(ctx, datastore.PoolKey(p.Name), &p); err != nil && !errors.Is(err, datastore.ErrConflict) {
-			return err
-		}
+		ops = append(ops, datastore.Op{Key: datastore.PoolKey(p.Name), Value: &p, Rev: 0})
 	}
-	return nil
+	if len(ops) == 0 {
+		return nil
+	}
+	ops = append(ops, datastore.Op{Key: datastore.PoolsVersionKey, Value: ver + 1, Rev: verRev})
+	return store.Commit(ctx, ops...)
 }
 
 // ValidatePool fills defaults and checks a pool, naming the bad field.

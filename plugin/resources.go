@@ -192,6 +192,28 @@ func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) er
 			return fmt.Errorf("IPPool %s: spec.ipipMode %s: %w", p.Name, p.IPIPMode, err)
 		}
 	}
+	// The overlap check and the write are one transaction on the pools'
+	// version: of two writers of overlapping pools, one retries and sees
+	// the other's.
+	for i := 0; i < datastore.MaxRetries; i++ {
+		ver, verRev, err := datastore.PoolsVersion(ctx, st)
+		if err != nil {
+			return err
+		}
+		if err := checkPoolFits(ctx, st, p); err != nil {
+			return err
+		}
+		err = st.Commit(ctx, datastore.PoolWrite(p.Name, p, ver, verRev, datastore.Any)...)
+		if !errors.Is(err, datastore.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("IPPool %s: %w", p.Name, datastore.ErrConflict)
+}
+
+// checkPoolFits refuses a pool that overlaps another, or that changes its
+// geometry while it has blocks.
+func checkPoolFits(ctx context.Context, st *datastore.Store, p *datastore.IPPool) error {
 	pools, err := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
 	if err != nil {
 		return err
@@ -215,7 +237,7 @@ func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) er
 			return fmt.Errorf("IPPool %s: spec.cidr %s overlaps IPPool %s (%s); pick a CIDR that does not", p.Name, p.CIDR, o.Name, o.CIDR)
 		}
 	}
-	return st.Put(ctx, datastore.PoolKey(p.Name), p)
+	return nil
 }
 
 // poolHasBlocks reports whether any block lies in pool (true when etcd

@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
@@ -123,4 +124,36 @@ func TestPoolGeometryIsFixedWhileBlocksExist(t *testing.T) {
 		t.Fatalf("natOutgoing change: %v", err)
 	}
 	t.Logf("REPORT\tipam\ta pool's blockSize changed while it has an (empty) block\trefused\tpass")
+}
+
+// The overlap check is part of the write's transaction: of writers that
+// create overlapping pools at once, exactly one succeeds.
+func TestOverlappingPoolsAtOnce(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx := context.Background()
+	const n = 12
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			docs, err := parseDocuments([]byte(fmt.Sprintf("apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: p%d}\nspec: {cidr: 10.%d.0.0/%d}\n", i, 30+i%2, 15+i%2)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- apply(ctx, st, docs, io.Discard)
+		}()
+	}
+	ok := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err == nil {
+			ok++
+		} else if !strings.Contains(err.Error(), "overlaps") {
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	pools, _ := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
+	if ok != 1 || len(pools) != 1 {
+		t.Fatalf("%d of %d overlapping creates succeeded, %d pools stored; want exactly one", ok, n, len(pools))
+	}
+	t.Logf("REPORT\tipam\t%d overlapping pools created at once\t1 stored\tpass", n)
 }
