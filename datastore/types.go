@@ -298,9 +298,8 @@ func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
 func BGPPeerKey(name string) string        { return bgpPeersDir + name }
 func BGPFilterKey(name string) string      { return BGPFiltersDir + name }
-
-func PolicyKey(name string) string   { return policiesDir + name }
-func LivenessKey(node string) string { return livenessDir + node }
+func PolicyKey(name string) string         { return policiesDir + name }
+func LivenessKey(node string) string       { return livenessDir + node }
 
 // Directories, for List and Watch.
 const (
