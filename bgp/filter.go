@@ -172,3 +172,21 @@ func (s *Speaker) syncFilters(ctx context.Context, peers map[netip.Addr]PeerSpec
 	}
 	return true, nil
 }
+
+// validFilters reads the BGPFilters; one that does not validate is left
+// out, loudly (its peers then accept nothing of it).
+func (s *Speaker) validFilters(ctx context.Context) map[string]datastore.BGPFilter {
+	fs, err := datastore.ListAs[datastore.BGPFilter](ctx, s.store, datastore.BGPFiltersDir)
+	if err != nil {
+		s.log.Warn("BGP filters", "err", err)
+	}
+	out := map[string]datastore.BGPFilter{}
+	for _, f := range fs {
+		if err := ValidateFilter(f); err != nil {
+			s.log.Warn("BGPFilter ignored", "err", err)
+			continue
+		}
+		out[f.Name] = f
+	}
+	return out
+}

@@ -225,24 +225,6 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	return errors.Join(advErr, polErr, s.syncPeers(ctx, desired))
 }
 
-// validFilters reads the BGPFilters; one that does not validate is left
-// out, loudly (its peers then accept nothing of it).
-func (s *Speaker) validFilters(ctx context.Context) map[string]datastore.BGPFilter {
-	fs, err := datastore.ListAs[datastore.BGPFilter](ctx, s.store, datastore.BGPFiltersDir)
-	if err != nil {
-		s.log.Warn("BGP filters", "err", err)
-	}
-	out := map[string]datastore.BGPFilter{}
-	for _, f := range fs {
-		if err := ValidateFilter(f); err != nil {
-			s.log.Warn("BGPFilter ignored", "err", err)
-			continue
-		}
-		out[f.Name] = f
-	}
-	return out
-}
-
 // liveNodes lists the nodes whose daemon holds its liveness lease (and this
 // one), or held it less than grace ago. A host that stopped answering for
 // the hold time loses its sessions: deleting them drops its routes at once,

@@ -1,0 +1,81 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
+)
+
+// sandboxPeers returns the sandbox's other tabby endpoints on this host.
+func (d *Driver) sandboxPeers(ctx context.Context, sandbox, self string) ([]datastore.WorkloadEndpoint, error) {
+	if sandbox == "" {
+		return nil, nil
+	}
+	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	if err != nil {
+		return nil, err
+	}
+	var out []datastore.WorkloadEndpoint
+	for _, e := range eps {
+		if e.SandboxKey == sandbox && e.EndpointID != self {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// pickGateway returns 169.254.1.1 for a sandbox's first tabby endpoint and
+// the next free 169.254.1.N for further ones: Docker adds each endpoint's
+// on-link gateway route to the same container table, and a second
+// 169.254.1.1/32 route would fail with "file exists".
+func pickGateway(peers []datastore.WorkloadEndpoint) (string, error) {
+	used := map[string]bool{}
+	for _, e := range peers {
+		used[e.Gateway] = true
+	}
+	for i := 1; i < 255; i++ {
+		gw := "169.254.1." + strconv.Itoa(i)
+		if !used[gw] {
+			return gw, nil
+		}
+	}
+	return "", errors.New("a container can join at most 254 tabby networks")
+}
+
+// setAsideCovering moves the --subnet routes of the sandbox's other
+// endpoints that cover addr out of Docker's sight (dataplane.SandboxTable):
+// Docker refuses to program addr while a main-table route covers it. That
+// happens when a network without --subnet hands out an address of a pool
+// that another network of the container has as its --subnet.
+func (d *Driver) setAsideCovering(sandbox string, peers []datastore.WorkloadEndpoint, addr netip.Addr) error {
+	var covering []datastore.WorkloadEndpoint
+	for _, p := range peers {
+		if s, err := netip.ParsePrefix(p.Subnet); err == nil && s.Contains(addr) {
+			covering = append(covering, p)
+		}
+	}
+	if len(covering) == 0 {
+		return nil
+	}
+	ns, err := dataplane.OpenSandbox(d.sandboxPaths(sandbox)...)
+	if err != nil {
+		return fmt.Errorf("address %s lies in the --subnet of another network of this container, and its route cannot be moved aside: %w", addr, err)
+	}
+	defer ns.Close()
+	for _, p := range covering {
+		gw, err := netip.ParseAddr(p.Gateway)
+		if err != nil {
+			continue // not joined: it has no route yet
+		}
+		if err := dataplane.SetSubnetRouteAside(ns, netip.MustParsePrefix(p.Subnet), gw); err != nil {
+			return err
+		}
+		d.log.Info("subnet route set aside", "endpoint", short(p.EndpointID), "subnet", p.Subnet, "ip", addr.String())
+	}
+	return nil
+}
