@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -48,19 +47,23 @@ func TestEmbeddedEtcd(t *testing.T) {
 	ls := mustExec(t, h, "ss", "-Hltn")
 	report(t, "datastore access", "the embedded etcd listens on no TCP port", "ports 12379/12380 listening: "+
 		fmt.Sprint(strings.Contains(ls, ":12379") || strings.Contains(ls, ":12380")), !strings.Contains(ls, ":12379") && !strings.Contains(ls, ":12380"))
-	asNobody := func(args ...string) (string, error) {
+	// The socket's own directory shuts others out (the lab's parent
+	// directories would too; on a host, /run/tabby is all there is).
+	mode := mustExec(t, h, "stat", "-c", "%a %U", filepath.Join(h.Dir, "run"))
+	report(t, "datastore access", "the embedded etcd's socket directory (--run-dir)", "mode "+mode, mode == "700 root")
+	asNobody := func(stdin string, args ...string) (string, error) {
 		cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.NS, "setpriv", "--reuid=65534", "--regid=65534",
 			"--clear-groups", "--", l.Bin}, args...)...)
 		cmd.Env = h.TabbyEnv()
+		cmd.Stdin = strings.NewReader(stdin) // the lab's files are root's: the pool comes on standard input
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	pool := filepath.Join(l.Dir, "evil-pool.yaml")
-	os.WriteFile(pool, []byte("apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: evil}\nspec: {cidr: 10.66.0.0/16}\n"), 0o644)
-	for _, args := range [][]string{{"get", "ippools"}, {"apply", "-f", pool}} {
-		out, err := asNobody(args...)
+	pool := "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: evil}\nspec: {cidr: 10.66.0.0/16}\n"
+	for _, args := range [][]string{{"get", "ippools"}, {"apply", "-f", "-"}} {
+		out, err := asNobody(pool, args...)
 		report(t, "datastore access", "user nobody: tabby "+args[0]+" (read or write the embedded etcd)", firstLine(out, "permission denied"),
-			err != nil && strings.Contains(out, "permission denied"))
+			err != nil && strings.Contains(out, "etcd.sock") && strings.Contains(out, "permission denied"))
 	}
 	if pools := mustTabby(t, h, "get", "ippools"); strings.Contains(pools, "evil") || !strings.Contains(pools, "192.168.0.0/16") {
 		t.Fatalf("pools after nobody's attempts (root's CLI still works):\n%s", pools)
