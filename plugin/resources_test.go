@@ -157,3 +157,25 @@ func TestOverlappingPoolsAtOnce(t *testing.T) {
 	}
 	t.Logf("REPORT\tipam\t%d overlapping pools created at once\t1 stored\tpass", n)
 }
+
+// A BGPFilter is checked at apply: a bad rule names its field, export rules
+// (not supported) are refused with the reason, and nothing is stored.
+func TestApplyBGPFilterRefusesWhatItCannotDo(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx := context.Background()
+	for doc, want := range map[string]string{
+		"spec: {importV4: [{action: Allow, matchOperator: In, cidr: 10.0.0.0/8}]}":  "spec.importV4[0].action",
+		"spec: {exportV4: [{action: Accept, matchOperator: In, cidr: 10.0.0.0/8}]}": "not supported yet",
+	} {
+		docs, err := parseDocuments([]byte("apiVersion: tabby/v1\nkind: BGPFilter\nmetadata: {name: f}\n" + doc + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := apply(ctx, st, docs, io.Discard); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want an error containing %q, got %v", doc, want, err)
+		}
+	}
+	if fs, _ := datastore.ListAs[datastore.BGPFilter](ctx, st, datastore.BGPFiltersDir); len(fs) != 0 {
+		t.Fatalf("refused filters were stored: %+v", fs)
+	}
+}
