@@ -156,7 +156,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 func (s *Speaker) Run(ctx context.Context) {
 	kick := make(chan struct{}, 1)
 	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir, datastore.LivenessDir,
-		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node)} {
+		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node), datastore.BGPFiltersDir, datastore.PoolsDir} {
 		go s.store.Notify(ctx, dir, kick)
 	}
 	sweep := time.After(2 * s.cfg.Resync) // stale routes of a previous run
