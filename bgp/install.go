@@ -102,12 +102,16 @@ type install struct {
 	from     netip.Addr // the peer it came from
 }
 
+// protected is what a learned route may neither cover nor replace
+// (noCover: the host's blocks, connected subnets, default route, other
+// daemons' routes) or not replace (noReplace: its endpoints, which another
+// host's block covers when an address was borrowed from it).
+type protected struct{ noCover, noReplace []netip.Prefix }
+
 // refuse says why a learned route must not reach the kernel ("" when it
 // may): a node (mesh or reflector) announces only prefixes inside enabled
-// pools, and no route may cover or replace one of the host's own
-// (protected: its blocks, endpoints, connected subnets, default route and
-// other daemons' routes).
-func (s *Speaker) refuse(in install, protected []netip.Prefix) string {
+// pools, and no route may cover or replace what is protected.
+func (s *Speaker) refuse(in install, prot protected) string {
 	if spec, ok := s.peers[in.from]; ok && (spec.Type == TypeMesh || spec.Type == TypeReflector) {
 		inPool := false
 		for _, p := range s.pools {
@@ -120,9 +124,14 @@ func (s *Speaker) refuse(in install, protected []netip.Prefix) string {
 			return "a node announced a prefix outside every enabled pool"
 		}
 	}
-	for _, p := range protected {
+	for _, p := range prot.noCover {
 		if in.prefix.Bits() <= p.Bits() && in.prefix.Contains(p.Addr()) {
 			return "it covers or replaces the host's route " + p.String()
+		}
+	}
+	for _, p := range prot.noReplace {
+		if in.prefix == p {
+			return "it replaces the route of the host's endpoint " + p.String()
 		}
 	}
 	return ""
@@ -174,7 +183,7 @@ func (s *Speaker) applyBatch(batch []install) {
 	defer s.mu.Unlock()
 	var dst []netip.Prefix
 	var gw []netip.Addr
-	var protected []netip.Prefix
+	var prot protected
 	listed := false
 	flush := func() {
 		if len(dst) == 0 {
@@ -194,13 +203,13 @@ func (s *Speaker) applyBatch(batch []install) {
 		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && in.nh != s.cfg.IPv6 {
 			if !listed {
 				var err error
-				if protected, err = s.routes.Protected(); err != nil {
+				if prot.noCover, prot.noReplace, err = s.routes.Protected(); err != nil {
 					s.log.Warn("list the host's routes; learned routes wait", "err", err)
-					protected = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} // refuse all
+					prot = protected{noCover: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}} // refuse all
 				}
 				listed = true
 			}
-			if why := s.refuse(in, protected); why != "" {
+			if why := s.refuse(in, prot); why != "" {
 				s.refused[in.prefix] = in
 				s.log.Warn("learned route refused", "prefix", in.prefix.String(), "peer", in.from.String(), "why", why)
 				in.withdraw = true

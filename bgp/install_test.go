@@ -12,11 +12,13 @@ import (
 // fakeRoutes stands in for the kernel in unit tests of the install path;
 // the real dataplane is covered in driver/dataplane and end to end.
 type fakeRoutes struct {
-	table     map[netip.Prefix]netip.Addr
-	protected []netip.Prefix
+	table                map[netip.Prefix]netip.Addr
+	protected, endpoints []netip.Prefix
 }
 
-func (f *fakeRoutes) Protected() ([]netip.Prefix, error) { return f.protected, nil }
+func (f *fakeRoutes) Protected() ([]netip.Prefix, []netip.Prefix, error) {
+	return f.protected, f.endpoints, nil
+}
 
 func (f *fakeRoutes) ReplaceVia(d netip.Prefix, g netip.Addr) error { f.table[d] = g; return nil }
 func (f *fakeRoutes) ReplaceViaBatch(d []netip.Prefix, g []netip.Addr) error {

@@ -25,8 +25,9 @@ type Routes interface {
 	ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error
 	DeleteVia(dst netip.Prefix) error
 	ListVia() (map[netip.Prefix]netip.Addr, error)
-	// Protected lists the routes a learned one must not cover or replace.
-	Protected() ([]netip.Prefix, error)
+	// Protected lists the routes a learned one must not cover or replace
+	// (noCover), or only not replace (noReplace).
+	Protected() (noCover, noReplace []netip.Prefix, err error)
 }
 
 // Config is what the speaker needs to know of its host.

@@ -430,17 +430,17 @@ func (d *Dataplane) tunnelLinks() map[int]bool {
 	return out
 }
 
-// Protected lists the destinations of the main table's routes that a route
-// learned over BGP must never cover or replace: every route but tabby's own
-// gateway routes (its blocks' blackholes, its endpoints' routes, connected
-// subnets, the default route, other daemons' routes). A default route
-// reads as 0.0.0.0/0 (::/0).
-func (d *Dataplane) Protected() ([]netip.Prefix, error) {
+// Protected lists the main table's routes that a route learned over BGP
+// must not cover or replace (noCover: its blocks' blackholes, connected
+// subnets, the default route, other daemons' routes) or replace (noReplace:
+// its endpoints' routes, which a block of another host legitimately covers
+// when an address of it was borrowed). tabby's own gateway routes are in
+// neither. A default route reads as 0.0.0.0/0 (::/0).
+func (d *Dataplane) Protected() (noCover, noReplace []netip.Prefix, err error) {
 	rs, err := d.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+		return nil, nil, fmt.Errorf("list routes: %w", err)
 	}
-	var out []netip.Prefix
 	for _, r := range rs {
 		if r.Protocol == RouteProtocol && r.Gw != nil {
 			continue
@@ -454,7 +454,11 @@ func (d *Dataplane) Protected() ([]netip.Prefix, error) {
 		} else if p, err = netip.ParsePrefix(r.Dst.String()); err != nil {
 			continue
 		}
-		out = append(out, p.Masked())
+		if r.Protocol == RouteProtocol && r.Type != unix.RTN_BLACKHOLE && p.IsSingleIP() {
+			noReplace = append(noReplace, p)
+			continue
+		}
+		noCover = append(noCover, p.Masked())
 	}
-	return out, nil
+	return noCover, noReplace, nil
 }

@@ -214,6 +214,12 @@ func TestBorrowedAddressIsAdvertised(t *testing.T) {
 		r, _ := n0.Exec("ip", "route")
 		return r, strings.Contains(r, ip+" via "+n1.Addr+" dev eth0 proto 77")
 	})
+	// The replies go back by node00's block, which node01 takes once it
+	// knows the new pool (a node's prefix outside every pool is refused).
+	eventually(t, 30*time.Second, "node01 routes node00's block back", func() (string, bool) {
+		r, _ := n1.Exec("ip", "route")
+		return r, strings.Contains(r, owner+" via "+n0.Addr+" dev eth0 proto 77")
+	})
 	mustPing(t, n0, "a0", ip)
 	must(t, n1, "rm", "-f", "borrower")
 	eventually(t, 30*time.Second, "the /32 is withdrawn", func() (string, bool) {
