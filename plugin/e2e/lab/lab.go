@@ -145,7 +145,7 @@ func New(t testing.TB, opt Options) *Lab {
 		l.rootfs = l.makeRootfs()
 	}
 	for i := 0; i < opt.Hosts; i++ {
-		l.Hosts = append(l.Hosts, l.addHost(i, opt))
+		l.addHost(i, opt)
 	}
 	return l
 }
@@ -256,6 +256,9 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 		os.MkdirAll(d, 0o755)
 	}
 	l.must("ip", "netns", "add", h.NS)
+	// Listed at once, so that Close removes it even when a later step of
+	// its setup fails the test.
+	l.Hosts = append(l.Hosts, h)
 	l.must("ip", "-n", h.NS, "link", "set", "lo", "up")
 	for k, nic := range nics {
 		veth := fmt.Sprintf("tl%d%c-%s", i, 'a'+k, l.id)
