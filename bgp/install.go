@@ -199,6 +199,7 @@ func (s *Speaker) applyBatch(batch []install) {
 	}
 	for _, in := range batch {
 		delete(s.skipped, in.prefix)
+		_, again := s.refused[in.prefix] // a retry: said once already
 		delete(s.refused, in.prefix)
 		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && in.nh != s.cfg.IPv6 {
 			if !listed {
@@ -211,7 +212,11 @@ func (s *Speaker) applyBatch(batch []install) {
 			}
 			if why := s.refuse(in, prot); why != "" {
 				s.refused[in.prefix] = in
-				s.log.Warn("learned route refused", "prefix", in.prefix.String(), "peer", in.from.String(), "why", why)
+				if again {
+					s.log.Debug("learned route still refused", "prefix", in.prefix.String(), "peer", in.from.String(), "why", why)
+				} else {
+					s.log.Warn("learned route refused", "prefix", in.prefix.String(), "peer", in.from.String(), "why", why)
+				}
 				in.withdraw = true
 			}
 		}
