@@ -89,28 +89,21 @@ func prefixSet(name string, pools []netip.Prefix) *api.DefinedSet {
 	return ds
 }
 
+// missing lists the entries of a that b lacks.
+func missing[T comparable](a, b []T) []T {
+	var out []T
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // writeSets moves the defined sets from have to want, entry by entry:
 // GoBGP's policies hold the set objects, so a replaced set would go
 // unseen; appended and removed entries are seen at once.
 func (s *Speaker) writeSets(ctx context.Context, have, want policySets) error {
-	missing := func(a, b []string) []string {
-		var out []string
-		for _, x := range a {
-			if !slices.Contains(b, x) {
-				out = append(out, x)
-			}
-		}
-		return out
-	}
-	missingP := func(a, b []netip.Prefix) []netip.Prefix {
-		var out []netip.Prefix
-		for _, x := range a {
-			if !slices.Contains(b, x) {
-				out = append(out, x)
-			}
-		}
-		return out
-	}
 	var add, del []*api.DefinedSet
 	for _, n := range []struct {
 		name       string
@@ -127,10 +120,10 @@ func (s *Speaker) writeSets(ctx context.Context, have, want policySets) error {
 		name       string
 		have, want []netip.Prefix
 	}{{setPools4, have.pools4, want.pools4}, {setPools6, have.pools6, want.pools6}} {
-		if m := missingP(p.want, p.have); len(m) > 0 {
+		if m := missing(p.want, p.have); len(m) > 0 {
 			add = append(add, prefixSet(p.name, m))
 		}
-		if m := missingP(p.have, p.want); len(m) > 0 {
+		if m := missing(p.have, p.want); len(m) > 0 {
 			del = append(del, prefixSet(p.name, m))
 		}
 	}
