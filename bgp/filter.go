@@ -105,10 +105,14 @@ func filterStatements(gen int, peers map[netip.Addr]PeerSpec, filters map[string
 func filterSignature(stmts []*api.Statement, sets []*api.DefinedSet) string {
 	var b strings.Builder
 	for _, st := range stmts {
-		fmt.Fprintf(&b, "%s|%v|%s;", st.Conditions.PrefixSet.Type, st.Actions.RouteAction, st.Conditions.AfiSafiIn)
+		fmt.Fprintf(&b, "%s|%v|%v;", st.Conditions.PrefixSet.Type, st.Actions.RouteAction, st.Conditions.AfiSafiIn[0].Afi)
 	}
 	for _, ds := range sets {
-		fmt.Fprintf(&b, "%v%v;", ds.List, ds.Prefixes)
+		fmt.Fprintf(&b, "%v", ds.List)
+		for _, p := range ds.Prefixes { // by value: %v of the pointers would differ every build
+			fmt.Fprintf(&b, "%s:%d-%d,", p.IpPrefix, p.MaskLengthMin, p.MaskLengthMax)
+		}
+		b.WriteString(";")
 	}
 	return b.String()
 }
@@ -118,14 +122,14 @@ func filterSignature(stmts []*api.Statement, sets []*api.DefinedSet) string {
 // under which an external peer's routes are rejected: the change never
 // opens more than either side of it. It reports whether it changed.
 func (s *Speaker) syncFilters(ctx context.Context, peers map[netip.Addr]PeerSpec, filters map[string]datastore.BGPFilter) (bool, error) {
-	// Signatures compare content, so a generation-free build is enough.
-	stmts, sets := filterStatements(0, peers, filters)
+	// Built for the next generation; the signature leaves names out, so it
+	// compares with the one in force.
+	gen := s.filterGen + 1
+	stmts, sets := filterStatements(gen, peers, filters)
 	sig := filterSignature(stmts, sets)
 	if s.filterDone && sig == s.filterSig {
 		return false, nil
 	}
-	gen := s.filterGen + 1
-	stmts, sets = filterStatements(gen, peers, filters)
 	base := &api.Policy{Name: "tabby-import"}
 	assign := func(pols ...*api.Policy) error {
 		return s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
