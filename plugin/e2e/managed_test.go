@@ -23,16 +23,23 @@ func pluginMounts(h *lab.Host) []string {
 	return []string{"docker.source=" + h.DockerSock, "dockerexec.source=" + filepath.Join(h.Dir, "exec")}
 }
 
-// makeLocalPlugin runs make plugin's script against h's Docker: tabby:latest.
+// runMakePlugin runs make plugin's script against h's Docker: the plugin
+// ref from the config at cfg, laid out in out.
+func runMakePlugin(t *testing.T, l *lab.Lab, h *lab.Host, cfg, out, ref string) {
+	t.Helper()
+	root, _ := filepath.Abs("../..")
+	mk := exec.Command(filepath.Join(root, "plugin/managed/make-plugin.sh"), l.Bin, cfg, out)
+	mk.Env = append(os.Environ(), "DOCKER_HOST=unix://"+h.DockerSock, "PLUGIN="+ref)
+	if b, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("make-plugin.sh %s: %v\n%s", ref, err, b)
+	}
+}
+
+// makeLocalPlugin makes tabby:latest in h's Docker from config.json.
 func makeLocalPlugin(t *testing.T, l *lab.Lab, h *lab.Host) {
 	t.Helper()
 	root, _ := filepath.Abs("../..")
-	out := filepath.Join(l.Dir, "plugin")
-	make := exec.Command(filepath.Join(root, "plugin/managed/make-plugin.sh"), l.Bin, filepath.Join(root, "config.json"), out)
-	make.Env = append(os.Environ(), "DOCKER_HOST=unix://"+h.DockerSock)
-	if b, err := make.CombinedOutput(); err != nil {
-		t.Fatalf("make-plugin.sh: %v\n%s", err, b)
-	}
+	runMakePlugin(t, l, h, filepath.Join(root, "config.json"), filepath.Join(l.Dir, "plugin"), "tabby:latest")
 	t.Cleanup(func() { h.Docker("plugin", "rm", "-f", "tabby:latest") })
 }
 

@@ -59,11 +59,7 @@ func makePlugin(t *testing.T, l *lab.Lab, h *lab.Host, ref, description string) 
 	edited := strings.Replace(string(cfg), `"description": "`, `"description": "`+description+` `, 1)
 	cfgPath := filepath.Join(l.Dir, "config-"+description+".json")
 	os.WriteFile(cfgPath, []byte(edited), 0o644)
-	mk := exec.Command(filepath.Join(root, "plugin/managed/make-plugin.sh"), l.Bin, cfgPath, filepath.Join(l.Dir, "plugin-"+description))
-	mk.Env = append(os.Environ(), "DOCKER_HOST=unix://"+h.DockerSock, "PLUGIN="+ref)
-	if b, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("make-plugin.sh %s: %v\n%s", ref, err, b)
-	}
+	runMakePlugin(t, l, h, cfgPath, filepath.Join(l.Dir, "plugin-"+description), ref)
 	must(t, h, "plugin", "push", ref)
 }
 
