@@ -120,7 +120,7 @@ func cliStore(cfg *Config) (*datastore.Store, error) {
 		// is not chosen, the managed plugin's.
 		sock := datastore.EmbeddedSocket(cfg.RunDir)
 		if cfg.RunDir == DefaultConfig().RunDir {
-			sock = findControlSocket(sock, managedEtcdSockets)
+			sock = findDaemonSocket(sock, managedEtcdSockets)
 		}
 		// Dial it first: the etcd client would retry a refused socket
 		// until its timeout and say only "unreachable".
@@ -279,7 +279,7 @@ func nodeCmd(cfg *Config) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sock := cfg.ControlSocket()
 			if cfg.RunDir == DefaultConfig().RunDir { // not chosen: maybe the managed plugin
-				sock = findControlSocket(sock, managedControlSockets)
+				sock = findDaemonSocket(sock, managedControlSockets)
 			}
 			st, err := fetchStatus(sock)
 			if err != nil {

@@ -228,10 +228,10 @@ const managedControlSockets = "/run/docker/plugins/*/ctl.sock"
 // seen from the host (beside its control socket).
 const managedEtcdSockets = "/run/docker/plugins/*/etcd.sock"
 
-// findControlSocket returns def when a daemon listens there, else the one
-// managed plugin's socket matching pattern, else def (whose error then
-// names the --run-dir to give).
-func findControlSocket(def, pattern string) string {
+// findDaemonSocket (the control or the embedded etcd socket) returns def
+// when a daemon listens there, else the one managed plugin's socket
+// matching pattern, else def (whose error then names the --run-dir).
+func findDaemonSocket(def, pattern string) string {
 	if _, err := os.Stat(def); err == nil {
 		return def
 	}
