@@ -76,6 +76,20 @@ func (p *Proxy) Partition() { p.hold(true, true) }
 // Release delivers what was held and lets everything through.
 func (p *Proxy) Release() { p.hold(false, false) }
 
+// Cut drops every open connection, with what it held, and lets new ones
+// through: clients reconnect and resume their watches.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.held = [2]bool{}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
 func (p *Proxy) hold(requests, replies bool) {
 	p.mu.Lock()
 	p.held = [2]bool{requests, replies}
