@@ -11,16 +11,16 @@ import (
 )
 
 // GoBGP policy: what the speaker takes from peers before best-path
-// selection, and what it tells them. Import: our own paths; from nodes
-// (mesh, reflectors) only prefixes inside enabled pools; from external
-// BGPPeers only what the BGPFilters they name accept, never a prefix inside
-// a pool (a peer must not take over a block or a container's address, nor
-// win best path over the node that owns it). The rest is rejected. Export: our own paths to everyone,
-// nothing learned to external peers (routes of one external peer never go
-// to another, nor the other nodes' blocks); to nodes as BGP does (a
-// reflector reflects). The sets are refreshed at every sync, and peers
-// are soft-reset when they change, so the change applies to what was
-// already received or sent.
+// selection, and what it tells them. Import, in order: the owner policy
+// (ownerpolicy.go: a prefix inside the pools only as IPAM grants it, with
+// its owner as next hop), the external peers' filters (never a prefix
+// inside a pool), then the base policy here: our own paths; the rest is
+// rejected. Export: the external peers' export filters, then our own paths
+// to everyone and nothing learned to external peers (routes of one
+// external peer never go to another, nor the other nodes' blocks); to
+// nodes as BGP does (a reflector reflects). The sets are refreshed at
+// every sync, and peers are soft-reset when they change, so the change
+// applies to what was already received or sent.
 const (
 	setNodes    = "tabby-nodes"
 	setExternal = "tabby-external"
@@ -157,10 +157,6 @@ func (s *Speaker) installPolicy(ctx context.Context) error {
 	local := &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}
 	imp := &api.Policy{Name: "tabby-import", Statements: []*api.Statement{
 		{Name: "tabby-import-local", Conditions: local, Actions: accept},
-		{Name: "tabby-import-nodes-v4", Conditions: &api.Conditions{NeighborSet: match(setNodes, api.MatchSet_ANY),
-			PrefixSet: match(setPools4, api.MatchSet_ANY)}, Actions: accept},
-		{Name: "tabby-import-nodes-v6", Conditions: &api.Conditions{NeighborSet: match(setNodes, api.MatchSet_ANY),
-			PrefixSet: match(setPools6, api.MatchSet_ANY)}, Actions: accept},
 		// External peers: what their BGPFilters accept (the filter policy,
 		// assigned before this one), nothing else.
 		{Name: "tabby-import-external", Conditions: &api.Conditions{NeighborSet: match(setExternal, api.MatchSet_ANY)}, Actions: reject},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -81,6 +82,17 @@ type Speaker struct {
 	filterSig  string
 	filterSets []*api.DefinedSet
 	filterDone bool
+	// filterPolicy and filterExport are the filter policies in the import
+	// and export chains ("" for none).
+	filterPolicy, filterExport string
+	// own follows IPAM's grants; ownHave is what the owner sets hold per
+	// node; ownPolicy (generation ownGen, built from ownSig) is the owner
+	// policy in the import chain.
+	own       *owners
+	ownHave   map[string]map[netip.Prefix]bool
+	ownGen    int
+	ownSig    string
+	ownPolicy string
 	// missingSince is when each node whose liveness key was last seen
 	// present was first read without it (zero while present); recheck wakes
 	// Run when a missing key's grace ends.
@@ -106,7 +118,7 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
 		skipped: map[netip.Prefix]netip.Addr{}, refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
-		installs: make(chan install, 4096)}
+		installs: make(chan install, 4096), own: newOwners(log), ownHave: map[string]map[netip.Prefix]bool{}}
 }
 
 // Start brings the BGP server up; Run then keeps it current.
@@ -156,6 +168,14 @@ func (s *Speaker) Start(ctx context.Context) error {
 // the daemon restarts.
 func (s *Speaker) Run(ctx context.Context) {
 	kick := make(chan struct{}, 1)
+	// Grants first: a session judged before them would refuse every node.
+	grants := s.store.NewCache(datastore.Prefix+"ipam/", s.own.handle)
+	go grants.Run(ctx)
+	select {
+	case <-ctx.Done():
+		return
+	case <-grants.Synced():
+	}
 	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir, datastore.LivenessDir,
 		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node), datastore.BGPFiltersDir, datastore.PoolsDir} {
 		go s.store.Notify(ctx, dir, kick)
@@ -171,6 +191,7 @@ func (s *Speaker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-kick:
+		case <-s.own.changed:
 		case <-s.recheck:
 		case <-tick.C:
 			s.repairRoutes()
@@ -205,12 +226,14 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setEncap(pools, nodes)
+	before := slices.Clone(s.pools)
 	s.pools = s.pools[:0]
 	for _, p := range pools {
 		if pp, err := netip.ParsePrefix(p.CIDR); err == nil && !p.Disabled {
 			s.pools = append(s.pools, pp.Masked())
 		}
 	}
+	poolsChanged := !slices.Equal(before, s.pools)
 	defer func() { go s.retryRefused() }()
 	// Advertise before adding peers: a session that comes up before our
 	// paths exist would end with an empty End-of-RIB, and a peer helping us
@@ -223,7 +246,8 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	}
 	// The policy first: a peer added now is judged by it.
 	polErr := s.syncPolicy(ctx, desired, s.validFilters(ctx))
-	return errors.Join(advErr, polErr, s.syncPeers(ctx, desired))
+	ownErr := s.syncOwners(ctx, nodes, poolsChanged)
+	return errors.Join(advErr, polErr, ownErr, s.syncPeers(ctx, desired))
 }
 
 // liveNodes lists the nodes whose daemon holds its liveness lease (and this

@@ -261,6 +261,10 @@ type BGPFilter struct {
 	Name     string       `json:"name"`
 	ImportV4 []FilterRule `json:"importV4,omitempty"`
 	ImportV6 []FilterRule `json:"importV6,omitempty"`
+	// Export rules narrow what this host tells the peer; it never tells an
+	// external peer more than its own blocks and addresses.
+	ExportV4 []FilterRule `json:"exportV4,omitempty"`
+	ExportV6 []FilterRule `json:"exportV6,omitempty"`
 }
 
 // FilterRule is one BGPFilter rule: Action Accept or Reject for prefixes

@@ -104,20 +104,11 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 				return err
 			}
 		case "BGPFilter":
-			var sp struct {
-				ImportV4 []datastore.FilterRule `json:"importV4,omitempty"`
-				ImportV6 []datastore.FilterRule `json:"importV6,omitempty"`
-				ExportV4 []datastore.FilterRule `json:"exportV4,omitempty"`
-				ExportV6 []datastore.FilterRule `json:"exportV6,omitempty"`
-			}
-			if err := decodeSpec(d, &sp); err != nil {
+			var f datastore.BGPFilter
+			if err := decodeSpec(d, &f); err != nil {
 				return err
 			}
-			if len(sp.ExportV4)+len(sp.ExportV6) > 0 {
-				return fmt.Errorf("BGPFilter %s: spec.exportV4 and spec.exportV6 are not supported yet (tabby tells external peers "+
-					"only this host's own blocks and addresses); remove them", d.Metadata.Name)
-			}
-			f := datastore.BGPFilter{Name: d.Metadata.Name, ImportV4: sp.ImportV4, ImportV6: sp.ImportV6}
+			f.Name = d.Metadata.Name
 			if err := bgp.ValidateFilter(f); err != nil {
 				return err
 			}

@@ -158,14 +158,15 @@ func TestOverlappingPoolsAtOnce(t *testing.T) {
 	t.Logf("REPORT\tipam\t%d overlapping pools created at once\t1 stored\tpass", n)
 }
 
-// A BGPFilter is checked at apply: a bad rule names its field, export rules
-// (not supported) are refused with the reason, and nothing is stored.
+// A BGPFilter is checked at apply: a bad rule names its field, in import
+// and export lists alike, and nothing is stored.
 func TestApplyBGPFilterRefusesWhatItCannotDo(t *testing.T) {
 	st := etcdtest.NewStore(t)
 	ctx := context.Background()
 	for doc, want := range map[string]string{
-		"spec: {importV4: [{action: Allow, matchOperator: In, cidr: 10.0.0.0/8}]}":  "spec.importV4[0].action",
-		"spec: {exportV4: [{action: Accept, matchOperator: In, cidr: 10.0.0.0/8}]}": "not supported yet",
+		"spec: {importV4: [{action: Allow, matchOperator: In, cidr: 10.0.0.0/8}]}":    "spec.importV4[0].action",
+		"spec: {exportV6: [{action: Accept, matchOperator: In, cidr: 10.0.0.0/8}]}":   "spec.exportV6[0].cidr",
+		"spec: {exportV4: [{action: Accept, matchOperator: Near, cidr: 10.0.0.0/8}]}": "spec.exportV4[0].matchOperator",
 	} {
 		docs, err := parseDocuments([]byte("apiVersion: tabby/v1\nkind: BGPFilter\nmetadata: {name: f}\n" + doc + "\n"))
 		if err != nil {

@@ -1,0 +1,247 @@
+package bgp
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// owners knows, from IPAM's blocks and handles, which node may announce
+// which prefix: a block only by the node its affinity names, an address
+// outside its holder's blocks (borrowed) only by the node its handle names.
+// It follows one cache of the ipam/ keys, so a block's change costs the
+// work of that block; it marks the nodes whose prefixes changed dirty.
+type owners struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	blocks   map[string]ownedBlock              // block key → what it grants
+	handles  map[string]string                  // handle ID → node
+	byHandle map[string]map[netip.Addr]string   // handle ID → its addresses → their block key
+	grants   map[string]map[netip.Prefix]string // node → prefixes it may announce → the block key granting it
+	dirty    map[string]bool
+	changed  chan struct{}
+}
+
+type ownedBlock struct {
+	cidr     netip.Prefix
+	affinity string
+	addrs    map[netip.Addr]string // address → handle ID
+}
+
+func newOwners(log *slog.Logger) *owners {
+	return &owners{log: log, blocks: map[string]ownedBlock{}, handles: map[string]string{},
+		byHandle: map[string]map[netip.Addr]string{}, grants: map[string]map[netip.Prefix]string{},
+		dirty: map[string]bool{}, changed: make(chan struct{}, 1)}
+}
+
+// handle is the cache's handler for every key under ipam/.
+func (o *owners) handle(ch datastore.Change) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case strings.HasPrefix(ch.Key, datastore.BlocksDir):
+		o.setBlock(ch)
+	case strings.HasPrefix(ch.Key, datastore.HandlesDir):
+		o.setHandle(ch)
+	default:
+		return // affinities: the block itself names its node
+	}
+	if len(o.dirty) > 0 {
+		select {
+		case o.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (o *owners) setBlock(ch datastore.Change) {
+	old, had := o.blocks[ch.Key]
+	var b ownedBlock
+	ok := false
+	if !ch.Deleted {
+		var err error
+		if b, err = parseBlock(ch.Key, ch.Value); err != nil {
+			o.log.Warn("IPAM block ignored: no node may announce it", "key", ch.Key, "err", err)
+		} else {
+			ok = true
+		}
+	}
+	before, after := map[grantKey]bool{}, map[grantKey]bool{}
+	if had {
+		before = o.blockGrants(old)
+		for a, h := range old.addrs {
+			delete(o.byHandle[h], a)
+			if len(o.byHandle[h]) == 0 {
+				delete(o.byHandle, h)
+			}
+		}
+		delete(o.blocks, ch.Key)
+	}
+	if ok {
+		o.blocks[ch.Key] = b
+		for a, h := range b.addrs {
+			if o.byHandle[h] == nil {
+				o.byHandle[h] = map[netip.Addr]string{}
+			}
+			o.byHandle[h][a] = ch.Key
+		}
+		after = o.blockGrants(b)
+	}
+	// Only what differs marks a node dirty: an address taken in a node's
+	// own block changes no grant.
+	for g := range before {
+		if !after[g] {
+			o.ungrant(g.node, g.prefix)
+		}
+	}
+	for g := range after {
+		if !before[g] {
+			o.grant(g.node, g.prefix, ch.Key)
+		}
+	}
+}
+
+type grantKey struct {
+	node   string
+	prefix netip.Prefix
+}
+
+// blockGrants is what one block grants: itself to its affinity, each
+// address held by another node's handle to that node.
+func (o *owners) blockGrants(b ownedBlock) map[grantKey]bool {
+	out := map[grantKey]bool{}
+	if b.affinity != "" {
+		out[grantKey{b.affinity, b.cidr}] = true
+	}
+	for a, h := range b.addrs {
+		if n := o.handles[h]; n != "" && n != b.affinity {
+			out[grantKey{n, netip.PrefixFrom(a, a.BitLen())}] = true
+		}
+	}
+	return out
+}
+
+func (o *owners) setHandle(ch datastore.Change) {
+	id := ch.Key[len(datastore.HandlesDir):]
+	node := ""
+	if !ch.Deleted {
+		var h datastore.Handle
+		if err := json.Unmarshal(ch.Value, &h); err != nil || !validNodeName(h.Node) {
+			o.log.Warn("IPAM handle ignored: its addresses go unannounced", "key", ch.Key, "err", err, "node", h.Node)
+		} else {
+			node = h.Node
+		}
+	}
+	old := o.handles[id]
+	if old == node {
+		return
+	}
+	if node == "" {
+		delete(o.handles, id)
+	} else {
+		o.handles[id] = node
+	}
+	for a, key := range o.byHandle[id] {
+		aff := o.blocks[key].affinity
+		p := netip.PrefixFrom(a, a.BitLen())
+		if old != "" && old != aff {
+			o.ungrant(old, p)
+		}
+		if node != "" && node != aff {
+			o.grant(node, p, key)
+		}
+	}
+}
+
+func (o *owners) grant(node string, p netip.Prefix, key string) {
+	if o.grants[node] == nil {
+		o.grants[node] = map[netip.Prefix]string{}
+	}
+	o.grants[node][p] = key
+	o.dirty[node] = true
+}
+
+func (o *owners) ungrant(node string, p netip.Prefix) {
+	if _, ok := o.grants[node][p]; !ok {
+		return
+	}
+	delete(o.grants[node], p)
+	if len(o.grants[node]) == 0 {
+		delete(o.grants, node)
+	}
+	o.dirty[node] = true
+}
+
+// takeDirty returns the nodes whose grants changed since the last call, and
+// clears the mark.
+func (o *owners) takeDirty() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]string, 0, len(o.dirty))
+	for n := range o.dirty {
+		out = append(out, n)
+	}
+	clear(o.dirty)
+	return out
+}
+
+// of returns the prefixes node may announce.
+func (o *owners) of(node string) []netip.Prefix {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]netip.Prefix, 0, len(o.grants[node]))
+	for p := range o.grants[node] {
+		out = append(out, p)
+	}
+	return out
+}
+
+// parseBlock checks a stored block before it grants anything: its CIDR is
+// the one its key names, it has one slot per address, and its node names
+// are names.
+func parseBlock(key string, value []byte) (ownedBlock, error) {
+	var b datastore.Block
+	if err := json.Unmarshal(value, &b); err != nil {
+		return ownedBlock{}, err
+	}
+	p, err := netip.ParsePrefix(b.CIDR)
+	if err != nil || p != p.Masked() || datastore.BlockKey(p.String()) != key {
+		return ownedBlock{}, fmt.Errorf("cidr %q does not match its key", b.CIDR)
+	}
+	host := p.Addr().BitLen() - p.Bits()
+	if host > 16 || len(b.Allocations) != 1<<host {
+		return ownedBlock{}, fmt.Errorf("block %s has %d slots", b.CIDR, len(b.Allocations))
+	}
+	if b.Affinity != "" && !validNodeName(b.Affinity) {
+		return ownedBlock{}, fmt.Errorf("affinity %q is not a node name", b.Affinity)
+	}
+	ob := ownedBlock{cidr: p, affinity: b.Affinity, addrs: map[netip.Addr]string{}}
+	a := p.Addr()
+	for _, h := range b.Allocations {
+		if h != "" {
+			ob.addrs[a] = h
+		}
+		a = a.Next()
+	}
+	return ob, nil
+}
+
+// validNodeName accepts what a host name may be; a node's name becomes part
+// of GoBGP set names and etcd keys.
+func validNodeName(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
