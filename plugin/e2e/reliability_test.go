@@ -325,9 +325,10 @@ func TestReliabilityLoad(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				name := fmt.Sprintf("%s-c%d", h.Name, i)
+				t0 := time.Now()
 				if out, err := h.Docker("run", "-d", "--net", "busy", "--name", name, "busybox", "sleep", "3600"); err != nil {
 					mu.Lock()
-					failed = append(failed, name+": "+firstLine(out, "Error"))
+					failed = append(failed, fmt.Sprintf("%s after %.0f s: %v: %s", name, time.Since(t0).Seconds(), err, firstLine(out, "Error")))
 					mu.Unlock()
 				}
 			}()

@@ -297,6 +297,14 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 
 // Close tears the lab down: containers, daemons (by PID), namespaces, files.
 func (l *Lab) Close() {
+	if l.t.Failed() {
+		// Where the hosts wait, while they still do.
+		for _, h := range l.Hosts {
+			if h.dockerd != nil {
+				l.t.Logf("--- %s: %s", h.Name, h.Diagnose())
+			}
+		}
+	}
 	for _, h := range l.Hosts {
 		if h.dockerd != nil {
 			if ids, err := h.Docker("ps", "-aq"); err == nil && strings.TrimSpace(ids) != "" {
