@@ -38,7 +38,7 @@ func ownerSetName(node string, v6 bool) string {
 func ownerHops(me string, nodes []datastore.Node) []ownerHop {
 	var out []ownerHop
 	for _, n := range nodes {
-		if n.Name == me || !validNodeName(n.Name) {
+		if n.Name == me || !datastore.ValidName(n.Name) {
 			continue
 		}
 		h := ownerHop{name: n.Name}

@@ -132,7 +132,7 @@ func (o *owners) setHandle(ch datastore.Change) {
 	node := ""
 	if !ch.Deleted {
 		var h datastore.Handle
-		if err := json.Unmarshal(ch.Value, &h); err != nil || !validNodeName(h.Node) {
+		if err := json.Unmarshal(ch.Value, &h); err != nil || !datastore.ValidName(h.Node) {
 			o.log.Warn("IPAM handle ignored: its addresses go unannounced", "key", ch.Key, "err", err, "node", h.Node)
 		} else {
 			node = h.Node
@@ -218,7 +218,7 @@ func parseBlock(key string, value []byte) (ownedBlock, error) {
 	if host > 16 || len(b.Allocations) != 1<<host {
 		return ownedBlock{}, fmt.Errorf("block %s has %d slots", b.CIDR, len(b.Allocations))
 	}
-	if b.Affinity != "" && !validNodeName(b.Affinity) {
+	if b.Affinity != "" && !datastore.ValidName(b.Affinity) {
 		return ownedBlock{}, fmt.Errorf("affinity %q is not a node name", b.Affinity)
 	}
 	ob := ownedBlock{cidr: p, affinity: b.Affinity, addrs: map[netip.Addr]string{}}
@@ -230,18 +230,4 @@ func parseBlock(key string, value []byte) (ownedBlock, error) {
 		a = a.Next()
 	}
 	return ob, nil
-}
-
-// validNodeName accepts what a host name may be; a node's name becomes part
-// of GoBGP set names and etcd keys.
-func validNodeName(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
-	}
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

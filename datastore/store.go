@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -39,6 +41,9 @@ type Config struct {
 	KeyFile   string
 	// Timeout bounds each request, so an outage surfaces as an error quickly.
 	Timeout time.Duration
+	// Log gets a warning for each stored record a listing skips (nil:
+	// slog's default).
+	Log *slog.Logger
 }
 
 // Store is a typed view of tabby's keys in etcd.
@@ -46,6 +51,10 @@ type Store struct {
 	cli     *clientv3.Client
 	timeout time.Duration
 	later   later
+	log     *slog.Logger
+
+	badMu sync.Mutex
+	bad   map[string]int64 // skipped record → the revision last warned about
 }
 
 // Open connects to etcd and checks that it answers.
@@ -73,7 +82,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w: %w", strings.Join(cfg.Endpoints, ","), ErrUnavailable, err)
 	}
-	s := &Store{cli: cli, timeout: cfg.Timeout, later: later{done: make(chan struct{})}}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Store{cli: cli, timeout: cfg.Timeout, later: later{done: make(chan struct{})}, log: cfg.Log}
 	if err := s.Ping(ctx); err != nil {
 		cli.Close()
 		return nil, err
@@ -121,7 +133,10 @@ func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
 		return 0, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", key, err)
+		return 0, fmt.Errorf("decode %s: %w: %v", key, ErrInvalid, err)
+	}
+	if err := checkRecord(key, v); err != nil {
+		return 0, err
 	}
 	return resp.Kvs[0].ModRevision, nil
 }
@@ -163,8 +178,21 @@ func (s *Store) ListKeys(ctx context.Context, prefix string) ([]string, error) {
 	return out, nil
 }
 
-// ListAs decodes every entry under a prefix as T.
+// ListAs decodes every entry under a prefix as T. A record that does not
+// decode or check is skipped with a warning (once per revision of it): one
+// bad record never blocks the others.
 func ListAs[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
+	return listAs[T](ctx, s, prefix, true)
+}
+
+// ListAsUnchecked decodes every entry under a prefix as T without checking
+// it, and fails on one that does not decode. Collectors read with it: what
+// a record names is kept, even when the record would not be used.
+func ListAsUnchecked[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
+	return listAs[T](ctx, s, prefix, false)
+}
+
+func listAs[T any](ctx context.Context, s *Store, prefix string, checked bool) ([]T, error) {
 	kvs, err := s.List(ctx, prefix)
 	if err != nil {
 		return nil, err
@@ -172,12 +200,36 @@ func ListAs[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
 	out := make([]T, 0, len(kvs))
 	for _, kv := range kvs {
 		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		err := json.Unmarshal(kv.Value, &v)
+		if err != nil {
+			err = fmt.Errorf("decode %s: %w: %v", kv.Key, ErrInvalid, err)
+			if !checked {
+				return nil, err
+			}
+		} else if checked {
+			err = checkRecord(kv.Key, &v)
+		}
+		if err != nil {
+			s.skipped(kv, err)
+			continue
 		}
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// skipped warns of a bad record, once per revision of it.
+func (s *Store) skipped(kv KV, err error) {
+	s.badMu.Lock()
+	defer s.badMu.Unlock()
+	if s.bad[kv.Key] == kv.Rev {
+		return
+	}
+	if s.bad == nil || len(s.bad) > 10000 {
+		s.bad = map[string]int64{}
+	}
+	s.bad[kv.Key] = kv.Rev
+	s.log.Warn("stored record skipped", "key", kv.Key, "err", err)
 }
 
 // Op is one write of an atomic Commit.

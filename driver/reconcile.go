@@ -79,7 +79,9 @@ func (d *Driver) SetNetworkName(ctx context.Context, id, name, driverName string
 // stale routes from a crash are removed). It runs before the plugin socket
 // serves, so no request races it.
 func (d *Driver) Reconcile(ctx context.Context) error {
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	// Unchecked: a record that would not be used still keeps its
+	// interface; only links that exist are acted on.
+	eps, err := datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
 	if err != nil {
 		return err
 	}

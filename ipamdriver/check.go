@@ -33,20 +33,21 @@ type State struct {
 
 // ReadState reads the blocks first: an address assigned after that is not
 // judged, and one whose endpoint is being created is covered by the
-// endpoints read after it.
+// endpoints read after it. Unchecked: an address that a record the daemon
+// would skip names is still held, never collected.
 func ReadState(ctx context.Context, st *datastore.Store) (State, error) {
 	var s State
 	var err error
-	if s.Blocks, err = datastore.ListAs[datastore.Block](ctx, st, datastore.BlocksDir); err != nil {
+	if s.Blocks, err = datastore.ListAsUnchecked[datastore.Block](ctx, st, datastore.BlocksDir); err != nil {
 		return s, err
 	}
-	if s.Endpoints, err = datastore.ListAs[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsDir); err != nil {
+	if s.Endpoints, err = datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsDir); err != nil {
 		return s, err
 	}
-	if s.Networks, err = datastore.ListAs[datastore.Network](ctx, st, datastore.NetworksDir); err != nil {
+	if s.Networks, err = datastore.ListAsUnchecked[datastore.Network](ctx, st, datastore.NetworksDir); err != nil {
 		return s, err
 	}
-	s.Nodes, err = datastore.ListAs[datastore.Node](ctx, st, datastore.NodesDir)
+	s.Nodes, err = datastore.ListAsUnchecked[datastore.Node](ctx, st, datastore.NodesDir)
 	return s, err
 }
 

@@ -132,43 +132,21 @@ func ensureDefaultPoolsOnce(ctx context.Context, store *datastore.Store, cidr, i
 // ValidatePool fills defaults and checks a pool, naming the bad field.
 func ValidatePool(p *datastore.IPPool) error {
 	pr, err := netip.ParsePrefix(p.CIDR)
-	if err != nil {
-		return fmt.Errorf("IPPool %s: spec.cidr %q is not a CIDR (example: 10.244.0.0/16)", p.Name, p.CIDR)
-	}
-	if pr.Masked() != pr {
-		return fmt.Errorf("IPPool %s: spec.cidr %s has host bits set; use %s", p.Name, p.CIDR, pr.Masked())
-	}
-	p.CIDR = pr.String()
-	if p.BlockSize == 0 {
-		p.BlockSize = DefaultBlockSize
-		if pr.Addr().Is6() {
-			p.BlockSize = DefaultBlockSizeV6
+	if err == nil && pr.Masked() == pr {
+		p.CIDR = pr.String()
+		if p.BlockSize == 0 {
+			p.BlockSize = DefaultBlockSize
+			if pr.Addr().Is6() {
+				p.BlockSize = DefaultBlockSizeV6
+			}
 		}
 	}
-	if p.BlockSize < pr.Bits() || p.BlockSize > pr.Addr().BitLen() {
-		return fmt.Errorf("IPPool %s: spec.blockSize %d must lie between the pool's prefix length %d and %d",
-			p.Name, p.BlockSize, pr.Bits(), pr.Addr().BitLen())
-	}
-	if pr.Addr().BitLen()-p.BlockSize > 16 {
-		return fmt.Errorf("IPPool %s: spec.blockSize %d is too small a prefix (blocks over 65536 addresses); use at least /%d",
-			p.Name, p.BlockSize, pr.Addr().BitLen()-16)
-	}
-	for field, v := range map[string]*string{"ipipMode": &p.IPIPMode, "vxlanMode": &p.VXLANMode} {
-		switch *v {
-		case "":
+	for _, v := range []*string{&p.IPIPMode, &p.VXLANMode} {
+		if *v == "" {
 			*v = datastore.ModeNever
-		case datastore.ModeNever, datastore.ModeAlways, datastore.ModeCrossSubnet:
-		default:
-			return fmt.Errorf("IPPool %s: spec.%s %q must be Always, CrossSubnet or Never", p.Name, field, *v)
 		}
 	}
-	if p.IPIPMode != datastore.ModeNever && p.VXLANMode != datastore.ModeNever {
-		return fmt.Errorf("IPPool %s: spec.ipipMode and spec.vxlanMode cannot both be on; set one of them to Never", p.Name)
-	}
-	if pr.Addr().Is6() && (p.IPIPMode != datastore.ModeNever || p.VXLANMode != datastore.ModeNever) {
-		return fmt.Errorf("IPPool %s: IPv6 pools are routed by BGP only; set spec.ipipMode and spec.vxlanMode to Never", p.Name)
-	}
-	return nil
+	return p.Check("")
 }
 
 // GetCapabilities implements ipam.Ipam.

@@ -61,7 +61,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*datastore.St
 	// A short request timeout makes an etcd outage fail plugin calls (and
 	// so `docker run`) within seconds, with an error that names etcd.
 	st, err := datastore.Open(ctx, datastore.Config{Endpoints: endpoints,
-		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Timeout: 3 * time.Second})
+		CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Timeout: 3 * time.Second, Log: log})
 	if err != nil {
 		stopEmbedded()
 		return nil, nil, err
