@@ -383,3 +383,46 @@ func TestReleaseAddressFreesDockersAddressesOnly(t *testing.T) {
 	}
 	t.Logf("REPORT\tipam\tDocker's ReleaseAddress of a node's tunnel address\ttunnel address kept\tpass")
 }
+
+// A release of an address that an endpoint uses is late (Docker deletes the
+// endpoint first): the container that took the address since keeps it.
+func TestLateReleaseKeepsTheNewHoldersAddress(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.9.0.0/24", 26)
+	d := New(st, "node00", false)
+	req := &ipam.RequestAddressRequest{PoolID: PoolAnyV4, Address: "10.9.0.5"}
+	resp, err := d.RequestAddress(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParsePrefix(resp.Address).Addr()
+	rel := &ipam.ReleaseAddressRequest{PoolID: PoolAnyV4, Address: addr.String()}
+	if err := d.ReleaseAddress(rel); err != nil { // the first container's
+		t.Fatal(err)
+	}
+	if _, err := d.RequestAddress(req); err != nil { // a second container takes it
+		t.Fatal(err)
+	}
+	ep := datastore.WorkloadEndpoint{Node: "node00", EndpointID: "e2", Interface: "cali0e2", IPv4: addr.String()}
+	if err := st.Put(ctx, datastore.EndpointKey("node00", "e2"), &ep); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ReleaseAddress(rel); err != nil { // the first container's, again
+		t.Fatal(err)
+	}
+	if h := blockOf(t, st, "10.9.0.0/26").Allocations[5]; h == "" {
+		t.Fatal("a late release freed the address the second container's endpoint uses")
+	}
+	// Its own release, after its endpoint went, frees it.
+	if err := st.Delete(ctx, datastore.EndpointKey("node00", "e2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ReleaseAddress(rel); err != nil {
+		t.Fatal(err)
+	}
+	if h := blockOf(t, st, "10.9.0.0/26").Allocations[5]; h != "" {
+		t.Fatalf("the address is still held by %s after its endpoint went", h)
+	}
+	t.Logf("REPORT\tipam\ta late ReleaseAddress of an address another container took since\tthe new holder keeps it\tpass")
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -287,11 +288,34 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	// Docker forgets the address whatever we answer (it only logs a failed
 	// release), so while etcd is unreachable the release waits for it.
 	// Docker names the address only: free it only from a handle that
-	// RequestAddress made, never a node's tunnel address. (A late release
-	// can still free another container's address that took the same one
-	// since: Docker gives no handle to tell them apart.)
+	// RequestAddress made, never a node's tunnel address, and not while an
+	// endpoint still uses it. Docker deletes an endpoint before releasing
+	// its address, so an endpoint found is another container's that took
+	// the address since: the release is late (a repeat, after a restart).
 	_, err = d.alloc.store.NowOrLater(ctx, func(ctx context.Context) error {
-		return d.alloc.ReleaseIPIf(ctx, addr, func(h string) bool { return strings.HasPrefix(h, dockerHandlePrefix) })
+		return d.alloc.ReleaseIPIf(ctx, addr, func(h string) bool {
+			return strings.HasPrefix(h, dockerHandlePrefix) && !d.endpointUses(ctx, h, addr)
+		})
 	})
 	return err
+}
+
+// endpointUses reports whether an endpoint of the node holding handle uses
+// addr. When etcd cannot say, it does: a release kept is collected later,
+// a release done wrongly cuts a container off.
+func (d *Driver) endpointUses(ctx context.Context, handle string, addr netip.Addr) bool {
+	var h datastore.Handle
+	if _, err := d.alloc.store.Get(ctx, datastore.HandleKey(handle), &h); err != nil {
+		return !errors.Is(err, datastore.ErrNotFound)
+	}
+	eps, err := datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node))
+	if err != nil {
+		return true
+	}
+	for _, e := range eps {
+		if slices.Contains(e.Addrs(), addr) {
+			return true
+		}
+	}
+	return false
 }
