@@ -87,9 +87,9 @@ reliability-report: deps build
 # Runs the tests that attack tabby (datastore access, DNS, container to
 # host, flushed rules, BGP passwords, policy input, secrets, IPAM) and prints
 # each attack, what was tried, the figure and the verdict.
-SECURITY_TESTS := TestReliabilitySecurity|TestSecurityHostileBGPPeer|TestEmbeddedEtcd|TestDNSAcrossHosts|TestContainersAndTheirHost|TestReliabilityRulesFlushed|TestBGPPeerPasswordIsNeverPrinted|TestSelectorTextStaysOutOfTheRuleset|TestReleaseAddressFreesDockersAddressesOnly|TestReleaseInDisabledPool|TestPoolGeometryIsFixedWhileBlocksExist|TestPolicyOnRealSpeakers|TestHostileAnnouncementsAreRefused|TestOverlappingPoolsAtOnce|TestValidateFilterNamesTheBadField
+SECURITY_TESTS := TestReliabilitySecurity|TestSecurityHostileBGPPeer|TestEmbeddedEtcd|TestDNSAcrossHosts|TestContainersAndTheirHost|TestReliabilityRulesFlushed|TestBGPPeerPasswordIsNeverPrinted|TestSelectorTextStaysOutOfTheRuleset|TestReleaseAddressFreesDockersAddressesOnly|TestReleaseInDisabledPool|TestPoolGeometryIsFixedWhileBlocksExist|TestPolicyOnRealSpeakers|TestHostileAnnouncementsAreRefused|TestOverlappingPoolsAtOnce|TestValidateFilterNamesTheBadField|TestSecurityBadRecords|TestNodesAnnounceOnlyWhatIPAMGivesThem|TestExportFilterOnRealSpeakers|TestOwnersCheckWhatTheyRead|TestBadRecordsAreSkippedNotBlocking|TestLateReleaseKeepsTheNewHoldersAddress|TestApplyBGPFilterRefusesWhatItCannotDo
 security-report: deps build
-	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run '$(SECURITY_TESTS)' -v ./plugin/e2e/ ./plugin/ ./driver/policy/ ./ipamdriver/ ./bgp/ > security.log 2>&1; rc=$$?; \
+	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run '$(SECURITY_TESTS)' -v ./plugin/e2e/ ./plugin/ ./driver/policy/ ./ipamdriver/ ./bgp/ ./datastore/ > security.log 2>&1; rc=$$?; \
 	printf '%-18s  %-72s  %-40s  %s\n' ATTACK TRIED FIGURE RESULT; \
 	grep -o 'REPORT.*' security.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-18s  %-72s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
 	echo "(full output: security.log)"; exit $$rc
