@@ -149,6 +149,17 @@ type WorkloadEndpoint struct {
 	Gateway    string            `json:"gateway,omitempty"`
 	// Workload is the container's name, learned from Docker (for DNS).
 	Workload string `json:"workload,omitempty"`
+	// Ports are the container's published ports (docker run -p) on its host.
+	Ports []PortMapping `json:"ports,omitempty"`
+}
+
+// PortMapping is one published port: HostPort on HostIP ("" for every
+// address of the host) reaches Port of the container, for Proto tcp or udp.
+type PortMapping struct {
+	Proto    string `json:"proto"`
+	HostIP   string `json:"hostIP,omitempty"`
+	HostPort uint16 `json:"hostPort"`
+	Port     uint16 `json:"port"`
 }
 
 // Addrs returns the endpoint's addresses (IPv4, then IPv6 when it has one).

@@ -20,6 +20,7 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
 	"github.com/tabbynet/tabby/driver/policy"
+	"github.com/tabbynet/tabby/driver/ports"
 )
 
 const (
@@ -55,6 +56,8 @@ type Driver struct {
 	hostAccess policy.HostAccess
 	// sandboxPaths lists where a sandbox key may be opened from here.
 	sandboxPaths func(key string) []string
+	// ports holds this host's published ports.
+	ports *ports.Proxy
 	// testHookAfterSetup, set only by tests, runs between creating the veth
 	// and recording the join, to prove the undo path.
 	testHookAfterSetup func()
@@ -64,7 +67,7 @@ var _ network.Driver = (*Driver)(nil)
 
 // New returns the driver of node, programming the kernel through dp.
 func New(store *datastore.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
-	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second,
+	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log),
 		sandboxPaths: func(key string) []string { return []string{key} }}
 }
 
@@ -316,6 +319,7 @@ func networkLabel(n datastore.Network) string {
 // DeleteEndpoint removes the endpoint's interface (if Leave did not) and
 // its record; a missing endpoint is fine.
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
+	d.ports.Close(req.EndpointID)
 	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
 		return err
 	}
@@ -425,6 +429,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 
 // Leave removes the veth pair (and with it the host route).
 func (d *Driver) Leave(req *network.LeaveRequest) error {
+	d.ports.Close(req.EndpointID) // Docker revokes first; a Leave without it must not keep the ports
 	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
 		return err
 	}
@@ -434,7 +439,7 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 				if !exists {
 					return datastore.ErrNotFound
 				}
-				e.SandboxKey, e.Gateway = "", ""
+				e.SandboxKey, e.Gateway, e.Ports = "", "", nil
 				return nil
 			})
 		if errors.Is(err, datastore.ErrNotFound) {
@@ -467,16 +472,6 @@ func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error { return nil 
 
 // DiscoverDelete is unused: tabby learns peers from etcd.
 func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
-
-// ProgramExternalConnectivity: routed endpoints need no port mapping setup.
-func (d *Driver) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
-	return nil
-}
-
-// RevokeExternalConnectivity: nothing was programmed.
-func (d *Driver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
-	return nil
-}
 
 func short(id string) string {
 	if len(id) > 12 {

@@ -108,6 +108,13 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	var joined []datastore.WorkloadEndpoint
+	for _, e := range eps {
+		if e.SandboxKey != "" {
+			joined = append(joined, e)
+		}
+	}
+	d.reopenPorts(ctx, joined)
 	return d.SyncBlackholes(ctx)
 }
 

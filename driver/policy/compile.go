@@ -26,6 +26,8 @@ type Endpoint struct {
 	// container on two networks answers on one interface what came in on
 	// the other (it has one default route), so those sources are its own.
 	Sandbox []netip.Addr
+	// Ports are the endpoint's published ports (local endpoints only).
+	Ports []datastore.PortMapping
 }
 
 // Input is everything the rule set derives from.
@@ -75,8 +77,9 @@ func Compile(in Input) (string, error) {
 	local := append([]Endpoint(nil), in.Local...)
 	sort.Slice(local, func(i, j int) bool { return local[i].Iface < local[j].Iface })
 	var chains strings.Builder
-	var spoof, from, to []string
+	var spoof, from, to, dnat []string
 	for _, e := range local {
+		dnat = append(dnat, publishRules(e)...)
 		labels := c.labelsOf(e)
 		for _, dir := range []string{"egress", "ingress"} {
 			lines, err := c.endpointRules(e, labels, pols, dir)
@@ -102,6 +105,15 @@ func Compile(in Input) (string, error) {
 	}
 	b.WriteString("\t}\n")
 	writeHostAccess(&b, c.in.Host)
+	if len(dnat) > 0 {
+		// Published ports, for traffic from other machines; the host's own
+		// and its containers' connections go to the port's proxy.
+		b.WriteString("\tchain publish {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tiifname \"cali*\" return\n")
+		for _, l := range dnat {
+			fmt.Fprintf(&b, "\t\t%s\n", l)
+		}
+		b.WriteString("\t}\n")
+	}
 	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n" +
 		"\t\tct state established,related accept\n\t\tct state invalid drop\n" +
 		"\t\tiifname \"cali*\" jump from-wl\n\t\toifname \"cali*\" jump to-wl\n\t}\n")
@@ -203,6 +215,11 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 			return nil, err
 		}
 	}
+	if dir == "ingress" && len(e.Ports) > 0 {
+		// What reaches a published port is the container's to answer, as
+		// on Docker's bridge, unless a policy above denied it.
+		out = append(out, "ct status dnat accept")
+	}
 	for _, name := range e.Profiles {
 		prof, ok := c.in.Profiles[name]
 		if !ok {
@@ -217,6 +234,47 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 		}
 	}
 	return append(out, "drop"), nil
+}
+
+// publishRules DNATs an endpoint's published ports: a port on every
+// address (HostIP "", 0.0.0.0 or ::) to the container's address of the
+// packet's family, a port on one address to the container's address of
+// that family. A family the container lacks is left to the port's proxy.
+func publishRules(e Endpoint) []string {
+	var v4, v6 netip.Addr
+	for _, a := range e.Addrs {
+		if a.Is4() && !v4.IsValid() {
+			v4 = a
+		} else if a.Is6() && !v6.IsValid() {
+			v6 = a
+		}
+	}
+	var out []string
+	for _, p := range e.Ports {
+		if p.Proto != "tcp" && p.Proto != "udp" {
+			continue
+		}
+		for _, f := range []struct {
+			to            netip.Addr
+			nf, ip, anyIP string
+		}{{v4, "ipv4", "ip", "0.0.0.0"}, {v6, "ipv6", "ip6", "::"}} {
+			if !f.to.IsValid() {
+				continue
+			}
+			match := ""
+			switch h, err := netip.ParseAddr(p.HostIP); {
+			case p.HostIP == "" || p.HostIP == f.anyIP:
+				match = fmt.Sprintf("meta nfproto %s fib daddr type local", f.nf)
+			case err == nil && h.Is4() == (f.ip == "ip"):
+				match = fmt.Sprintf("%s daddr %s", f.ip, h)
+			default:
+				continue
+			}
+			dest := netip.AddrPortFrom(f.to, p.Port).String()
+			out = append(out, fmt.Sprintf("%s %s dport %d dnat %s to %s", match, p.Proto, p.HostPort, f.ip, dest))
+		}
+	}
+	return out
 }
 
 // antiSpoof drops what an endpoint sends from any address but its own

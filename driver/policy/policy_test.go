@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -275,5 +276,32 @@ func TestRepairReinstallsAFlushedTable(t *testing.T) {
 	}
 	if out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "tables").CombinedOutput(); !strings.Contains(string(out), "table inet tabby") {
 		t.Fatalf("tables after repair:\n%s", out)
+	}
+}
+
+// Published ports become DNAT rules of the family they name; a family the
+// container lacks, or a host address of the other family, gets none.
+func TestPublishRules(t *testing.T) {
+	e := Endpoint{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")}}
+	e.Ports = []datastore.PortMapping{
+		{Proto: "tcp", HostPort: 8080, Port: 80},
+		{Proto: "udp", HostIP: "0.0.0.0", HostPort: 53, Port: 5353},
+		{Proto: "tcp", HostIP: "::", HostPort: 8443, Port: 443},
+		{Proto: "tcp", HostIP: "192.0.2.7", HostPort: 81, Port: 80},
+		{Proto: "sctp", HostPort: 9, Port: 9},
+	}
+	want := []string{
+		"meta nfproto ipv4 fib daddr type local tcp dport 8080 dnat ip to 10.0.0.5:80",
+		"meta nfproto ipv6 fib daddr type local tcp dport 8080 dnat ip6 to [fd00::5]:80",
+		"meta nfproto ipv4 fib daddr type local udp dport 53 dnat ip to 10.0.0.5:5353",
+		"meta nfproto ipv6 fib daddr type local tcp dport 8443 dnat ip6 to [fd00::5]:443",
+		"ip daddr 192.0.2.7 tcp dport 81 dnat ip to 10.0.0.5:80",
+	}
+	if got := publishRules(e); !slices.Equal(got, want) {
+		t.Fatalf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	e.Addrs = e.Addrs[:1]
+	if got := publishRules(e); len(got) != 3 {
+		t.Fatalf("an IPv4-only container: %q, want the three IPv4 rules", got)
 	}
 }

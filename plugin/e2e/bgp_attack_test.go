@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
 
@@ -71,4 +74,90 @@ func TestSecurityHostileBGPPeer(t *testing.T) {
 		foreign := strings.Contains(out, blocks[other])
 		report(t, fault, "the peer learns from "+h.Name+" only its own prefixes", fmt.Sprintf("%s's block from %s: %v", other.Name, h.Name, foreign), !foreign)
 	}
+}
+
+// A rogue node: Debian's gobgpd registered as a node (a Node record and a
+// live liveness key, so the hosts mesh with it) announces node00's block,
+// node01's container's /32 and a pool block nobody claimed. None of it is
+// installed and pings across hosts go on; once IPAM gives it a block, that
+// block arrives through it.
+func TestSecurityRogueNode(t *testing.T) {
+	const fault = "bgp"
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	st := labStore(t, l)
+	createEverywhere(t, l, n0, "net1")
+	must(t, n0, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
+	must(t, n1, "run", "--net", "net1", "--name", "containerC", "-tid", "busybox")
+	ipA, ipC := ipOf(t, n0, "containerA", "net1"), ipOf(t, n1, "containerC", "net1")
+	eventually(t, 30*time.Second, "containerA reaches containerC", func() (string, bool) { return pings(n0, "containerA", ipC) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := st.Put(ctx, datastore.NodeKey("rogue"), &datastore.Node{Name: "rogue", IPv4: "10.99.0.1/24"}); err != nil {
+		t.Fatal(err)
+	}
+	go st.KeepAlive(ctx, datastore.LivenessKey("rogue"), "rogue", func() int64 { return 10 }, nil)
+	gobgp := startGoBGPDAs(t, l, 64512, "")
+	eventually(t, 30*time.Second, "both hosts mesh with the rogue node", func() (string, bool) {
+		out, _ := gobgp("neighbor")
+		return out, strings.Count(out, "Establ") == 2
+	})
+	// A block of the pool nobody has: the last /26 of node00's pool.
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
+	if err != nil || len(pools) == 0 {
+		t.Fatalf("pools: %v %v", pools, err)
+	}
+	pool := netip.MustParsePrefix(pools[0].CIDR)
+	last := netip.PrefixFrom(lastAddr(pool), 26).Masked()
+	done := make(chan int, 1)
+	go func() { lost, _ := pingFor(n0, "containerA", ipC, 40); done <- lost }()
+	hostile := []string{blockOf(ipA), blockOf(ipC), ipC + "/32", ipA + "/32", last.String()}
+	for _, p := range hostile {
+		if out, err := gobgp("global", "rib", "add", p, "nexthop", "10.99.0.1"); err != nil {
+			t.Fatalf("announce %s: %v %s", p, err, out)
+		}
+	}
+	time.Sleep(5 * time.Second)
+	for _, h := range []*lab.Host{n0, n1} {
+		r, _ := h.Exec("ip", "route", "show", "proto", "77")
+		var got []string
+		for _, line := range strings.Split(r, "\n") {
+			if strings.Contains(line, "via 10.99.0.1 ") {
+				got = append(got, line)
+			}
+		}
+		report(t, fault, h.Name+": routes via a rogue node ("+fmt.Sprint(len(hostile))+" announced: blocks, /32s, an unclaimed block)",
+			fmt.Sprintf("%d installed", len(got)), len(got) == 0)
+		if len(got) > 0 {
+			t.Logf("%s installed:\n%s", h.Name, strings.Join(got, "\n"))
+		}
+	}
+	lost := <-done
+	report(t, fault, "pings lost across hosts while the rogue node announces", fmt.Sprintf("%d of 40", lost), lost == 0)
+	// IPAM gives it the unclaimed block: now it may announce it.
+	b := datastore.Block{CIDR: last.String(), Pool: pools[0].Name, Affinity: "rogue", Allocations: make([]string, 1<<(32-26))}
+	if err := st.Commit(ctx, datastore.Op{Key: datastore.BlockKey(b.CIDR), Value: &b},
+		datastore.Op{Key: datastore.AffinityKey("rogue", b.CIDR), Value: &datastore.Affinity{Node: "rogue", Block: b.CIDR}}); err != nil {
+		t.Fatal(err)
+	}
+	var r string
+	granted := false
+	for i := 0; i < 20 && !granted; i++ {
+		r, _ = n1.Exec("ip", "route", "show", last.String())
+		granted = strings.Contains(r, "via 10.99.0.1")
+		time.Sleep(500 * time.Millisecond)
+	}
+	report(t, fault, "the block IPAM then gives the rogue node arrives through it", fmt.Sprintf("node01: %q", r), granted)
+	// Leave nothing of it for the lab's teardown to trip on.
+	st.Delete(ctx, datastore.BlockKey(b.CIDR))
+	st.Delete(ctx, datastore.AffinityKey("rogue", b.CIDR))
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := 32 - p.Bits()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= (1 << host) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

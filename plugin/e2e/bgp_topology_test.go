@@ -64,13 +64,19 @@ func TestRouteReflectorTopology(t *testing.T) {
 // CLI.
 func startGoBGPD(t *testing.T, l *lab.Lab, password string) func(args ...string) (string, error) {
 	t.Helper()
+	return startGoBGPDAs(t, l, 65000, password)
+}
+
+// startGoBGPDAs is startGoBGPD in AS as (64512: the hosts' own, as a node).
+func startGoBGPDAs(t *testing.T, l *lab.Lab, as int, password string) func(args ...string) (string, error) {
+	t.Helper()
 	if _, err := exec.LookPath("gobgpd"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("CI must install gobgpd")
 		}
 		t.Skip("needs Debian's gobgpd: " + err.Error())
 	}
-	conf := "[global.config]\n  as = 65000\n  router-id = \"10.99.0.1\"\n  local-address-list = [\"10.99.0.1\"]\n"
+	conf := fmt.Sprintf("[global.config]\n  as = %d\n", as) + "  router-id = \"10.99.0.1\"\n  local-address-list = [\"10.99.0.1\"]\n"
 	for _, h := range l.Hosts {
 		conf += fmt.Sprintf("[[neighbors]]\n  [neighbors.config]\n    neighbor-address = %q\n    peer-as = 64512\n    auth-password = %q\n", h.Addr, password)
 	}

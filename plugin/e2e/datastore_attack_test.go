@@ -24,11 +24,7 @@ func TestSecurityBadRecords(t *testing.T) {
 	const fault = "datastore"
 	l := lab.New(t, lab.Options{Hosts: 2})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
-	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := labStore(t, l)
 	bad := map[string]string{
 		datastore.NodeKey("garbage"):              "{not json",
 		datastore.NodeKey("impostor"):             `{"name":"node01","ipv4Address":"10.99.0.66/24"}`,

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 	"github.com/vishvananda/netns"
 )
@@ -141,4 +143,16 @@ func handleOf(h *lab.Host, ip string) (handle, out string) {
 // established node-to-node mesh peer.
 func meshPeerUp(status, addr string) bool {
 	return regexp.MustCompile(`\| ` + regexp.QuoteMeta(addr) + ` +\| node-to-node mesh \| up +\| \d{4}-\d\d-\d\d \| Established \|`).MatchString(status)
+}
+
+// labStore opens the lab's etcd straight, as an attacker or an operator
+// with etcdctl would; it is closed when the test ends.
+func labStore(t *testing.T, l *lab.Lab) *datastore.Store {
+	t.Helper()
+	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

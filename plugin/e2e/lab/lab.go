@@ -119,6 +119,9 @@ func New(t testing.TB, opt Options) *Lab {
 		t.Skip(why)
 	}
 	bin, err := filepath.Abs("../../bin/tabby")
+	if b := os.Getenv("TABBY_BIN"); b != "" { // another build, beside a run that uses bin/tabby
+		bin = b
+	}
 	if err != nil || !exists(bin) {
 		t.Fatalf("bin/tabby not built: run make build (looked at %s)", bin)
 	}

@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// talk sends msg over proto to addr from the namespace at ns and returns
+// the first answer.
+func talk(ns, proto, addr, msg string) (string, error) {
+	var c net.Conn
+	if err := inNetns(ns, func() (err error) { c, err = net.DialTimeout(proto, addr, 3*time.Second); return err }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 256)
+	n, err := c.Read(buf)
+	return strings.TrimSpace(string(buf[:n])), err
+}
+
+// udpEcho builds the tests' UDP echo server into dir.
+func udpEcho(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "udpecho")
+	cmd := exec.Command("go", "build", "-o", out, "./testdata/udpecho")
+	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build udpecho: %v\n%s", err, b)
+	}
+	return out
+}
+
+// docker run -p on a tabby network publishes like Docker's bridge: the
+// port answers at the host's address from other machines (DNAT) and from
+// the host itself, 127.0.0.1 included (the proxy), for TCP and UDP; a
+// taken port fails docker run with a clear error and leaves nothing; a
+// policy can deny published traffic; the port is gone once the container
+// stops.
+func TestPublishedPorts(t *testing.T) {
+	const fault = "publish"
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	echo := udpEcho(t, l.Dir)
+	createEverywhere(t, l, n0, "net1")
+	must(t, n0, "run", "-d", "--net", "net1", "--name", "web", "-p", "8080:80", "-p", "9090:9090/udp",
+		"-v", echo+":/udpecho:ro", "--label", "tabby.label.app=web",
+		"busybox", "sh", "-c", "/udpecho 9090 & exec nc -ll -p 80 -e echo published")
+	from := map[string]struct{ ns, addr string }{
+		"another machine (DNAT)":       {l.SwitchNS(), n0.Addr},
+		"another tabby host (DNAT)":    {"/run/netns/" + n1.NS, n0.Addr},
+		"the host itself (proxy)":      {"/run/netns/" + n0.NS, n0.Addr},
+		"the host's 127.0.0.1 (proxy)": {"/run/netns/" + n0.NS, "127.0.0.1"},
+	}
+	for who, f := range from {
+		var got string
+		var err error
+		for i := 0; i < 20; i++ { // the DNAT rule follows the endpoint record by a watch round trip
+			if got, err = talk(f.ns, "tcp", net.JoinHostPort(f.addr, "8080"), "hi\n"); got == "published" {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		report(t, fault, "-p 8080:80 from "+who, fmt.Sprintf("%q %v", got, err), got == "published")
+		got, err = talk(f.ns, "udp", net.JoinHostPort(f.addr, "9090"), "ping")
+		report(t, fault, "-p 9090:9090/udp from "+who, fmt.Sprintf("%q %v", got, err), got == "udp:ping")
+	}
+
+	// A port a container holds, and one a host process holds.
+	out, err := n0.Docker("run", "-d", "--net", "net1", "--name", "second", "-p", "8080:80", "busybox", "sleep", "600")
+	clear := err != nil && strings.Contains(out, "8080") && strings.Contains(out, "already in use")
+	report(t, fault, "a second container asks for host port 8080", firstLine(out, "8080"), clear)
+	var hostLn net.Listener
+	if err := inNetns("/run/netns/"+n0.NS, func() (err error) { hostLn, err = net.Listen("tcp", ":8181"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	out, err = n0.Docker("run", "-d", "--net", "net1", "--name", "third", "-p", "8181:80", "busybox", "sleep", "600")
+	clear = err != nil && strings.Contains(out, "8181") && strings.Contains(out, "already in use")
+	report(t, fault, "a container asks for a port a host process holds", firstLine(out, "8181"), clear)
+	got, _ := talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8080"), "hi\n")
+	report(t, fault, "the first container's port after the refusals", fmt.Sprintf("%q", got), got == "published")
+	for _, name := range []string{"second", "third"} {
+		n0.Docker("rm", "-f", name)
+	}
+
+	// A policy denies what comes from the switch; another host still gets in.
+	applyYAML(t, l, n0, "deny.yaml", "apiVersion: tabby/v1\nkind: NetworkPolicy\nmetadata: {name: no-lan}\n"+
+		"spec: {order: 1, selector: app == 'web', ingress: [{action: Deny, source: {nets: [10.99.0.1/32]}}]}\n")
+	denied := false
+	for i := 0; i < 20 && !denied; i++ {
+		_, err := talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8080"), "hi\n")
+		denied = err != nil
+		time.Sleep(250 * time.Millisecond)
+	}
+	report(t, fault, "a policy denying the LAN: published port from another machine", fmt.Sprintf("refused: %v", denied), denied)
+	got, _ = talk("/run/netns/"+n1.NS, "tcp", net.JoinHostPort(n0.Addr, "8080"), "hi\n")
+	report(t, fault, "the same policy: from another tabby host", fmt.Sprintf("%q", got), got == "published")
+	mustTabby(t, n0, "delete", "networkpolicy", "no-lan")
+
+	must(t, n0, "stop", "-t", "1", "web")
+	_, err = talk("/run/netns/"+n0.NS, "tcp", "127.0.0.1:8080", "hi\n")
+	rules, _ := n0.Exec("nft", "list", "chain", "inet", "tabby", "publish")
+	report(t, fault, "after docker stop: port 8080 and its DNAT rule", fmt.Sprintf("connect: %v; rule left: %v", err != nil, strings.Contains(rules, "8080")),
+		err != nil && !strings.Contains(rules, "8080"))
+}
