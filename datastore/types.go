@@ -70,6 +70,9 @@ type Network struct {
 	// NoIPv4 marks an IPv6-only network (Docker 28's --ipv4=false); Pool
 	// is empty then.
 	NoIPv4  bool              `json:"noIPv4,omitempty"`
+	// Internal (--internal): no route beyond the cluster's pools, no
+	// outgoing traffic beyond its endpoints, no published ports.
+	Internal bool `json:"internal,omitempty"`
 	MTU     int               `json:"mtu,omitempty"`
 	Options map[string]string `json:"options,omitempty"`
 	Profile string            `json:"profile"`
@@ -149,6 +152,8 @@ type WorkloadEndpoint struct {
 	Gateway    string            `json:"gateway,omitempty"`
 	// Workload is the container's name, learned from Docker (for DNS).
 	Workload string `json:"workload,omitempty"`
+	// Internal copies its network's --internal flag.
+	Internal bool `json:"internal,omitempty"`
 	// Ports are the container's published ports (docker run -p) on its host.
 	Ports []PortMapping `json:"ports,omitempty"`
 }

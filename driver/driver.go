@@ -32,6 +32,8 @@ const (
 	LabelNetwork = "tabby.network"
 
 	optGeneric = "com.docker.network.generic"
+	// optInternal is set on networks made with --internal.
+	optInternal = "com.docker.network.internal"
 	optMTU     = "com.docker.network.driver.mtu"
 	// optOrigin marks a network tabby mirrored from another host.
 	optOrigin = "tabby.origin"
@@ -136,8 +138,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
+	internal, _ := req.Options[optInternal].(bool)
 	n := datastore.Network{ID: req.NetworkID, MTU: o.mtu, Options: o.opts, Profile: req.NetworkID,
-		Node: d.node, Origin: o.origin, NoIPv4: v6only}
+		Node: d.node, Origin: o.origin, NoIPv4: v6only, Internal: internal}
 	pool := ""
 	if !v6only {
 		pool = req.IPv4Data[0].Pool
@@ -293,6 +296,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
 		Interface: dataplane.HostIfName(req.EndpointID), IPv4: addrString(ip4), IPv6: addrString(ip6), MAC: mac, MTU: mtu,
 		Subnet: n.Subnet, Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
+		Internal: n.Internal,
 	}
 	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {
 		return nil, fmt.Errorf("store endpoint %s: %w", short(ep.EndpointID), err)
@@ -387,6 +391,14 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		resp.Gateway = gw
 		resp.StaticRoutes = []*network.StaticRoute{{Destination: gw + "/32", RouteType: routeConnected}}
 	}
+	var internal []*network.StaticRoute
+	if ep.Internal {
+		// No default route: the cluster's pools only, via the gateway.
+		if internal, err = d.poolRoutes(ctx, gw, ip4.IsValid(), ep.IPv6 != ""); err != nil {
+			return nil, err
+		}
+		resp.Gateway = ""
+	}
 	// A network with its own --subnet is routed by its own interface, so a
 	// container on several networks starts connections to each one's peers
 	// from its address there (a peer's profile admits only its network's
@@ -400,7 +412,11 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		// fe80::/64 to every interface, and libnetwork finds cali0 by it.
 		spec.IPv6 = netip.MustParseAddr(ep.IPv6)
 		resp.GatewayIPv6 = dataplane.GatewayV6.Addr().String()
+		if ep.Internal {
+			resp.GatewayIPv6 = ""
+		}
 	}
+	resp.StaticRoutes = append(resp.StaticRoutes, internal...)
 	if err := d.dp.SetupEndpoint(spec); err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()}
 		in.All = append(in.All, pe)
 		if e.Node == d.node && e.SandboxKey != "" {
-			pe.Iface, pe.Ports = e.Interface, e.Ports
+			pe.Iface, pe.Ports, pe.Internal = e.Interface, e.Ports, e.Internal
 			for _, a := range sandbox[e.SandboxKey] {
 				if !slices.Contains(pe.Addrs, a) {
 					pe.Sandbox = append(pe.Sandbox, a)

@@ -2,9 +2,11 @@ package driver
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/network"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
 )
@@ -71,4 +73,27 @@ func (d *Driver) mtuFor(ctx context.Context, ip netip.Addr) int {
 		}
 	}
 	return d.hostMTU
+}
+
+// poolRoutes are an --internal endpoint's routes: every enabled pool of the
+// families it has, via its gateways, in place of a default route.
+func (d *Driver) poolRoutes(ctx context.Context, gw string, v4, v6 bool) ([]*network.StaticRoute, error) {
+	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	if err != nil {
+		return nil, fmt.Errorf("routes of an internal network: %w", err)
+	}
+	var out []*network.StaticRoute
+	for _, p := range pools {
+		pp, err := netip.ParsePrefix(p.CIDR)
+		if err != nil || p.Disabled {
+			continue
+		}
+		switch {
+		case pp.Addr().Is4() && v4:
+			out = append(out, &network.StaticRoute{Destination: pp.String(), RouteType: routeNextHop, NextHop: gw})
+		case pp.Addr().Is6() && v6:
+			out = append(out, &network.StaticRoute{Destination: pp.String(), RouteType: routeNextHop, NextHop: dataplane.GatewayV6.Addr().String()})
+		}
+	}
+	return out, nil
 }

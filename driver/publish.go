@@ -83,6 +83,9 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if _, err := d.store.Get(ctx, datastore.EndpointKey(d.node, req.EndpointID), &ep); err != nil {
 		return fmt.Errorf("publish ports of endpoint %s: %w", short(req.EndpointID), err)
 	}
+	if ep.Internal {
+		return fmt.Errorf("network %s is --internal: it publishes no port; remove -p/-P or use another network", short(req.NetworkID))
+	}
 	var t ports.Target
 	t.V4, _ = netip.ParseAddr(ep.IPv4)
 	t.V6, _ = netip.ParseAddr(ep.IPv6)

@@ -73,7 +73,7 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		if n.Subnet6 != "" {
 			ipam.Config = append(ipam.Config, dnetwork.IPAMConfig{Subnet: n.Subnet6})
 		}
-		create := dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts}
+		create := dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts, Internal: n.Internal}
 		if n.IPv6 {
 			create.EnableIPv6 = &n.IPv6
 		}

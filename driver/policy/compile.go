@@ -28,6 +28,10 @@ type Endpoint struct {
 	Sandbox []netip.Addr
 	// Ports are the endpoint's published ports (local endpoints only).
 	Ports []datastore.PortMapping
+	// Internal: the endpoint's network is --internal: it sends nothing
+	// beyond the cluster's endpoints, and nothing to its host but the
+	// host's open ports (the resolver's).
+	Internal bool
 }
 
 // Input is everything the rule set derives from.
@@ -77,9 +81,12 @@ func Compile(in Input) (string, error) {
 	local := append([]Endpoint(nil), in.Local...)
 	sort.Slice(local, func(i, j int) bool { return local[i].Iface < local[j].Iface })
 	var chains strings.Builder
-	var spoof, from, to, dnat []string
+	var spoof, from, to, dnat, internal []string
 	for _, e := range local {
 		dnat = append(dnat, publishRules(e)...)
+		if e.Internal {
+			internal = append(internal, strconv.Quote(e.Iface))
+		}
 		labels := c.labelsOf(e)
 		for _, dir := range []string{"egress", "ingress"} {
 			lines, err := c.endpointRules(e, labels, pols, dir)
@@ -104,7 +111,7 @@ func Compile(in Input) (string, error) {
 		fmt.Fprintf(&b, "\t\t%s\n", l)
 	}
 	b.WriteString("\t}\n")
-	writeHostAccess(&b, c.in.Host)
+	writeHostAccess(&b, c.in.Host, internal)
 	if len(dnat) > 0 {
 		// Published ports, for traffic from other machines; the host's own
 		// and its containers' connections go to the port's proxy.
@@ -135,17 +142,22 @@ func Compile(in Input) (string, error) {
 
 // writeHostAccess writes the input chain: what containers may send to the
 // host itself.
-func writeHostAccess(b *strings.Builder, h HostAccess) {
+func writeHostAccess(b *strings.Builder, h HostAccess, internal []string) {
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
 	if len(h.ControlTCP) > 0 {
 		fmt.Fprintf(b, "\t\tiifname \"cali*\" tcp dport { %s } drop\n", hostPortList(h.ControlTCP))
 	}
-	if h.DropOthers {
-		b.WriteString("\t\tiifname \"cali*\" ct state established,related accept\n")
+	closed := func(match string) {
+		fmt.Fprintf(b, "\t\tiifname %s ct state established,related accept\n", match)
 		if len(h.OpenPorts) > 0 {
-			fmt.Fprintf(b, "\t\tiifname \"cali*\" meta l4proto { tcp, udp } th dport { %s } accept\n", hostPortList(h.OpenPorts))
+			fmt.Fprintf(b, "\t\tiifname %s meta l4proto { tcp, udp } th dport { %s } accept\n", match, hostPortList(h.OpenPorts))
 		}
-		b.WriteString("\t\tiifname \"cali*\" drop\n")
+		fmt.Fprintf(b, "\t\tiifname %s drop\n", match)
+	}
+	if h.DropOthers {
+		closed(`"cali*"`)
+	} else if len(internal) > 0 {
+		closed("{ " + strings.Join(internal, ", ") + " }")
 	}
 	b.WriteString("\t}\n")
 }
@@ -189,6 +201,11 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 		allow = "return" // the receiver's ingress rules still apply
 	}
 	var out []string
+	if dir == "egress" && e.Internal {
+		// An --internal network reaches the cluster's endpoints only.
+		all := c.setFor("all()")
+		out = append(out, fmt.Sprintf("ip daddr != @sel%d_4 drop", all), fmt.Sprintf("ip6 daddr != @sel%d_6 drop", all))
+	}
 	add := func(rules []datastore.Rule, owner string) error {
 		for i, r := range rules {
 			lines, err := c.rule(r, allow)

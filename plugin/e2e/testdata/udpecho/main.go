@@ -1,5 +1,7 @@
 // Command udpecho answers every UDP datagram on the port given with
-// "udp:" and the datagram: the tests' UDP server inside a container.
+// "udp:", the sender's address and the datagram: the tests' UDP server
+// inside a container, which tells a DNATed client (its own address) from a
+// proxied one (the host's).
 package main
 
 import (
@@ -19,6 +21,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		pc.WriteTo(append([]byte("udp:"), buf[:n]...), from)
+		ip := from.(*net.UDPAddr).IP.String()
+		pc.WriteTo(append([]byte("udp:"+ip+":"), buf[:n]...), from)
 	}
 }
