@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -297,6 +299,28 @@ func rowOf(cols ...string) func(json.RawMessage) ([]string, string, error) {
 	}
 }
 
+// endpointRow is rowOf for endpoints, with their published ports as
+// `docker ps` writes them (Docker shows a plugin's ports nowhere).
+func endpointRow(raw json.RawMessage) ([]string, string, error) {
+	cells, name, err := rowOf("endpointID", "node", "interfaceName", "ipv4", "networkID")(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	var e datastore.WorkloadEndpoint
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, "", err
+	}
+	var ps []string
+	for _, p := range e.Ports {
+		host := p.HostIP
+		if host == "" {
+			host = "*"
+		}
+		ps = append(ps, fmt.Sprintf("%s->%d/%s", net.JoinHostPort(host, strconv.Itoa(int(p.HostPort))), p.Port, p.Proto))
+	}
+	return append(cells, strings.Join(ps, ",")), name, nil
+}
+
 var kinds = map[string]kind{
 	"IPPool":           {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
 	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "IPV6", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "ipv6Address", "asNumber", "routeReflectorClusterID")},
@@ -306,7 +330,7 @@ var kinds = map[string]kind{
 	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
 	"Profile":          {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
 	"NetworkPolicy":    {"NetworkPolicy", datastore.PoliciesDir, []string{"NAME", "ORDER", "SELECTOR"}, rowOf("name", "order", "selector")},
-	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK"}, rowOf("endpointID", "node", "interfaceName", "ipv4", "networkID")},
+	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK", "PORTS"}, endpointRow},
 }
 
 // hidePassword replaces a record's "password" by "passwordSet": true, so

@@ -78,6 +78,11 @@ func TestPublishedPorts(t *testing.T) {
 		report(t, fault, "-p 9090:9090/udp from "+who, fmt.Sprintf("%q %v", got, err), ok)
 	}
 
+	// Docker shows a plugin's mappings nowhere (it reads them only from
+	// its own drivers); tabby lists them.
+	weps := mustTabby(t, n0, "get", "workloadendpoints")
+	shown := strings.Contains(weps, "*:8080->80/tcp") && strings.Contains(weps, "*:9090->9090/udp")
+	report(t, fault, "tabby get workloadendpoints lists the mappings", fmt.Sprint(shown), shown)
 	// A port a container holds, and one a host process holds.
 	out, err := n0.Docker("run", "-d", "--net", "net1", "--name", "second", "-p", "8080:80", "busybox", "sleep", "600")
 	clear := err != nil && strings.Contains(out, "8080") && strings.Contains(out, "already in use")
