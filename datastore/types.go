@@ -69,14 +69,14 @@ type Network struct {
 	Subnet6 string `json:"subnet6,omitempty"`
 	// NoIPv4 marks an IPv6-only network (Docker 28's --ipv4=false); Pool
 	// is empty then.
-	NoIPv4  bool              `json:"noIPv4,omitempty"`
+	NoIPv4 bool `json:"noIPv4,omitempty"`
 	// Internal (--internal): no route beyond the cluster's pools, no
 	// outgoing traffic beyond its endpoints, no published ports.
-	Internal bool `json:"internal,omitempty"`
-	MTU     int               `json:"mtu,omitempty"`
-	Options map[string]string `json:"options,omitempty"`
-	Profile string            `json:"profile"`
-	Node    string            `json:"createdOn"`
+	Internal bool              `json:"internal,omitempty"`
+	MTU      int               `json:"mtu,omitempty"`
+	Options  map[string]string `json:"options,omitempty"`
+	Profile  string            `json:"profile"`
+	Node     string            `json:"createdOn"`
 	// Origin is the ID of the network this one replicates on another host;
 	// empty for a network a user created.
 	Origin string `json:"origin,omitempty"`

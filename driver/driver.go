@@ -34,7 +34,7 @@ const (
 	optGeneric = "com.docker.network.generic"
 	// optInternal is set on networks made with --internal.
 	optInternal = "com.docker.network.internal"
-	optMTU     = "com.docker.network.driver.mtu"
+	optMTU      = "com.docker.network.driver.mtu"
 	// optOrigin marks a network tabby mirrored from another host.
 	optOrigin = "tabby.origin"
 	// routeNextHop and routeConnected are libnetwork's RouteTypes for a
