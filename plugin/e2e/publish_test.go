@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,28 @@ func TestPublishedPorts(t *testing.T) {
 	weps := mustTabby(t, n0, "get", "workloadendpoints")
 	shown := strings.Contains(weps, "*:8080->80/tcp") && strings.Contains(weps, "*:9090->9090/udp")
 	report(t, fault, "tabby get workloadendpoints lists the mappings", fmt.Sprint(shown), shown)
+	// -P publishes what the container exposes on a free port; a pool
+	// without outgoing NAT publishes as well (the reply is un-DNATed).
+	applyYAML(t, l, n0, "nonat.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: nonat}\nspec: {cidr: 10.20.0.0/16, natOutgoing: false}\n")
+	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "--subnet", "10.20.0.0/16", "nonat")
+	must(t, n0, "run", "-d", "--net", "net1", "--name", "any", "-P", "--expose", "7070", "busybox", "nc", "-ll", "-p", "7070", "-e", "echo", "exposed")
+	must(t, n0, "run", "-d", "--net", "nonat", "--name", "plain", "-p", "8282:80", "busybox", "nc", "-ll", "-p", "80", "-e", "echo", "no-nat")
+	weps = mustTabby(t, n0, "get", "workloadendpoints")
+	m := regexp.MustCompile(`\*:(\d+)->7070/tcp`).FindStringSubmatch(weps)
+	got := ""
+	if m != nil {
+		for i := 0; i < 20 && got != "exposed"; i++ {
+			got, _ = talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, m[1]), "hi\n")
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	report(t, fault, "-P --expose 7070 from another machine", fmt.Sprintf("port %v: %q", m, got), got == "exposed")
+	for i := 0; i < 20 && got != "no-nat"; i++ {
+		got, _ = talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8282"), "hi\n")
+		time.Sleep(250 * time.Millisecond)
+	}
+	report(t, fault, "-p 8282:80 in a pool without outgoing NAT, from another machine", fmt.Sprintf("%q", got), got == "no-nat")
+
 	// A port a container holds, and one a host process holds.
 	out, err := n0.Docker("run", "-d", "--net", "net1", "--name", "second", "-p", "8080:80", "busybox", "sleep", "600")
 	clear := err != nil && strings.Contains(out, "8080") && strings.Contains(out, "already in use")
@@ -95,7 +118,7 @@ func TestPublishedPorts(t *testing.T) {
 	out, err = n0.Docker("run", "-d", "--net", "net1", "--name", "third", "-p", "8181:80", "busybox", "sleep", "600")
 	clear = err != nil && strings.Contains(out, "8181") && strings.Contains(out, "already in use")
 	report(t, fault, "a container asks for a port a host process holds", firstLine(out, "8181"), clear)
-	got, _ := talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8080"), "hi\n")
+	got, _ = talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8080"), "hi\n")
 	report(t, fault, "the first container's port after the refusals", fmt.Sprintf("%q", got), got == "published")
 	for _, name := range []string{"second", "third"} {
 		n0.Docker("rm", "-f", name)
