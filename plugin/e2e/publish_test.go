@@ -138,6 +138,16 @@ func TestPublishedPorts(t *testing.T) {
 	report(t, fault, "the same policy: from another tabby host", fmt.Sprintf("%q", got), got == "published")
 	mustTabby(t, n0, "delete", "networkpolicy", "no-lan")
 
+	// The daemon restarts: the ports are held and served again.
+	n0.StopTabby()
+	n0.StartTabby()
+	got = ""
+	for i := 0; i < 40 && got != "published"; i++ {
+		got, _ = talk("/run/netns/"+n0.NS, "tcp", "127.0.0.1:8080", "hi\n")
+		time.Sleep(250 * time.Millisecond)
+	}
+	report(t, fault, "after the daemon restarts: 127.0.0.1:8080 (the proxy again)", fmt.Sprintf("%q", got), got == "published")
+
 	must(t, n0, "stop", "-t", "1", "web")
 	_, err = talk("/run/netns/"+n0.NS, "tcp", "127.0.0.1:8080", "hi\n")
 	rules, _ := n0.Exec("nft", "list", "chain", "inet", "tabby", "publish")
