@@ -10,8 +10,10 @@ export CGO_ENABLED ?= 0
 # Docker Engine 29 (dockerd, docker-proxy, runc), built once from the Go
 # module proxy; the e2e suite runs against it and against Debian's 20.10.
 DOCKER29 ?= /var/cache/tabby/docker29
+# Docker Compose v2, built once from the Go module proxy (the Compose tests).
+COMPOSE ?= /var/cache/tabby/compose
 
-.PHONY: all build run deps docker29 test unit e2e e2e-20 e2e-29 bench fuzz plugin demo reliability-report security-report clean
+.PHONY: all build run deps docker29 compose test unit e2e e2e-20 e2e-29 bench fuzz plugin demo reliability-report security-report clean
 
 all: build
 
@@ -32,11 +34,14 @@ deps:
 docker29:
 	./plugin/e2e/lab/docker29.sh $(DOCKER29)
 
+compose:
+	./plugin/e2e/lab/compose.sh $(COMPOSE)
+
 # -race needs cgo. Everything, e2e included, runs on Debian's dockerd 20.10;
 # then the e2e suite again on Docker Engine 29. The fuzz targets' checked-in
 # corpora run as tests here; `make fuzz` explores further for a bounded time.
-test: deps build docker29
-	TABBY_DOCKER_MAJOR=20 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
+test: deps build docker29 compose
+	TABBY_COMPOSE=$(COMPOSE)/docker-compose TABBY_DOCKER_MAJOR=20 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
 	$(MAKE) e2e-29 E2EFLAGS=
 	$(MAKE) fuzz FUZZTIME=10s
 
@@ -54,11 +59,11 @@ E2EFLAGS ?= -v
 # The end-to-end suite on both Docker versions, or on one (e2e-20, e2e-29).
 e2e: e2e-20 e2e-29
 
-e2e-20: deps build
-	TABBY_DOCKER_MAJOR=20 CGO_ENABLED=1 $(GO) test -count=1 -timeout 40m $(E2EFLAGS) ./plugin/e2e/
+e2e-20: deps build compose
+	TABBY_COMPOSE=$(COMPOSE)/docker-compose TABBY_DOCKER_MAJOR=20 CGO_ENABLED=1 $(GO) test -count=1 -timeout 40m $(E2EFLAGS) ./plugin/e2e/
 
-e2e-29: deps build docker29
-	TABBY_DOCKERD=$(DOCKER29)/dockerd TABBY_DOCKER_MAJOR=29 CGO_ENABLED=1 $(GO) test -count=1 -timeout 40m $(E2EFLAGS) ./plugin/e2e/
+e2e-29: deps build docker29 compose
+	TABBY_COMPOSE=$(COMPOSE)/docker-compose TABBY_DOCKERD=$(DOCKER29)/dockerd TABBY_DOCKER_MAJOR=29 CGO_ENABLED=1 $(GO) test -count=1 -timeout 40m $(E2EFLAGS) ./plugin/e2e/
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugin/e2e/ ./ipamdriver/

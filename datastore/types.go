@@ -70,6 +70,9 @@ type Network struct {
 	// NoIPv4 marks an IPv6-only network (Docker 28's --ipv4=false); Pool
 	// is empty then.
 	NoIPv4 bool `json:"noIPv4,omitempty"`
+	// Labels are the network's Docker labels (Compose's among them), which
+	// its mirrors on other hosts carry too.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Internal (--internal): no route beyond the cluster's pools, no
 	// outgoing traffic beyond its endpoints, no published ports.
 	Internal bool              `json:"internal,omitempty"`

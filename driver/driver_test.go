@@ -269,7 +269,7 @@ func TestSetNetworkNameRenamesProfileAndRelabels(t *testing.T) {
 	ctx := context.Background()
 	f.network(t, net1)
 	f.endpoint(t, net1, ep1, "192.168.1.1")
-	if err := f.d.SetNetworkName(ctx, net1, "net1", "tabby"); err != nil {
+	if err := f.d.SetNetworkName(ctx, net1, "net1", "tabby", nil); err != nil {
 		t.Fatal(err)
 	}
 	var p datastore.Profile
@@ -284,7 +284,7 @@ func TestSetNetworkNameRenamesProfileAndRelabels(t *testing.T) {
 	if ep.Labels[LabelNetwork] != "net1" || len(ep.Profiles) != 1 || ep.Profiles[0] != "net1" {
 		t.Fatalf("endpoint not relabelled: %+v", ep)
 	}
-	if err := f.d.SetNetworkName(ctx, "unknown", "x", "tabby"); err == nil {
+	if err := f.d.SetNetworkName(ctx, "unknown", "x", "tabby", nil); err == nil {
 		t.Fatal("naming a network tabby does not know must fail")
 	}
 }

@@ -16,7 +16,7 @@ import (
 // SetNetworkName records the name Docker gave a network and the driver
 // name Docker used (learned from Docker outside any plugin request), renames
 // its profile to it and relabels its endpoints on this host.
-func (d *Driver) SetNetworkName(ctx context.Context, id, name, driverName string) error {
+func (d *Driver) SetNetworkName(ctx context.Context, id, name, driverName string, labels map[string]string) error {
 	var old datastore.Network
 	err := datastore.Update(ctx, d.store, datastore.NetworkKey(id), func(n *datastore.Network, exists bool) error {
 		if !exists {
@@ -26,6 +26,9 @@ func (d *Driver) SetNetworkName(ctx context.Context, id, name, driverName string
 		n.Name, n.Profile = name, name
 		if driverName != "" {
 			n.Driver = driverName
+		}
+		if labels != nil {
+			n.Labels = labels
 		}
 		return nil
 	})

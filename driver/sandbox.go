@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"strconv"
 
@@ -63,6 +64,12 @@ func (d *Driver) setAsideCovering(sandbox string, peers []datastore.WorkloadEndp
 		return nil
 	}
 	ns, err := dataplane.OpenSandbox(d.sandboxPaths(sandbox)...)
+	if errors.Is(err, fs.ErrNotExist) && !dataplane.SandboxExists(d.sandboxPaths(sandbox)...) {
+		// A container being started: Docker makes its namespace after the
+		// joins and programs every endpoint in it then, in join order.
+		d.log.Debug("sandbox not made yet; nothing to set aside", "sandbox", sandbox)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("address %s lies in the --subnet of another network of this container, and its route cannot be moved aside: %w", addr, err)
 	}

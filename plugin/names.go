@@ -9,13 +9,14 @@ import (
 
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	dnetwork "github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/tabbynet/tabby/datastore"
 )
 
 // Namer records a network's Docker name.
 type Namer interface {
-	SetNetworkName(ctx context.Context, id, name, driver string) error
+	SetNetworkName(ctx context.Context, id, name, driver string, labels map[string]string) error
 }
 
 // legacyDriverNames are the names of tabby's legacy socket and of the
@@ -98,7 +99,7 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 	}
 	drivers := newDriverSet(ctx, docker)
 	for _, n := range nets {
-		nameOne(ctx, namer, n.ID, n.Name, n.Driver)
+		nameOne(ctx, namer, n.ID, n.Name, n.Driver, n.Labels)
 	}
 	for {
 		select {
@@ -108,7 +109,12 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 			return err
 		case m := <-msgs:
 			if drivers.has(ctx, m.Actor.Attributes["type"]) {
-				nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"], m.Actor.Attributes["type"])
+				// Events carry no labels: ask (this loop is no handler).
+				var labels map[string]string
+				if n, err := docker.NetworkInspect(ctx, m.Actor.ID, dnetwork.InspectOptions{}); err == nil {
+					labels = n.Labels
+				}
+				nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"], m.Actor.Attributes["type"], labels)
 			}
 		}
 	}
@@ -116,9 +122,9 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 
 // nameOne records one name; a network tabby never stored (another
 // driver's) is skipped.
-func nameOne(ctx context.Context, namer Namer, id, name, driver string) {
+func nameOne(ctx context.Context, namer Namer, id, name, driver string, labels map[string]string) {
 	if name != "" {
-		retryBriefly(ctx, func() error { return namer.SetNetworkName(ctx, id, name, driver) })
+		retryBriefly(ctx, func() error { return namer.SetNetworkName(ctx, id, name, driver, labels) })
 	}
 }
 

@@ -73,7 +73,9 @@ func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Sto
 		if n.Subnet6 != "" {
 			ipam.Config = append(ipam.Config, dnetwork.IPAMConfig{Subnet: n.Subnet6})
 		}
-		create := dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts, Internal: n.Internal}
+		// The origin's labels: Compose accepts a network on another host
+		// only with its own labels on it.
+		create := dnetwork.CreateOptions{Driver: drv, IPAM: ipam, Options: opts, Internal: n.Internal, Labels: n.Labels}
 		if n.IPv6 {
 			create.EnableIPv6 = &n.IPv6
 		}

@@ -46,6 +46,16 @@ func OpenSandbox(paths ...string) (netns.NsHandle, error) {
 	return netns.None(), fmt.Errorf("sandbox: %w", errors.Join(errs...))
 }
 
+// SandboxExists reports whether any of the paths exists.
+func SandboxExists(paths ...string) bool {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // SetSubnetRouteAside moves the container's route `subnet via gw` from the
 // main table to SandboxTable and makes sure the rule that reads that table
 // is there. Nothing to move (already moved, or the route was never there)
