@@ -224,6 +224,11 @@ func (e WorkloadEndpoint) Check(key string) error {
 			return fmt.Errorf("endpoint %s: mac %q", e.EndpointID, e.MAC)
 		}
 	}
+	for _, a := range e.Aliases {
+		if !ValidName(a) {
+			return fmt.Errorf("endpoint %s: alias %q", e.EndpointID, a)
+		}
+	}
 	for _, p := range e.Ports {
 		if (p.Proto != "tcp" && p.Proto != "udp") || p.HostPort == 0 || p.Port == 0 || optAddr("hostIP", p.HostIP, false) != nil {
 			return fmt.Errorf("endpoint %s: published port %+v", e.EndpointID, p)

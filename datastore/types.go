@@ -155,6 +155,9 @@ type WorkloadEndpoint struct {
 	Gateway    string            `json:"gateway,omitempty"`
 	// Workload is the container's name, learned from Docker (for DNS).
 	Workload string `json:"workload,omitempty"`
+	// Aliases are its other names on its network (--network-alias,
+	// Compose's service name), learned from Docker (for DNS).
+	Aliases []string `json:"aliases,omitempty"`
 	// Internal copies its network's --internal flag.
 	Internal bool `json:"internal,omitempty"`
 	// Ports are the container's published ports (docker run -p) on its host.

@@ -99,9 +99,9 @@ func (d *Driver) RunPolicy(ctx context.Context, a PolicyApplier, resync time.Dur
 }
 
 // SetEndpointContainer records the container behind an endpoint: its name
-// (for DNS) and its labels with LabelPrefix (prefix removed), keeping the
+// and aliases (for DNS) and its labels with LabelPrefix (prefix removed), keeping the
 // network label. Both come from Docker outside any plugin request.
-func (d *Driver) SetEndpointContainer(ctx context.Context, endpointID, name string, container map[string]string) error {
+func (d *Driver) SetEndpointContainer(ctx context.Context, endpointID, name string, container map[string]string, aliases []string) error {
 	err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, endpointID), func(e *datastore.WorkloadEndpoint, exists bool) error {
 		if !exists {
 			return datastore.ErrNotFound
@@ -112,7 +112,7 @@ func (d *Driver) SetEndpointContainer(ctx context.Context, endpointID, name stri
 				labels[name] = v
 			}
 		}
-		e.Labels, e.Workload = labels, name
+		e.Labels, e.Workload, e.Aliases = labels, name, aliases
 		return nil
 	})
 	if err != nil && !errors.Is(err, datastore.ErrNotFound) {

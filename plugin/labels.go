@@ -3,17 +3,32 @@ package plugin
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	dnetwork "github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 )
 
 // Labeler records the container behind an endpoint.
 type Labeler interface {
-	SetEndpointContainer(ctx context.Context, endpointID, name string, labels map[string]string) error
+	SetEndpointContainer(ctx context.Context, endpointID, name string, labels map[string]string, aliases []string) error
+}
+
+// dnsAliases are the names an endpoint answers to besides its container's:
+// --network-alias, Compose's service name, and (Docker 25+) its DNS names.
+func dnsAliases(name string, ep *dnetwork.EndpointSettings) []string {
+	var out []string
+	for _, a := range append(append([]string(nil), ep.Aliases...), ep.DNSNames...) {
+		if a != "" && a != name && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // syncLabels copies the container's name and `tabby.label.*` labels onto
@@ -42,7 +57,7 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 		}
 		for _, ep := range c.NetworkSettings.Networks {
 			if ep != nil {
-				labelOne(ctx, l, ep.EndpointID, name, c.Labels)
+				labelOne(ctx, l, ep.EndpointID, name, c.Labels, dnsAliases(name, ep))
 			}
 		}
 	}
@@ -61,7 +76,8 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 				continue
 			}
 			if ep, ok := c.NetworkSettings.Networks[m.Actor.Attributes["name"]]; ok && ep != nil {
-				labelOne(ctx, l, ep.EndpointID, strings.TrimPrefix(c.Name, "/"), c.Config.Labels)
+				name := strings.TrimPrefix(c.Name, "/")
+				labelOne(ctx, l, ep.EndpointID, name, c.Config.Labels, dnsAliases(name, ep))
 			}
 		}
 	}
@@ -69,8 +85,8 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 
 // labelOne records one endpoint's container; endpoints of other drivers
 // are not tabby's and are skipped.
-func labelOne(ctx context.Context, l Labeler, endpointID, name string, labels map[string]string) {
+func labelOne(ctx context.Context, l Labeler, endpointID, name string, labels map[string]string, aliases []string) {
 	if endpointID != "" {
-		retryBriefly(ctx, func() error { return l.SetEndpointContainer(ctx, endpointID, name, labels) })
+		retryBriefly(ctx, func() error { return l.SetEndpointContainer(ctx, endpointID, name, labels, aliases) })
 	}
 }

@@ -57,6 +57,15 @@ func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.Workloa
 		if r.name != "" {
 			ix.byName[r.name] = append(ix.byName[r.name], r)
 		}
+		// An alias (a Compose service) names every replica that has it:
+		// one record each, on whichever host.
+		for _, a := range e.Aliases {
+			if a = strings.ToLower(a); a != "" && a != r.name {
+				ar := r
+				ar.name = a
+				ix.byName[a] = append(ix.byName[a], ar)
+			}
+		}
 	}
 	return ix
 }

@@ -51,3 +51,22 @@ func TestLookupSharesNetworksOnly(t *testing.T) {
 		t.Errorf("containerD finds itself: %v", got)
 	}
 }
+
+// A service name (an alias every replica has) answers with each replica
+// on the asker's network, on whichever host, and with none on another.
+func TestAliasesNameEveryReplica(t *testing.T) {
+	eps := []datastore.WorkloadEndpoint{
+		{Node: "node00", Workload: "shop-web-1", Aliases: []string{"web"}, IPv4: "10.0.0.1", Labels: map[string]string{"n": "front"}},
+		{Node: "node01", Workload: "shop-web-1", Aliases: []string{"web"}, IPv4: "10.0.1.1", Labels: map[string]string{"n": "front"}},
+		{Node: "node00", Workload: "shop-client-1", Aliases: []string{"client"}, IPv4: "10.0.0.9", Labels: map[string]string{"n": "front"}},
+		{Node: "node01", Workload: "other-web-1", Aliases: []string{"web"}, IPv4: "10.0.2.1", Labels: map[string]string{"n": "back"}},
+	}
+	ix := NewIndex(eps, func(e datastore.WorkloadEndpoint) string { return e.Labels["n"] }, "node00")
+	got, cluster := ix.Lookup(netip.MustParseAddr("10.0.0.9"), "web.")
+	if !cluster || len(got) != 2 || got[0].String() != "10.0.0.1" || got[1].String() != "10.0.1.1" {
+		t.Fatalf("web from the client: %v (cluster %v), want both front replicas", got, cluster)
+	}
+	if got, _ := ix.Lookup(netip.MustParseAddr("10.0.0.9"), "web.back."); len(got) != 0 {
+		t.Fatalf("web.back from a front container: %v, want nothing", got)
+	}
+}

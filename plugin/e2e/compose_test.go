@@ -45,6 +45,10 @@ services:
     image: busybox
     command: ["sleep", "3600"]
     networks: [front]
+  api:
+    image: busybox
+    command: ["nc", "-ll", "-p", "80", "-e", "echo", "api"]
+    networks: [front]
 networks:
   front:
     driver: tabby
@@ -61,11 +65,12 @@ networks:
 // the second with Compose's labels, so Compose there takes it; driver_opts
 // and ipam.config apply on both; an external network works; the services
 // reach each other across hosts; `down` on the first host leaves the
-// second's containers working.
+// second's containers working; a service on one host resolves by its name
+// on the other through tabby's DNS.
 func TestComposeOnTwoHosts(t *testing.T) {
 	const fault = "compose"
 	bin := composeBin(t)
-	l := lab.New(t, lab.Options{Hosts: 2})
+	l := lab.New(t, lab.Options{Hosts: 2, DNS: true})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
 	applyYAML(t, l, n0, "pool.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: shop}\nspec: {cidr: 10.40.0.0/16}\n")
 	createEverywhere(t, l, n0, "shared")
@@ -83,7 +88,7 @@ func TestComposeOnTwoHosts(t *testing.T) {
 		return out, out == "front shop"
 	})
 	report(t, fault, "the mirror on node01 carries Compose's labels", "front shop", true)
-	out, err = compose(t, bin, n1, dir, "up", "-d")
+	out, err = compose(t, bin, n1, dir, "up", "-d", "web", "client") // api runs on node00 only
 	report(t, fault, "docker compose up on node01 (same project)", firstLine(out, "rror"), err == nil)
 	if err != nil {
 		t.Fatalf("compose up on node01: %v\n%s", err, out)
@@ -106,17 +111,33 @@ func TestComposeOnTwoHosts(t *testing.T) {
 		}
 		report(t, fault, c.what, got, got == "web")
 	}
+	// A service that runs on the other host only resolves by its name
+	// through tabby's DNS (Docker's own resolver knows its host's only),
+	// for containers of its network and no other.
+	ipAPI := ipOf(t, n0, "shop-api-1", "shop_front")
+	var ns string
+	for i := 0; i < 20 && !strings.Contains(ns, ipAPI); i++ {
+		ns, _ = n1.Docker("exec", "shop-client-1", "nslookup", "api")
+		time.Sleep(250 * time.Millisecond)
+	}
+	report(t, fault, "node01's client resolves service api (on node00 only)", firstLine(ns, ipAPI), strings.Contains(ns, ipAPI))
+	got, _ := n1.Docker("exec", "shop-client-1", "sh", "-c", "echo | nc -w 2 api 80")
+	report(t, fault, "node01's client reaches api by name", got, got == "api")
+	must(t, n1, "run", "--net", "shared", "--name", "outsider", "-tid", "busybox")
+	ns, _ = n1.Docker("exec", "outsider", "nslookup", "api")
+	report(t, fault, "a container of another network resolves api", firstLine(ns, "Address"), !strings.Contains(ns, ipAPI))
 	ipShared := ipOf(t, n0, "shop-web-1", "shared")
 	report(t, fault, "the external network is attached", ipShared, ipShared != "")
 
 	out, err = compose(t, bin, n0, dir, "down")
 	report(t, fault, "docker compose down on node00", firstLine(out, "rror"), err == nil)
-	got := ""
+	got = ""
 	for i := 0; i < 20 && got != "web"; i++ {
 		got, _ = n1.Docker("exec", "shop-client-1", "sh", "-c", "echo | nc -w 2 "+ip1+" 80")
 		time.Sleep(250 * time.Millisecond)
 	}
 	report(t, fault, "after down on node00, node01's services still talk", got, got == "web")
+	n1.Docker("rm", "-f", "outsider")
 	out, err = compose(t, bin, n1, dir, "down")
 	report(t, fault, "docker compose down on node01", firstLine(out, "rror"), err == nil)
 }
