@@ -75,11 +75,14 @@ type Network struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Internal (--internal): no route beyond the cluster's pools, no
 	// outgoing traffic beyond its endpoints, no published ports.
-	Internal bool              `json:"internal,omitempty"`
-	MTU      int               `json:"mtu,omitempty"`
-	Options  map[string]string `json:"options,omitempty"`
-	Profile  string            `json:"profile"`
-	Node     string            `json:"createdOn"`
+	Internal bool `json:"internal,omitempty"`
+	// PublishEverywhere (-o tabby.publish=everywhere): published ports
+	// answer on every tabby host.
+	PublishEverywhere bool              `json:"publishEverywhere,omitempty"`
+	MTU               int               `json:"mtu,omitempty"`
+	Options           map[string]string `json:"options,omitempty"`
+	Profile           string            `json:"profile"`
+	Node              string            `json:"createdOn"`
 	// Origin is the ID of the network this one replicates on another host;
 	// empty for a network a user created.
 	Origin string `json:"origin,omitempty"`
@@ -160,6 +163,9 @@ type WorkloadEndpoint struct {
 	Aliases []string `json:"aliases,omitempty"`
 	// Internal copies its network's --internal flag.
 	Internal bool `json:"internal,omitempty"`
+	// PublishEverywhere copies its network's -o tabby.publish=everywhere:
+	// its published ports answer on every tabby host.
+	PublishEverywhere bool `json:"publishEverywhere,omitempty"`
 	// Ports are the container's published ports (docker run -p) on its host.
 	Ports []PortMapping `json:"ports,omitempty"`
 }

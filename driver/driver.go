@@ -37,6 +37,10 @@ const (
 	optMTU      = "com.docker.network.driver.mtu"
 	// optOrigin marks a network tabby mirrored from another host.
 	optOrigin = "tabby.origin"
+	// optPublish says where the network's published ports answer: on the
+	// container's host (host, the default) or on every tabby host
+	// (everywhere).
+	optPublish = "tabby.publish"
 	// routeNextHop and routeConnected are libnetwork's RouteTypes for a
 	// route via a gateway and an on-link route.
 	routeNextHop   = 0
@@ -94,9 +98,10 @@ func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
 
 // netOptions are the -o options of a network, parsed.
 type netOptions struct {
-	opts   map[string]string // what other hosts repeat when mirroring it
-	mtu    int
-	origin string
+	opts       map[string]string // what other hosts repeat when mirroring it
+	mtu        int
+	origin     string
+	everywhere bool
 }
 
 // parseOptions accepts the -o options tabby knows and rejects the rest.
@@ -115,8 +120,14 @@ func parseOptions(opts map[string]interface{}) (netOptions, error) {
 			out.opts[k] = s
 		case optOrigin:
 			out.origin = s
+		case optPublish:
+			if s != "host" && s != "everywhere" {
+				return out, fmt.Errorf("option %s=%q must be host or everywhere", k, s)
+			}
+			out.everywhere = s == "everywhere"
+			out.opts[k] = s
 		default:
-			return out, fmt.Errorf("unknown option %q: tabby accepts only -o %s=N; remove -o %s", k, optMTU, k)
+			return out, fmt.Errorf("unknown option %q: tabby accepts -o %s=N and -o %s=host|everywhere; remove -o %s", k, optMTU, optPublish, k)
 		}
 	}
 	return out, nil
@@ -140,7 +151,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	defer cancel()
 	internal, _ := req.Options[optInternal].(bool)
 	n := datastore.Network{ID: req.NetworkID, MTU: o.mtu, Options: o.opts, Profile: req.NetworkID,
-		Node: d.node, Origin: o.origin, NoIPv4: v6only, Internal: internal}
+		Node: d.node, Origin: o.origin, NoIPv4: v6only, Internal: internal, PublishEverywhere: o.everywhere}
 	pool := ""
 	if !v6only {
 		pool = req.IPv4Data[0].Pool
@@ -296,7 +307,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		Node: d.node, EndpointID: req.EndpointID, NetworkID: n.ID,
 		Interface: dataplane.HostIfName(req.EndpointID), IPv4: addrString(ip4), IPv6: addrString(ip6), MAC: mac, MTU: mtu,
 		Subnet: n.Subnet, Profiles: []string{n.Profile}, Labels: map[string]string{LabelNetwork: networkLabel(n)},
-		Internal: n.Internal,
+		Internal: n.Internal, PublishEverywhere: n.PublishEverywhere,
 	}
 	if err := d.store.Put(ctx, datastore.EndpointKey(d.node, ep.EndpointID), &ep); err != nil {
 		return nil, fmt.Errorf("store endpoint %s: %w", short(ep.EndpointID), err)

@@ -64,7 +64,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()}
 		in.All = append(in.All, pe)
 		if e.Node == d.node && e.SandboxKey != "" {
-			pe.Iface, pe.Ports, pe.Internal = e.Interface, e.Ports, e.Internal
+			pe.Iface, pe.Ports, pe.Internal, pe.Everywhere = e.Interface, e.Ports, e.Internal, e.PublishEverywhere
 			for _, a := range sandbox[e.SandboxKey] {
 				if !slices.Contains(pe.Addrs, a) {
 					pe.Sandbox = append(pe.Sandbox, a)
@@ -72,6 +72,14 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 			}
 			in.Local = append(in.Local, pe)
 		}
+	}
+	for _, e := range eps {
+		if e.Node != d.node && e.PublishEverywhere && len(e.Ports) > 0 {
+			in.Remote = append(in.Remote, policy.Endpoint{Addrs: e.Addrs(), Ports: e.Ports})
+		}
+	}
+	if len(in.Remote) > 0 || slices.ContainsFunc(in.Local, func(e policy.Endpoint) bool { return e.Everywhere }) {
+		in.Nodes = d.nodeAddrs(ctx)
 	}
 	script, err := policy.Compile(in)
 	if err != nil {
@@ -87,10 +95,29 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	return nil
 }
 
+// nodeAddrs lists the tabby hosts' addresses (from their Node records).
+func (d *Driver) nodeAddrs(ctx context.Context) []netip.Addr {
+	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
+	if err != nil {
+		d.log.Warn("policy: nodes", "err", err)
+	}
+	var out []netip.Addr
+	for _, n := range nodes {
+		for _, s := range []string{n.IPv4, n.IPv6} {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				out = append(out, p.Addr())
+			} else if a, err := netip.ParseAddr(s); err == nil {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
 // RunPolicy keeps enforcement current from changes to endpoints (of every
 // host), profiles and policies, with a periodic resync.
 func (d *Driver) RunPolicy(ctx context.Context, a PolicyApplier, resync time.Duration) {
-	dirs := []string{datastore.EndpointsDir, datastore.ProfilesDir, datastore.PoliciesDir}
+	dirs := []string{datastore.EndpointsDir, datastore.ProfilesDir, datastore.PoliciesDir, datastore.NodesDir}
 	d.store.OnChange(ctx, dirs, resync, func() {
 		if err := d.SyncPolicy(ctx, a); err != nil && ctx.Err() == nil {
 			d.log.Warn("policy sync failed", "err", err)

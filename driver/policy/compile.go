@@ -28,6 +28,9 @@ type Endpoint struct {
 	Sandbox []netip.Addr
 	// Ports are the endpoint's published ports (local endpoints only).
 	Ports []datastore.PortMapping
+	// Everywhere: its published ports answer on every tabby host, which
+	// forward to it from their own addresses (Input.Nodes).
+	Everywhere bool
 	// Internal: the endpoint's network is --internal: it sends nothing
 	// beyond the cluster's endpoints, and nothing to its host but the
 	// host's open ports (the resolver's).
@@ -42,6 +45,10 @@ type Input struct {
 	Policies []datastore.NetworkPolicy
 	// Host is what containers may reach on their own host.
 	Host HostAccess
+	// Remote are other hosts' endpoints whose ports are published on every
+	// host (with their Ports); Nodes are the tabby hosts' addresses.
+	Remote []Endpoint
+	Nodes  []netip.Addr
 }
 
 // HostAccess is what a host's containers may send to the host itself.
@@ -112,15 +119,7 @@ func Compile(in Input) (string, error) {
 	}
 	b.WriteString("\t}\n")
 	writeHostAccess(&b, c.in.Host, internal)
-	if len(dnat) > 0 {
-		// Published ports, for traffic from other machines; the host's own
-		// and its containers' connections go to the port's proxy.
-		b.WriteString("\tchain publish {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tiifname \"cali*\" return\n")
-		for _, l := range dnat {
-			fmt.Fprintf(&b, "\t\t%s\n", l)
-		}
-		b.WriteString("\t}\n")
-	}
+	writePublish(&b, dnat, in.Remote, in.Nodes)
 	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n" +
 		"\t\tct state established,related accept\n\t\tct state invalid drop\n" +
 		"\t\tiifname \"cali*\" jump from-wl\n\t\toifname \"cali*\" jump to-wl\n\t}\n")
@@ -234,8 +233,15 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 	}
 	if dir == "ingress" && len(e.Ports) > 0 {
 		// What reaches a published port is the container's to answer, as
-		// on Docker's bridge, unless a policy above denied it.
+		// on Docker's bridge, unless a policy above denied it; published
+		// everywhere, it comes from the other hosts too.
 		out = append(out, "ct status dnat accept")
+		if e.Everywhere && len(c.in.Nodes) > 0 {
+			for _, p := range e.Ports {
+				out = append(out, fmt.Sprintf("ip saddr @nodes_4 %s dport %d accept", p.Proto, p.Port),
+					fmt.Sprintf("ip6 saddr @nodes_6 %s dport %d accept", p.Proto, p.Port))
+			}
+		}
 	}
 	for _, name := range e.Profiles {
 		prof, ok := c.in.Profiles[name]
@@ -251,6 +257,62 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 		}
 	}
 	return append(out, "drop"), nil
+}
+
+// writePublish writes the published ports' NAT: DNAT for traffic from
+// other machines to this host's containers (the host's own and its
+// containers' connections go to the port's proxy) and, for ports published
+// everywhere, to other hosts' containers, from other machines and from the
+// host itself, masqueraded so the reply comes back through this host.
+func writePublish(b *strings.Builder, local []string, remote []Endpoint, nodes []netip.Addr) {
+	var far, targets4, targets6 []string
+	for _, e := range remote {
+		far = append(far, publishRules(e)...)
+		for _, a := range e.Addrs {
+			if a.Is4() {
+				targets4 = append(targets4, a.String())
+			} else {
+				targets6 = append(targets6, a.String())
+			}
+		}
+	}
+	if len(nodes) > 0 {
+		for fam, typ := range map[int]string{4: "ipv4_addr", 6: "ipv6_addr"} {
+			var elems []string
+			for _, a := range nodes {
+				if a.Is4() == (fam == 4) {
+					elems = append(elems, a.String())
+				}
+			}
+			fmt.Fprintf(b, "\tset nodes_%d {\n\t\ttype %s\n", fam, typ)
+			if len(elems) > 0 {
+				sort.Strings(elems)
+				fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+			}
+			b.WriteString("\t}\n")
+		}
+	}
+	if len(local)+len(far) > 0 {
+		b.WriteString("\tchain publish {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tiifname \"cali*\" return\n")
+		for _, l := range append(local, far...) {
+			fmt.Fprintf(b, "\t\t%s\n", l)
+		}
+		b.WriteString("\t}\n")
+	}
+	if len(far) > 0 {
+		b.WriteString("\tchain publish-out {\n\t\ttype nat hook output priority dstnat; policy accept;\n")
+		for _, l := range far {
+			fmt.Fprintf(b, "\t\t%s\n", l)
+		}
+		b.WriteString("\t}\n\tchain publish-snat {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
+		if len(targets4) > 0 {
+			fmt.Fprintf(b, "\t\tct status dnat ip daddr { %s } masquerade\n", strings.Join(targets4, ", "))
+		}
+		if len(targets6) > 0 {
+			fmt.Fprintf(b, "\t\tct status dnat ip6 daddr { %s } masquerade\n", strings.Join(targets6, ", "))
+		}
+		b.WriteString("\t}\n")
+	}
 }
 
 // publishRules DNATs an endpoint's published ports: a port on every

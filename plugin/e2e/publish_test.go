@@ -154,3 +154,42 @@ func TestPublishedPorts(t *testing.T) {
 	report(t, fault, "after docker stop: port 8080 and its DNAT rule", fmt.Sprintf("connect: %v; rule left: %v", err != nil, strings.Contains(rules, "8080")),
 		err != nil && !strings.Contains(rules, "8080"))
 }
+
+// -o tabby.publish=everywhere: a port published by a container on one host
+// answers on every tabby host (as swarm's routing mesh, without swarm or
+// encapsulation), from other machines and from the host itself; a network
+// without it publishes on the container's host only.
+func TestPublishEverywhere(t *testing.T) {
+	const fault = "publish"
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0, n1 := l.Hosts[0], l.Hosts[1]
+	createEverywhere(t, l, n0, "mesh", "-o", "tabby.publish=everywhere")
+	createEverywhere(t, l, n0, "plain")
+	must(t, n1, "run", "-d", "--net", "mesh", "--name", "web", "-p", "8090:80", "busybox", "nc", "-ll", "-p", "80", "-e", "echo", "mesh")
+	must(t, n1, "run", "-d", "--net", "plain", "--name", "local", "-p", "8091:80", "busybox", "nc", "-ll", "-p", "80", "-e", "echo", "local")
+	for _, c := range []struct {
+		what, ns, addr, port, want string
+	}{
+		{"a mesh port, from another machine, at the other host", l.SwitchNS(), n0.Addr, "8090", "mesh"},
+		{"a mesh port, from the other host itself", "/run/netns/" + n0.NS, n0.Addr, "8090", "mesh"},
+		{"a mesh port, at the container's own host", l.SwitchNS(), n1.Addr, "8090", "mesh"},
+		{"a host-only port, at its own host", l.SwitchNS(), n1.Addr, "8091", "local"},
+	} {
+		got := ""
+		for i := 0; i < 20 && got != c.want; i++ {
+			got, _ = talk(c.ns, "tcp", net.JoinHostPort(c.addr, c.port), "hi\n")
+			time.Sleep(250 * time.Millisecond)
+		}
+		report(t, fault, c.what, fmt.Sprintf("%q", got), got == c.want)
+	}
+	_, err := talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8091"), "hi\n")
+	report(t, fault, "a host-only port at the other host", fmt.Sprintf("refused: %v", err != nil), err != nil)
+	must(t, n1, "rm", "-f", "web")
+	gone := false
+	for i := 0; i < 20 && !gone; i++ {
+		_, err = talk(l.SwitchNS(), "tcp", net.JoinHostPort(n0.Addr, "8090"), "hi\n")
+		gone = err != nil
+		time.Sleep(250 * time.Millisecond)
+	}
+	report(t, fault, "the mesh port on the other host once the container is gone", fmt.Sprintf("refused: %v", gone), gone)
+}
