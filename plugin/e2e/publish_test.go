@@ -193,3 +193,30 @@ func TestPublishEverywhere(t *testing.T) {
 	}
 	report(t, fault, "the mesh port on the other host once the container is gone", fmt.Sprintf("refused: %v", gone), gone)
 }
+
+// -p on a dual-stack network answers at the host's IPv6 address too: from
+// another machine by DNAT to the container's IPv6 address, and on the
+// host's ::1 through the proxy.
+func TestPublishedPortsIPv6(t *testing.T) {
+	const fault = "publish"
+	l := lab.New(t, lab.Options{Hosts: 1, IPv6: true})
+	n0 := l.Hosts[0]
+	echo := udpEcho(t, l.Dir)
+	must(t, n0, "network", "create", tabbyNet, tabbyIPAM, "--ipv6", "dual")
+	must(t, n0, "run", "-d", "--net", "dual", "--name", "web6", "-p", "8080:80", "-p", "9090:9090/udp", "-v", echo+":/udpecho:ro",
+		"busybox", "sh", "-c", "/udpecho 9090 & exec nc -ll -p 80 -e echo published")
+	for _, c := range []struct{ what, ns, addr string }{
+		{"from another machine, at the host's IPv6 address (DNAT)", l.SwitchNS(), n0.Addr6},
+		{"from the host itself, at ::1 (proxy)", "/run/netns/" + n0.NS, "::1"},
+	} {
+		got := ""
+		for i := 0; i < 20 && got != "published"; i++ {
+			got, _ = talk(c.ns, "tcp", net.JoinHostPort(c.addr, "8080"), "hi\n")
+			time.Sleep(250 * time.Millisecond)
+		}
+		report(t, fault, "-p 8080:80 "+c.what, fmt.Sprintf("%q", got), got == "published")
+	}
+	got, err := talk(l.SwitchNS(), "udp", net.JoinHostPort(n0.Addr6, "9090"), "ping")
+	report(t, fault, "-p 9090:9090/udp from another machine over IPv6 (the container sees the client)", fmt.Sprintf("%q %v", got, err),
+		got == "udp:"+lab.Underlay6+"1:ping")
+}
