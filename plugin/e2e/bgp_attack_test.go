@@ -49,13 +49,12 @@ func TestSecurityHostileBGPPeer(t *testing.T) {
 	}
 	time.Sleep(5 * time.Second) // routes the hosts take are installed well within this
 	for _, h := range []*lab.Host{n0, n1} {
-		r, _ := h.Exec("ip", "route", "show", "proto", "77")
 		var got []string
 		legit := false
-		for _, line := range strings.Split(r, "\n") {
+		for _, line := range routesVia(h, "10.99.0.1") {
 			if strings.HasPrefix(line, "10.202.0.0/24 via 10.99.0.1 ") {
 				legit = true
-			} else if strings.Contains(line, "via 10.99.0.1 ") {
+			} else {
 				got = append(got, line)
 			}
 		}
@@ -120,13 +119,7 @@ func TestSecurityRogueNode(t *testing.T) {
 	}
 	time.Sleep(5 * time.Second)
 	for _, h := range []*lab.Host{n0, n1} {
-		r, _ := h.Exec("ip", "route", "show", "proto", "77")
-		var got []string
-		for _, line := range strings.Split(r, "\n") {
-			if strings.Contains(line, "via 10.99.0.1 ") {
-				got = append(got, line)
-			}
-		}
+		got := routesVia(h, "10.99.0.1")
 		report(t, fault, h.Name+": routes via a rogue node ("+fmt.Sprint(len(hostile))+" announced: blocks, /32s, an unclaimed block)",
 			fmt.Sprintf("%d installed", len(got)), len(got) == 0)
 		if len(got) > 0 {

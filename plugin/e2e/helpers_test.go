@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"strings"
@@ -155,4 +157,53 @@ func labStore(t *testing.T, l *lab.Lab) *datastore.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// serveIn listens on addr in the namespace at ns and hands every
+// connection to serve (which closes it), until the test ends.
+func serveIn(t testing.TB, ns, addr string, serve func(net.Conn)) {
+	t.Helper()
+	var ln net.Listener
+	if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+}
+
+// routesVia lists h's tabby routes (proto 77) through gateway gw.
+func routesVia(h *lab.Host, gw string) []string {
+	r, _ := h.Exec("ip", "route", "show", "proto", "77")
+	var out []string
+	for _, line := range strings.Split(r, "\n") {
+		if strings.Contains(line, "via "+gw+" ") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// benchLab is a lab of n hosts for a throughput benchmark (which needs
+// iperf3), and a docker helper that fails the benchmark.
+func benchLab(b *testing.B, n int) (*lab.Lab, func(h *lab.Host, args ...string) string) {
+	b.Helper()
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		b.Skip("needs iperf3 (apt-get install iperf3): " + err.Error())
+	}
+	l := lab.New(b, lab.Options{Hosts: n})
+	return l, func(h *lab.Host, args ...string) string {
+		out, err := h.Docker(args...)
+		if err != nil {
+			b.Fatalf("docker %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
 }

@@ -27,20 +27,7 @@ func TestContainersAndTheirHost(t *testing.T) {
 	must(t, h, "run", "--net", "net1", "--name", "containerA", "-tid", "busybox")
 	// A service of the host's own, which Docker's bridge would let
 	// containers reach.
-	var ln net.Listener
-	if err := inNetns("/run/netns/"+h.NS, func() (err error) { ln, err = net.Listen("tcp", h.Addr+":8080"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	serveIn(t, "/run/netns/"+h.NS, h.Addr+":8080", func(c net.Conn) { c.Close() })
 	// The host itself reaches tabby's ports: the check below is not
 	// vacuous.
 	for _, port := range []string{"179", "9091"} {

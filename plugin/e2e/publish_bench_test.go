@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
 
 // tcpRTTms is the mean round trip of 1-byte exchanges with an echo server
@@ -47,18 +45,8 @@ func tcpRTTms(b *testing.B, ns, addr string, n int) float64 {
 // one run, rounds interleaved. Targets: published >= 0.95 x throughput,
 // <= 1.1 x round trip.
 func BenchmarkPublishedPort(b *testing.B) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("needs iperf3 (apt-get install iperf3): " + err.Error())
-	}
-	l := lab.New(b, lab.Options{Hosts: 2})
+	l, mustB := benchLab(b, 2)
 	n0, n1 := l.Hosts[0], l.Hosts[1]
-	mustB := func(h *lab.Host, args ...string) string {
-		out, err := h.Docker(args...)
-		if err != nil {
-			b.Fatalf("docker %v: %v\n%s", args, err, out)
-		}
-		return out
-	}
 	mustB(n1, "network", "create", "--driver", "tabby", "--ipam-driver", "tabby", "net1")
 	mustB(n1, "run", "-d", "--net", "net1", "--name", "srv", "-p", "5201:5201", "-p", "7000:7000", "busybox", "sleep", "3600")
 	pid := mustB(n1, "inspect", "-f", "{{.State.Pid}}", "srv")
@@ -87,20 +75,7 @@ func BenchmarkPublishedPort(b *testing.B) {
 		if ns != "/proc/"+pid+"/ns/net" {
 			port = "7001"
 		}
-		var ln net.Listener
-		if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp", ":"+port); return err }); err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { defer c.Close(); c.(*net.TCPConn).SetNoDelay(true); io.Copy(c, c) }()
-			}
-		}()
+		serveIn(b, ns, ":"+port, func(c net.Conn) { defer c.Close(); c.(*net.TCPConn).SetNoDelay(true); io.Copy(c, c) })
 	}
 	paths := []*netPath{
 		{name: "container", client: client, addr: ip},

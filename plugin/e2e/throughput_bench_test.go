@@ -86,18 +86,8 @@ func medianF(v []float64) float64 {
 // medians are compared. Targets: tabby >= 0.97 x hand-wired in throughput and
 // <= 1.05 x in round trip; tabby VXLAN >= 0.97 x hand-wired VXLAN.
 func BenchmarkDataplane(b *testing.B) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("needs iperf3 (apt-get install iperf3): " + err.Error())
-	}
-	l := lab.New(b, lab.Options{Hosts: 2})
+	l, mustB := benchLab(b, 2)
 	n0, n1 := l.Hosts[0], l.Hosts[1]
-	mustB := func(h *lab.Host, args ...string) string {
-		out, err := h.Docker(args...)
-		if err != nil {
-			b.Fatalf("docker %v: %v\n%s", args, err, out)
-		}
-		return out
-	}
 	pool := "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.70.0.0/16, vxlanMode: Always}\n"
 	if out, err := n0.Tabby("apply", "-f", writeFile(b, l, "vx.yaml", pool)); err != nil {
 		b.Fatalf("apply: %v %s", err, out)
