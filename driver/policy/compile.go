@@ -300,7 +300,9 @@ func writePublish(b *strings.Builder, local []string, remote []Endpoint, nodes [
 		b.WriteString("\t}\n")
 	}
 	if len(far) > 0 {
-		b.WriteString("\tchain publish-out {\n\t\ttype nat hook output priority dstnat; policy accept;\n")
+		// Loopback stays the host's: a DNAT from 127.0.0.1 cannot leave it.
+		b.WriteString("\tchain publish-out {\n\t\ttype nat hook output priority -100; policy accept;\n" +
+			"\t\tip daddr 127.0.0.0/8 return\n\t\tip6 daddr ::1 return\n")
 		for _, l := range far {
 			fmt.Fprintf(b, "\t\t%s\n", l)
 		}

@@ -305,3 +305,40 @@ func TestPublishRules(t *testing.T) {
 		t.Fatalf("an IPv4-only container: %q, want the three IPv4 rules", got)
 	}
 }
+
+// The NAT of published ports, local, everywhere and internal endpoints
+// together, loads into a real kernel's nftables.
+func TestPublishRulesetLoads(t *testing.T) {
+	id := needNftables(t)
+	ns := "tpolp-" + id
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	web := ep("caliwwwwwwwwwww", "10.0.0.1", "net1")
+	web.Ports = []datastore.PortMapping{{Proto: "tcp", HostPort: 8080, Port: 80}, {Proto: "udp", HostIP: "0.0.0.0", HostPort: 53, Port: 53}}
+	web.Everywhere = true
+	inner := ep("caliiiiiiiiiiii", "10.0.0.2", "net2")
+	inner.Internal = true
+	far := Endpoint{Addrs: []netip.Addr{netip.MustParseAddr("10.0.1.7"), netip.MustParseAddr("fd00::7")},
+		Ports: []datastore.PortMapping{{Proto: "tcp", HostPort: 9090, Port: 90}}}
+	in := Input{Profiles: map[string]datastore.Profile{"net1": profileOf("net1"), "net2": profileOf("net2")},
+		Local: []Endpoint{web, inner}, All: []Endpoint{web, inner, far}, Remote: []Endpoint{far},
+		Nodes: []netip.Addr{netip.MustParseAddr("10.99.0.10"), netip.MustParseAddr("fd00:99::10")},
+		Host:  HostAccess{ControlTCP: []uint16{179}, OpenPorts: []uint16{53}}}
+	script, err := Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f: %v\n%s\n%s", err, out, script)
+	}
+	for _, want := range []string{"chain publish-out", "chain publish-snat", "dnat ip to 10.0.1.7:90", "dnat ip6 to [fd00::7]:90",
+		"ip saddr @nodes_4 tcp dport 80 accept", "ip daddr != @sel"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("the script lacks %q", want)
+		}
+	}
+}
