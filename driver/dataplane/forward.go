@@ -15,11 +15,17 @@ import (
 // container traffic passes Docker's `FORWARD DROP` policy.
 const ForwardChain = "TABBY-FORWARD"
 
+// PublishMark is the connection mark (a bit of it) of connections a host
+// forwards to another host's container for a port published everywhere;
+// the policy's NAT sets it, and the forwarding chain accepts them.
+const PublishMark = 0x00100000
+
 var (
 	jumpRule   = []string{"-m", "comment", "--comment", "tabby: container traffic", "-j", ForwardChain}
 	acceptRule = [][]string{
 		{"-i", HostIfPrefix + "+", "-m", "comment", "--comment", "tabby: from containers", "-j", "ACCEPT"},
 		{"-o", HostIfPrefix + "+", "-m", "comment", "--comment", "tabby: to containers", "-j", "ACCEPT"},
+		{"-m", "connmark", "--mark", fmt.Sprintf("%#x/%#x", PublishMark, PublishMark), "-m", "comment", "--comment", "tabby: published on every host", "-j", "ACCEPT"},
 	}
 )
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
 )
 
 // Table is the nftables table tabby owns (family inet: IPv4 and IPv6).
@@ -267,7 +268,10 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 func writePublish(b *strings.Builder, local []string, remote []Endpoint, nodes []netip.Addr) {
 	var far, targets4, targets6 []string
 	for _, e := range remote {
-		far = append(far, publishRules(e)...)
+		// Marked, so the host's forwarding rules let them through.
+		for _, r := range publishRules(e) {
+			far = append(far, strings.Replace(r, " dnat ", fmt.Sprintf(" ct mark set ct mark or %#x dnat ", dataplane.PublishMark), 1))
+		}
 		for _, a := range e.Addrs {
 			if a.Is4() {
 				targets4 = append(targets4, a.String())
