@@ -220,8 +220,8 @@ func TestForwardingRules(t *testing.T) {
 			t.Fatalf("%s: FORWARD should jump to %s exactly once:\n%s", bin, ForwardChain, fwd)
 		}
 		chain := inNS(t, ns, bin, "-S", ForwardChain)
-		for _, want := range []string{"-i cali+", "-o cali+"} {
-			if !strings.Contains(chain, want) || strings.Count(chain, "-j ACCEPT") != 2 {
+		for _, want := range []string{"-i cali+", "-o cali+", "--mark 0x100000/0x100000"} {
+			if !strings.Contains(chain, want) || strings.Count(chain, "-j ACCEPT") != len(acceptRule) {
 				t.Fatalf("%s: %s lacks %q ACCEPT:\n%s", bin, ForwardChain, want, chain)
 			}
 		}
@@ -358,8 +358,8 @@ func TestForwardingEnsureKeepsRulesAndDropsStaleOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := inNS(t, ns, "iptables", "-S", ForwardChain)
-	if strings.Contains(after, "10.9.9.9") || strings.Count(after, "-j ACCEPT") != 2 {
-		t.Fatalf("Ensure must keep its two rules and drop the stale one:\n%s\n(before: %s)", after, before)
+	if strings.Contains(after, "10.9.9.9") || strings.Count(after, "-j ACCEPT") != len(acceptRule) {
+		t.Fatalf("Ensure must keep its rules and drop the stale one:\n%s\n(before: %s)", after, before)
 	}
 }
 
