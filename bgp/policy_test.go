@@ -17,6 +17,10 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 )
 
+// quickRetry: a first connect that loses to the other side's (or comes
+// before it listens) is retried within a second, not GoBGP's default 120 s.
+var quickRetry = &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1}}
+
 // policyLab is real GoBGP speakers on loopback: ours (127.0.0.10) runs
 // tabby's policy, the others (127.0.0.11, .12, ...) are mesh nodes that
 // announce whatever a test makes them.
@@ -52,7 +56,7 @@ func newPolicyLab(t *testing.T, others int) *policyLab {
 		l.others = append(l.others, srv)
 		l.nodes = append(l.nodes, datastore.Node{Name: fmt.Sprintf("node%d", i), IPv4: addr + "/8"})
 		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{Conf: &api.PeerConf{NeighborAddress: "127.0.0.10", PeerAsn: 64512},
-			Transport: &api.Transport{LocalAddress: addr, RemotePort: 10179}}}); err != nil {
+			Transport: &api.Transport{LocalAddress: addr, RemotePort: 10179}, Timers: quickRetry}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +86,7 @@ func (l *policyLab) sync(peers map[netip.Addr]PeerSpec, filters map[string]datas
 		}
 		port := 10180 + int32(a.As4()[3]) - 11
 		if err := l.us.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{Conf: &api.PeerConf{NeighborAddress: a.String(), PeerAsn: 64512},
-			Transport: &api.Transport{LocalAddress: "127.0.0.10", RemotePort: uint32(port)}}}); err != nil {
+			Transport: &api.Transport{LocalAddress: "127.0.0.10", RemotePort: uint32(port)}, Timers: quickRetry}}); err != nil {
 			l.t.Fatal(err)
 		}
 		l.us.peers[a] = p
