@@ -152,13 +152,13 @@ func TestPublishedPorts(t *testing.T) {
 	_, err = talk("/run/netns/"+n0.NS, "tcp", "127.0.0.1:8080", "hi\n")
 	var rules string
 	for i := 0; i < 20; i++ { // the rule follows the endpoint record by a watch round trip
-		if rules, _ = n0.Exec("nft", "list", "chain", "inet", "tabby", "publish"); !strings.Contains(rules, "8080") {
+		if rules, _ = n0.Exec("nft", "list", "chain", "inet", "tabby", "publish"); !strings.Contains(rules, "dport 8080 ") {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	report(t, fault, "after docker stop: port 8080 and its DNAT rule", fmt.Sprintf("connect: %v; rule left: %v", err != nil, strings.Contains(rules, "8080")),
-		err != nil && !strings.Contains(rules, "8080"))
+	report(t, fault, "after docker stop: port 8080 and its DNAT rule", fmt.Sprintf("connect: %v; rule left: %v", err != nil, strings.Contains(rules, "dport 8080 ")),
+		err != nil && !strings.Contains(rules, "dport 8080 "))
 }
 
 // -o tabby.publish=everywhere: a port published by a container on one host
