@@ -109,11 +109,7 @@ func (s *Speaker) syncOwners(ctx context.Context, nodes []datastore.Node, all bo
 		}
 		s.ownSig = sig
 		// Nodes came or went (rare): every session is judged again.
-		for a := range s.peers {
-			if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_IN}); err != nil {
-				s.log.Debug("BGP soft reset after an owner change", "peer", a.String(), "err", err)
-			}
-		}
+		s.softReset(ctx, api.ResetPeerRequest_IN, "nodes changed", nil)
 		return nil
 	}
 	s.resetCarriers(ctx, changed, nodes)
@@ -292,12 +288,21 @@ func (s *Speaker) resetCarriers(ctx context.Context, names []string, nodes []dat
 			}
 		}
 	}
-	for a, p := range s.peers {
+	s.softReset(ctx, api.ResetPeerRequest_IN, "a grant change", func(a netip.Addr, p PeerSpec) bool {
 		reflects := (p.Type == TypeReflector && !p.RRClient) || p.Type == TypeGlobal || p.Type == TypeNode
-		if direct[a] || reflects {
-			if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_IN}); err != nil {
-				s.log.Debug("BGP soft reset after an owner change", "peer", a.String(), "err", err)
-			}
+		return direct[a] || reflects
+	})
+}
+
+// softReset has the sessions that exist (those which pick, or all) judge
+// again, in dir, what they received or sent.
+func (s *Speaker) softReset(ctx context.Context, dir api.ResetPeerRequest_SoftResetDirection, why string, pick func(netip.Addr, PeerSpec) bool) {
+	for a, p := range s.peers {
+		if pick != nil && !pick(a, p) {
+			continue
+		}
+		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: dir}); err != nil {
+			s.log.Debug("BGP soft reset", "peer", a.String(), "after", why, "err", err)
 		}
 	}
 }

@@ -22,7 +22,6 @@ import (
 // every sync, and peers are soft-reset when they change, so the change
 // applies to what was already received or sent.
 const (
-	setNodes    = "tabby-nodes"
 	setExternal = "tabby-external"
 	setPools4   = "tabby-pools-v4"
 	setPools6   = "tabby-pools-v6"
@@ -30,8 +29,8 @@ const (
 
 // policySets is the content of the defined sets.
 type policySets struct {
-	nodes, external []string // neighbor addresses as /32 or /128
-	pools4, pools6  []netip.Prefix
+	external       []string // external peers' addresses as /32 or /128
+	pools4, pools6 []netip.Prefix
 }
 
 // Entries no peer or route has, that keep each set from being empty.
@@ -45,11 +44,8 @@ var (
 func policySetsFor(peers map[netip.Addr]PeerSpec, pools []netip.Prefix) policySets {
 	var ps policySets
 	for a, p := range peers {
-		n := netip.PrefixFrom(a, a.BitLen()).String()
-		if p.Type == TypeMesh || p.Type == TypeReflector {
-			ps.nodes = append(ps.nodes, n)
-		} else {
-			ps.external = append(ps.external, n)
+		if p.Type != TypeMesh && p.Type != TypeReflector {
+			ps.external = append(ps.external, netip.PrefixFrom(a, a.BitLen()).String())
 		}
 	}
 	for _, p := range pools {
@@ -59,7 +55,6 @@ func policySetsFor(peers map[netip.Addr]PeerSpec, pools []netip.Prefix) policySe
 			ps.pools6 = append(ps.pools6, p)
 		}
 	}
-	slices.Sort(ps.nodes)
 	slices.Sort(ps.external)
 	byAddr := func(a, b netip.Prefix) int {
 		if c := a.Addr().Compare(b.Addr()); c != 0 {
@@ -73,7 +68,7 @@ func policySetsFor(peers map[netip.Addr]PeerSpec, pools []netip.Prefix) policySe
 }
 
 func (ps policySets) equal(o policySets) bool {
-	return slices.Equal(ps.nodes, o.nodes) && slices.Equal(ps.external, o.external) &&
+	return slices.Equal(ps.external, o.external) &&
 		slices.Equal(ps.pools4, o.pools4) && slices.Equal(ps.pools6, o.pools6)
 }
 
@@ -105,16 +100,11 @@ func missing[T comparable](a, b []T) []T {
 // unseen; appended and removed entries are seen at once.
 func (s *Speaker) writeSets(ctx context.Context, have, want policySets) error {
 	var add, del []*api.DefinedSet
-	for _, n := range []struct {
-		name       string
-		have, want []string
-	}{{setNodes, have.nodes, want.nodes}, {setExternal, have.external, want.external}} {
-		if m := missing(n.want, n.have); len(m) > 0 {
-			add = append(add, neighborSet(n.name, m))
-		}
-		if m := missing(n.have, n.want); len(m) > 0 {
-			del = append(del, neighborSet(n.name, m))
-		}
+	if m := missing(want.external, have.external); len(m) > 0 {
+		add = append(add, neighborSet(setExternal, m))
+	}
+	if m := missing(have.external, want.external); len(m) > 0 {
+		del = append(del, neighborSet(setExternal, m))
 	}
 	for _, p := range []struct {
 		name       string
@@ -145,7 +135,7 @@ func (s *Speaker) writeSets(ctx context.Context, have, want policySets) error {
 func (s *Speaker) installPolicy(ctx context.Context) error {
 	// Each set starts with an entry no peer or route has, and keeps it:
 	// an empty neighbor set would match every neighbor.
-	for _, ds := range []*api.DefinedSet{neighborSet(setNodes, []string{noNeighbor}), neighborSet(setExternal, []string{noNeighbor}),
+	for _, ds := range []*api.DefinedSet{neighborSet(setExternal, []string{noNeighbor}),
 		prefixSet(setPools4, []netip.Prefix{noPrefix4}), prefixSet(setPools6, []netip.Prefix{noPrefix6})} {
 		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: ds}); err != nil {
 			return fmt.Errorf("BGP policy set %s: %w", ds.Name, err)
@@ -197,10 +187,6 @@ func (s *Speaker) syncPolicy(ctx context.Context, peers map[netip.Addr]PeerSpec,
 		return err
 	}
 	s.policySets, s.policyDone = ps, true
-	for a := range s.peers {
-		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_BOTH}); err != nil {
-			s.log.Debug("BGP soft reset after a policy change", "peer", a.String(), "err", err)
-		}
-	}
+	s.softReset(ctx, api.ResetPeerRequest_BOTH, "a policy change", nil)
 	return nil
 }

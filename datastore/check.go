@@ -32,11 +32,14 @@ func checkRecord(key string, v any) error {
 
 // ValidName accepts what a node, pool or peer name may be: it becomes part
 // of etcd keys, GoBGP set names and log lines.
-func ValidName(n string) bool {
-	if n == "" || len(n) > 253 {
+func ValidName(n string) bool { return nameOf(n, 253) }
+
+// nameOf reports whether s has 1 to max letters, digits, '-', '.' and '_'.
+func nameOf(s string, max int) bool {
+	if s == "" || len(s) > max {
 		return false
 	}
-	for _, c := range n {
+	for _, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
 			return false
 		}
@@ -181,17 +184,7 @@ func (n Network) Check(key string) error {
 }
 
 // validIfName accepts a Linux interface name tabby could have made.
-func validIfName(s string) bool {
-	if s == "" || len(s) > 15 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validIfName(s string) bool { return nameOf(s, 15) }
 
 // Check implements Checked: an endpoint's interface and addresses go into
 // routes and rules, so they must be what tabby writes.

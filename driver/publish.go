@@ -86,10 +86,7 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	if ep.Internal {
 		return fmt.Errorf("network %s is --internal: it publishes no port; remove -p/-P or use another network", short(req.NetworkID))
 	}
-	var t ports.Target
-	t.V4, _ = netip.ParseAddr(ep.IPv4)
-	t.V6, _ = netip.ParseAddr(ep.IPv6)
-	bound, err := d.ports.Open(req.EndpointID, t, reqs)
+	bound, err := d.ports.Open(req.EndpointID, targetOf(ep), reqs)
 	if err != nil {
 		return err
 	}
@@ -99,6 +96,14 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	}
 	d.log.Info("ports published", "endpoint", short(req.EndpointID), "ports", fmt.Sprint(bound))
 	return nil
+}
+
+// targetOf is where an endpoint's published ports lead.
+func targetOf(e datastore.WorkloadEndpoint) ports.Target {
+	var t ports.Target
+	t.V4, _ = netip.ParseAddr(e.IPv4)
+	t.V6, _ = netip.ParseAddr(e.IPv6)
+	return t
 }
 
 // RevokeExternalConnectivity unpublishes the container's ports.
@@ -132,14 +137,11 @@ func (d *Driver) reopenPorts(ctx context.Context, eps []datastore.WorkloadEndpoi
 		if len(e.Ports) == 0 || d.ports.Has(e.EndpointID) {
 			continue
 		}
-		var t ports.Target
-		t.V4, _ = netip.ParseAddr(e.IPv4)
-		t.V6, _ = netip.ParseAddr(e.IPv6)
 		reqs := make([]ports.Request, 0, len(e.Ports))
 		for _, p := range e.Ports {
 			reqs = append(reqs, ports.Request{PortMapping: p})
 		}
-		if _, err := d.ports.Open(e.EndpointID, t, reqs); err != nil {
+		if _, err := d.ports.Open(e.EndpointID, targetOf(e), reqs); err != nil {
 			d.log.Warn("published ports lost: the host port was taken while tabby was down", "endpoint", short(e.EndpointID), "err", err)
 			if err := d.setPorts(ctx, e.EndpointID, nil); err != nil {
 				d.log.Warn("published ports: record", "endpoint", short(e.EndpointID), "err", err)

@@ -63,8 +63,9 @@ func (d *Driver) setAsideCovering(sandbox string, peers []datastore.WorkloadEndp
 	if len(covering) == 0 {
 		return nil
 	}
-	ns, err := dataplane.OpenSandbox(d.sandboxPaths(sandbox)...)
-	if errors.Is(err, fs.ErrNotExist) && !dataplane.SandboxExists(d.sandboxPaths(sandbox)...) {
+	paths := d.sandboxPaths(sandbox) // asks dockerd's PID over its socket: once
+	ns, err := dataplane.OpenSandbox(paths...)
+	if errors.Is(err, fs.ErrNotExist) && !dataplane.SandboxExists(paths...) {
 		// A container being started: Docker makes its namespace after the
 		// joins and programs every endpoint in it then, in join order.
 		d.log.Debug("sandbox not made yet; nothing to set aside", "sandbox", sandbox)
