@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -54,8 +53,9 @@ type Driver struct {
 	dp      *dataplane.Dataplane
 	log     *slog.Logger
 	timeout time.Duration
-	// joinMu serialises gateway choice among endpoints of one sandbox.
-	joinMu sync.Mutex
+	// joining serialises gateway choice among endpoints of one sandbox;
+	// joins into different sandboxes run side by side.
+	joining sandboxLocks
 	// hostMTU is the MTU of the host's uplink (0: unknown).
 	hostMTU int
 	// hostAccess is what containers may reach on this host (policy input).
@@ -375,10 +375,9 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 // side: cali0 with default via 169.254.1.N, reached over an on-link route,
 // and for IPv6 default via fe80::1, the host side's link-local address.
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	ctx, cancel := d.ctx()
+	defer d.joining.lock(req.SandboxKey)()
+	ctx, cancel := d.ctx() // after the lock: waiting for it is not the store's time
 	defer cancel()
-	d.joinMu.Lock()
-	defer d.joinMu.Unlock()
 	key := datastore.EndpointKey(d.node, req.EndpointID)
 	var ep datastore.WorkloadEndpoint
 	if _, err := d.store.Get(ctx, key, &ep); err != nil {

@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/tabbynet/tabby/datastore"
@@ -323,5 +326,60 @@ func TestReconcileRemovesLeaksAndRestoresRoutes(t *testing.T) {
 	}
 	if l := f.sh(t, "-o", "link"); strings.Contains(l, "cali99999999999") {
 		t.Fatalf("leaked veth survived reconcile:\n%s", l)
+	}
+}
+
+// Joins into one sandbox at once still get distinct gateways; joins into
+// different sandboxes do not wait for each other (one Docker host starts
+// many containers at once, and a global lock made the last wait past its
+// timeout).
+func TestConcurrentJoins(t *testing.T) {
+	f := newFixture(t)
+	const n = 6
+	var wg sync.WaitGroup
+	gws := make([]string, n)
+	errs := make([]error, n)
+	for i := 0; i < n; i++ {
+		netID, epID := fmt.Sprintf("n%031d", i), fmt.Sprintf("e%031d", i)
+		f.network(t, netID)
+		f.endpoint(t, netID, epID, fmt.Sprintf("192.168.2.%d", i+1))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j, err := f.d.Join(&network.JoinRequest{NetworkID: netID, EndpointID: epID, SandboxKey: "/var/run/docker/netns/shared"})
+			if errs[i] = err; err == nil {
+				gws[i] = j.Gateway
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i, gw := range gws {
+		if errs[i] != nil || seen[gw] {
+			t.Fatalf("concurrent joins into one sandbox: gateways %v, errors %v", gws, errs)
+		}
+		seen[gw] = true
+	}
+
+	var locks sandboxLocks
+	unlockA := locks.lock("a")
+	other := make(chan func())
+	go func() { other <- locks.lock("b") }()
+	select {
+	case unlockB := <-other:
+		unlockB()
+	case <-time.After(5 * time.Second):
+		t.Fatal("a join into sandbox b waited for one into sandbox a")
+	}
+	go func() { other <- locks.lock("a") }()
+	select {
+	case <-other:
+		t.Fatal("two joins into sandbox a ran at once")
+	case <-time.After(100 * time.Millisecond):
+	}
+	unlockA()
+	(<-other)()
+	if len(locks.locks) != 0 {
+		t.Fatalf("locks of sandboxes nobody joins are kept: %v", locks.locks)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"strconv"
+	"sync"
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
@@ -86,4 +87,40 @@ func (d *Driver) setAsideCovering(sandbox string, peers []datastore.WorkloadEndp
 		d.log.Info("subnet route set aside", "endpoint", short(p.EndpointID), "subnet", p.Subnet, "ip", addr.String())
 	}
 	return nil
+}
+
+// sandboxLocks holds one mutex per sandbox key while someone uses it.
+type sandboxLocks struct {
+	mu    sync.Mutex
+	locks map[string]*sandboxLock
+}
+
+type sandboxLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock waits for key's mutex and returns its unlock; the entry goes when
+// its last user leaves, so the map holds only sandboxes being joined.
+func (s *sandboxLocks) lock(key string) (unlock func()) {
+	s.mu.Lock()
+	if s.locks == nil {
+		s.locks = map[string]*sandboxLock{}
+	}
+	l := s.locks[key]
+	if l == nil {
+		l = &sandboxLock{}
+		s.locks[key] = l
+	}
+	l.users++
+	s.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		s.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.locks, key)
+		}
+		s.mu.Unlock()
+	}
 }

@@ -174,7 +174,7 @@ func firstLine(out, s string) string {
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, s) {
 			if i := strings.Index(l, s); i > 0 && len(l) > 120 {
-				return "..." + l[max(0, i-40):min(len(l), i+60)] + "..."
+				return "..." + l[max(0, i-40):min(len(l), i+200)] + "..."
 			}
 			return l
 		}
