@@ -1,60 +1,87 @@
 package datastore
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Change is one difference a Cache saw under its prefix: a key written
-// (Value set) or removed (Deleted).
+// (Value set) or removed (Deleted). Rev is the revision that made it.
 type Change struct {
 	Key     string
 	Value   []byte
 	Deleted bool
+	Rev     int64
 }
 
 // Cache mirrors every key under a prefix the way an informer does: it
-// lists at a revision, watches from the next one, and lists again only when
-// the watch ends (compaction, a lost leader, an outage). Its handler sees
-// each change once, in revision order, and after a relist only the keys
-// that differ from what it had, so a change costs work in proportion to
-// itself, not to the cluster.
+// lists at a revision, watches from the next one, resumes the watch from
+// where it stopped after an outage or a lost leader, and lists again only
+// when etcd has compacted the revisions it missed. Its handler sees each
+// change once, in revision order, and after a relist only the keys that
+// differ from what it had, so a change costs work in proportion to itself,
+// not to the cluster.
 type Cache struct {
 	store   *Store
 	prefix  string
 	handle  func(Change)
-	items   map[string][]byte // the Run goroutine's alone
+	items   map[string]int64 // key -> mod revision; the Run goroutine's alone
 	once    sync.Once
 	synced  chan struct{}
 	retries time.Duration
+	// progress, when set, hears every revision the cache has caught up to,
+	// including those of changes outside its prefix (progress notices).
+	progress func(rev int64)
+	lists    atomic.Int64
 }
 
 // NewCache makes a cache of prefix whose changes go to handle, called from
 // Run's goroutine only.
 func (s *Store) NewCache(prefix string, handle func(Change)) *Cache {
-	return &Cache{store: s, prefix: prefix, handle: handle, items: map[string][]byte{},
+	return &Cache{store: s, prefix: prefix, handle: handle, items: map[string]int64{},
 		synced: make(chan struct{}), retries: time.Second}
 }
 
 // Synced is closed once the first listing has gone to the handler.
 func (c *Cache) Synced() <-chan struct{} { return c.synced }
 
+// Lists says how often the cache has listed its prefix: once at start, and
+// once after each compaction it could not watch across.
+func (c *Cache) Lists() int64 { return c.lists.Load() }
+
 // Run keeps the cache current until ctx ends.
 func (c *Cache) Run(ctx context.Context) {
+	var rev int64 // the last revision applied; 0: list first
 	for ctx.Err() == nil {
-		rev, err := c.relist(ctx)
-		if err == nil {
+		if rev == 0 {
+			var err error
+			if rev, err = c.relist(ctx); err != nil {
+				rev = 0
+				c.pause(ctx)
+				continue
+			}
 			c.once.Do(func() { close(c.synced) })
-			c.watch(ctx, rev+1)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(c.retries):
+		var compacted bool
+		rev, compacted = c.watch(ctx, rev)
+		if compacted {
+			rev = 0
+			continue // what was missed is gone from the history: list again now
 		}
+		c.pause(ctx)
+	}
+}
+
+func (c *Cache) pause(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(c.retries):
 	}
 }
 
@@ -67,44 +94,70 @@ func (c *Cache) relist(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, c.store.wrap(err)
 	}
+	c.lists.Add(1)
+	rev := resp.Header.Revision
 	seen := make(map[string]bool, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		seen[k] = true
-		if old, ok := c.items[k]; ok && bytes.Equal(old, kv.Value) {
+		if c.items[k] == kv.ModRevision {
 			continue
 		}
-		c.items[k] = kv.Value
-		c.handle(Change{Key: k, Value: kv.Value})
+		c.items[k] = kv.ModRevision
+		c.handle(Change{Key: k, Value: kv.Value, Rev: kv.ModRevision})
 	}
 	for k := range c.items {
 		if !seen[k] {
 			delete(c.items, k)
-			c.handle(Change{Key: k, Deleted: true})
+			c.handle(Change{Key: k, Deleted: true, Rev: rev})
 		}
 	}
-	return resp.Header.Revision, nil
+	if c.progress != nil {
+		c.progress(rev)
+	}
+	return rev, nil
 }
 
-// watch applies events from rev on until the watch ends for any reason.
-func (c *Cache) watch(ctx context.Context, rev int64) {
+// watch applies events after rev until the watch ends, and returns the
+// last revision applied and whether the watch ended because etcd compacted
+// past it.
+func (c *Cache) watch(ctx context.Context, rev int64) (int64, bool) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range c.store.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
-		if resp.Err() != nil || resp.CompactRevision != 0 {
-			return
+	for resp := range c.store.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify()) {
+		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+			return rev, true
+		}
+		if resp.Err() != nil {
+			return rev, false
 		}
 		for _, ev := range resp.Events {
 			k := string(ev.Kv.Key)
 			if ev.Type == clientv3.EventTypeDelete {
 				if _, ok := c.items[k]; ok {
 					delete(c.items, k)
-					c.handle(Change{Key: k, Deleted: true})
+					c.handle(Change{Key: k, Deleted: true, Rev: ev.Kv.ModRevision})
 				}
 				continue
 			}
-			c.items[k] = ev.Kv.Value
-			c.handle(Change{Key: k, Value: ev.Kv.Value})
+			c.items[k] = ev.Kv.ModRevision
+			c.handle(Change{Key: k, Value: ev.Kv.Value, Rev: ev.Kv.ModRevision})
+		}
+		// A response's header may name a revision whose events are still
+		// to come (etcd sends a long backlog in parts); only the last event
+		// applied, or a progress notice, says how far the cache has come.
+		next := rev
+		if n := len(resp.Events); n > 0 {
+			next = resp.Events[n-1].Kv.ModRevision
+		} else if resp.IsProgressNotify() {
+			next = resp.Header.Revision
+		}
+		if next > rev {
+			rev = next
+			if c.progress != nil {
+				c.progress(rev)
+			}
 		}
 	}
+	return rev, false
 }

@@ -81,6 +81,20 @@ func TestCacheListsWatchesAndRelists(t *testing.T) {
 	del("a")
 	expect("watch", `c={"step":1}`, "-a")
 
+	// A cut with the history intact: the watch resumes where it stopped,
+	// so what was written meanwhile comes without listing again.
+	px.Partition()
+	put("f", 1)
+	del("f")
+	put("g", 1)
+	px.Cut()
+	expect("after a cut", `f={"step":1}`, "-f", `g={"step":1}`)
+	if n := c.Lists(); n != 1 {
+		t.Fatalf("the cache listed %d times; a cut without compaction must resume the watch", n)
+	}
+	del("g")
+	expect("delete", "-g")
+
 	px.Partition()
 	put("b", 2)
 	del("c")
@@ -92,6 +106,9 @@ func TestCacheListsWatchesAndRelists(t *testing.T) {
 	px.Cut() // the watch resumes from a compacted revision
 	// b, c and d changed; a stays deleted and nothing else comes again.
 	expect("after a cut and a compaction", `b={"step":2}`, "-c", `d={"step":2}`)
+	if n := c.Lists(); n != 2 {
+		t.Fatalf("the cache listed %d times, want 2: once at start, once after the compaction", n)
+	}
 	put("e", 1)
 	expect("the watch goes on", `e={"step":1}`)
 }
