@@ -1,0 +1,220 @@
+package datastore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/btree"
+)
+
+// View is a daemon's one copy of the cluster's records (everything under
+// Prefix), kept current by one Cache and so by one etcd watch, as Calico's
+// Typha fans one watch out to many agents. The loops that used to list etcd
+// on each change read the view instead and hear of changes through
+// OnChange or Subscribe. A record is decoded and checked once per revision;
+// what the view hands out is shared and must not be modified.
+type View struct {
+	store *Store
+	cache *Cache
+	mu    sync.Mutex
+	recs  *btree.BTreeG[*viewRec] // ordered by key, for prefix ranges
+	rev   int64
+	moved chan struct{} // closed and replaced whenever rev moves
+	subs  []viewSub
+}
+
+type viewRec struct {
+	key string
+	raw []byte
+	rev int64
+	val any // the decoded, checked value, once someone has read it
+}
+
+type viewSub struct {
+	prefix string
+	fn     func(Change)
+}
+
+// NewView makes the view; Run keeps it current.
+func (s *Store) NewView() *View {
+	v := &View{store: s, moved: make(chan struct{}),
+		recs: btree.NewG(32, func(a, b *viewRec) bool { return a.key < b.key })}
+	v.cache = s.NewCache(Prefix, v.apply)
+	v.cache.progress = v.advance
+	return v
+}
+
+// Run keeps the view current until ctx ends.
+func (v *View) Run(ctx context.Context) { v.cache.Run(ctx) }
+
+// Synced is closed once the view holds a whole listing.
+func (v *View) Synced() <-chan struct{} { return v.cache.Synced() }
+
+// Lists says how often the view has listed etcd (see Cache.Lists).
+func (v *View) Lists() int64 { return v.cache.Lists() }
+
+// Rev is the etcd revision the view has caught up to.
+func (v *View) Rev() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rev
+}
+
+// Wait returns once the view holds everything up to revision rev (0: the
+// first listing), or fails when ctx ends first. A request that has just
+// written to etcd waits for its own write this way before reading the view.
+func (v *View) Wait(ctx context.Context, rev int64) error {
+	for {
+		v.mu.Lock()
+		at, moved := v.rev, v.moved
+		v.mu.Unlock()
+		if at >= rev && at > 0 {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("the cluster view is at revision %d, waiting for %d: %w", at, rev, ErrUnavailable)
+		}
+	}
+}
+
+// Subscribe calls fn with every change under prefix, after the view holds
+// it, from the goroutine that keeps the view: fn must not block.
+func (v *View) Subscribe(prefix string, fn func(Change)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.subs = append(v.subs, viewSub{prefix: prefix, fn: fn})
+}
+
+// OnChange runs fn once the view is synced, then again after changes under
+// any of prefixes (a burst makes one run) and every resync, until ctx
+// ends. The loops that recompute state from the records are built on it;
+// they read the view, so a run costs no etcd request.
+func (v *View) OnChange(ctx context.Context, prefixes []string, resync time.Duration, fn func()) {
+	kick := make(chan struct{}, 1)
+	for _, p := range prefixes {
+		v.Subscribe(p, func(Change) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		})
+	}
+	select {
+	case <-v.Synced():
+	case <-ctx.Done():
+		return
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		fn()
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (v *View) apply(ch Change) {
+	v.mu.Lock()
+	if ch.Deleted {
+		v.recs.Delete(&viewRec{key: ch.Key})
+	} else {
+		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, raw: ch.Value, rev: ch.Rev})
+	}
+	var fns []func(Change)
+	for _, s := range v.subs {
+		if strings.HasPrefix(ch.Key, s.prefix) {
+			fns = append(fns, s.fn)
+		}
+	}
+	v.mu.Unlock()
+	for _, fn := range fns {
+		fn(ch)
+	}
+}
+
+func (v *View) advance(rev int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rev > v.rev {
+		v.rev = rev
+		close(v.moved)
+		v.moved = make(chan struct{})
+	}
+}
+
+// decode returns r's value as T, decoding and checking it on first use;
+// a bad record is skipped with one warning per revision.
+func decode[T any](v *View, r *viewRec) (T, bool) {
+	if t, ok := r.val.(T); ok {
+		return t, true
+	}
+	var t T
+	err := json.Unmarshal(r.raw, &t)
+	if err != nil {
+		err = fmt.Errorf("decode %s: %w: %v", r.key, ErrInvalid, err)
+	} else {
+		err = checkRecord(r.key, &t)
+	}
+	if err != nil {
+		v.store.skipped(KV{Key: r.key, Rev: r.rev}, err)
+		return t, false
+	}
+	r.val = t
+	return t, true
+}
+
+// ViewList returns the valid records under prefix, in key order.
+func ViewList[T any](v *View, prefix string) []T {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []T
+	v.ascend(prefix, func(r *viewRec) {
+		if t, ok := decode[T](v, r); ok {
+			out = append(out, t)
+		}
+	})
+	return out
+}
+
+// ViewGet returns the record at key and its mod revision; ok is false when
+// there is none or it is not valid.
+func ViewGet[T any](v *View, key string) (t T, rev int64, ok bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r, found := v.recs.Get(&viewRec{key: key})
+	if !found {
+		return t, 0, false
+	}
+	t, ok = decode[T](v, r)
+	return t, r.rev, ok
+}
+
+// Keys returns the keys under prefix, valid or not, in order.
+func (v *View) Keys(prefix string) []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	v.ascend(prefix, func(r *viewRec) { out = append(out, r.key) })
+	return out
+}
+
+// ascend visits the records under prefix; v.mu must be held.
+func (v *View) ascend(prefix string, fn func(*viewRec)) {
+	v.recs.AscendGreaterOrEqual(&viewRec{key: prefix}, func(r *viewRec) bool {
+		if !strings.HasPrefix(r.key, prefix) {
+			return false
+		}
+		fn(r)
+		return true
+	})
+}

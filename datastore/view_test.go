@@ -1,0 +1,92 @@
+package datastore_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/datastore/etcdtest"
+)
+
+// The view holds every record after one listing, hands out only valid
+// ones, tells subscribers of each change under their prefix only, and lets
+// a writer wait until its own write is visible.
+func TestViewServesTheClusterFromOneWatch(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ep := func(node, id, ip string) datastore.WorkloadEndpoint {
+		return datastore.WorkloadEndpoint{Node: node, EndpointID: id, NetworkID: "n1", IPv4: ip, Interface: "cali" + id[:11]}
+	}
+	a := ep("node1", "a1111111111111111111111111111111", "10.0.0.1")
+	if err := st.Put(ctx, datastore.EndpointKey("node1", a.EndpointID), &a); err != nil {
+		t.Fatal(err)
+	}
+	bad := ep("node2", "b2222222222222222222222222222222", "not-an-address")
+	if err := st.Put(ctx, datastore.EndpointKey("node2", bad.EndpointID), &bad); err != nil {
+		t.Fatal(err)
+	}
+	v := st.NewView()
+	var mu sync.Mutex
+	var heard []string
+	v.Subscribe(datastore.EndpointsOf("node1"), func(ch datastore.Change) {
+		mu.Lock()
+		heard = append(heard, ch.Key)
+		mu.Unlock()
+	})
+	done := make(chan struct{})
+	go func() { v.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := v.Wait(wctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := datastore.ViewList[datastore.WorkloadEndpoint](v, datastore.EndpointsDir); len(got) != 1 || got[0].IPv4 != "10.0.0.1" {
+		t.Fatalf("view lists %+v; want the one valid endpoint", got)
+	}
+	if keys := v.Keys(datastore.EndpointsDir); len(keys) != 2 {
+		t.Fatalf("keys %q; want both records, the bad one too", keys)
+	}
+	if _, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](v, datastore.EndpointKey("node2", bad.EndpointID)); ok {
+		t.Fatal("a record that fails its check is handed out")
+	}
+
+	c := ep("node1", "c3333333333333333333333333333333", "10.0.0.3")
+	rev, err := st.CommitRev(ctx, datastore.Op{Key: datastore.EndpointKey("node1", c.EndpointID), Value: &c, Rev: datastore.Any})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Wait(wctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	got, at, ok := datastore.ViewGet[datastore.WorkloadEndpoint](v, datastore.EndpointKey("node1", c.EndpointID))
+	if !ok || got.IPv4 != "10.0.0.3" || at != rev {
+		t.Fatalf("after waiting for revision %d the view has %+v at %d (%v)", rev, got, at, ok)
+	}
+	d := ep("node2", "d4444444444444444444444444444444", "10.0.0.4")
+	if err := st.Put(ctx, datastore.EndpointKey("node2", d.EndpointID), &d); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, datastore.EndpointKey("node1", a.EndpointID)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(datastore.ViewList[datastore.WorkloadEndpoint](v, datastore.EndpointsOf("node1"))) != 1 || len(v.Keys(datastore.EndpointsOf("node2"))) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("view never saw the delete and the put: %q", v.Keys(datastore.EndpointsDir))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{datastore.EndpointKey("node1", a.EndpointID), datastore.EndpointKey("node1", c.EndpointID), datastore.EndpointKey("node1", a.EndpointID)}
+	if len(heard) != len(want) || heard[0] != want[0] || heard[1] != want[1] || heard[2] != want[2] {
+		t.Fatalf("node1's subscriber heard %q, want %q (its listing, the put, the delete; nothing of node2)", heard, want)
+	}
+	if v.Lists() != 1 {
+		t.Fatalf("the view listed etcd %d times for a few changes", v.Lists())
+	}
+}
