@@ -208,10 +208,7 @@ func (s *Speaker) syncFilters(ctx context.Context, peers map[netip.Addr]PeerSpec
 // validFilters reads the BGPFilters; one that does not validate is left
 // out, loudly (its peers then accept nothing of it).
 func (s *Speaker) validFilters(ctx context.Context) map[string]datastore.BGPFilter {
-	fs, err := datastore.ListAs[datastore.BGPFilter](ctx, s.store, datastore.BGPFiltersDir)
-	if err != nil {
-		s.log.Warn("BGP filters", "err", err)
-	}
+	fs := datastore.ViewList[datastore.BGPFilter](s.view, datastore.BGPFiltersDir)
 	out := map[string]datastore.BGPFilter{}
 	for _, f := range fs {
 		if err := ValidateFilter(f); err != nil {

@@ -26,16 +26,14 @@ func TestLivenessGraceKeepsPeersThroughAGap(t *testing.T) {
 	if err := st.Put(ctx, datastore.LivenessKey("b"), "b"); err != nil {
 		t.Fatal(err)
 	}
-	s := New(st, Config{Node: "a"}, nil, nil)
+	view := etcdtest.NewView(t, st)
+	s := New(view, Config{Node: "a"}, nil, nil)
 	const grace = 500 * time.Millisecond
 	live := func() string {
 		t.Helper()
-		nodes, err := s.liveNodes(ctx, grace)
-		if err != nil {
-			t.Fatal(err)
-		}
+		etcdtest.CaughtUp(t, st, view)
 		var out []string
-		for _, n := range nodes {
+		for _, n := range s.liveNodes(grace) {
 			out = append(out, n.Name)
 		}
 		return strings.Join(out, ",")

@@ -49,7 +49,8 @@ type Config struct {
 
 // Speaker is one host's BGP speaker.
 type Speaker struct {
-	store  *datastore.Store
+	// view is the daemon's copy of the cluster; the speaker only reads.
+	view   *datastore.View
 	cfg    Config
 	routes Routes
 	log    *slog.Logger
@@ -105,7 +106,7 @@ type Speaker struct {
 const Port = bgp.BGP_PORT
 
 // New returns a speaker; Run starts it.
-func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *Speaker {
+func New(view *datastore.View, cfg Config, routes Routes, log *slog.Logger) *Speaker {
 	if cfg.ListenPort == 0 {
 		cfg.ListenPort = bgp.BGP_PORT
 	}
@@ -115,7 +116,7 @@ func New(store *datastore.Store, cfg Config, routes Routes, log *slog.Logger) *S
 	if cfg.RestartTime == 0 {
 		cfg.RestartTime = 120
 	}
-	return &Speaker{store: store, cfg: cfg, routes: routes, log: log,
+	return &Speaker{view: view, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
 		skipped: map[netip.Prefix]netip.Addr{}, refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
 		installs: make(chan install, 4096), own: newOwners(log), ownHave: map[string]map[netip.Prefix]bool{}}
@@ -126,10 +127,10 @@ func (s *Speaker) Start(ctx context.Context) error {
 	if !s.cfg.RouterID.Is4() {
 		return errors.New("BGP needs this host's IPv4 address: set IP or IP_AUTODETECTION_METHOD")
 	}
-	var bc datastore.BGPConfiguration
-	if _, err := s.store.Get(ctx, datastore.BGPConfigKey(), &bc); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+	if err := s.view.Wait(ctx, 0); err != nil {
 		return err
 	}
+	bc, _, _ := datastore.ViewGet[datastore.BGPConfiguration](s.view, datastore.BGPConfigKey())
 	s.asn = bc.AS()
 	if s.cfg.ASN != 0 {
 		s.asn = s.cfg.ASN
@@ -162,23 +163,27 @@ func (s *Speaker) Start(ctx context.Context) error {
 	})
 }
 
-// Run keeps peers and advertisements current from etcd watches and a
+// Run keeps peers and advertisements current from the cluster view and a
 // periodic resync until ctx ends. It leaves the session up on the way out
 // without a NOTIFICATION, so peers keep our routes (graceful restart) while
 // the daemon restarts.
 func (s *Speaker) Run(ctx context.Context) {
 	kick := make(chan struct{}, 1)
 	// Grants first: a session judged before them would refuse every node.
-	grants := s.store.NewCache(datastore.Prefix+"ipam/", s.own.handle)
-	go grants.Run(ctx)
+	s.view.Subscribe(datastore.Prefix+"ipam/", s.own.handle)
 	select {
 	case <-ctx.Done():
 		return
-	case <-grants.Synced():
+	case <-s.view.Synced():
 	}
 	for _, dir := range []string{datastore.NodesDir, datastore.BGPPeersDir, datastore.BGPConfigDir, datastore.LivenessDir,
 		datastore.AffinitiesOf(s.cfg.Node), datastore.EndpointsOf(s.cfg.Node), datastore.BGPFiltersDir, datastore.PoolsDir} {
-		go s.store.Notify(ctx, dir, kick)
+		s.view.Subscribe(dir, func(datastore.Change) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		})
 	}
 	sweep := time.After(2 * s.cfg.Resync) // stale routes of a previous run
 	tick := time.NewTicker(s.cfg.Resync)
@@ -203,26 +208,14 @@ func (s *Speaker) Run(ctx context.Context) {
 
 // Sync makes the sessions and the advertised prefixes match etcd.
 func (s *Speaker) Sync(ctx context.Context) error {
-	var bc datastore.BGPConfiguration
-	if _, err := s.store.Get(ctx, datastore.BGPConfigKey(), &bc); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+	if err := s.view.Wait(ctx, 0); err != nil {
 		return err
 	}
-	nodes, err := s.liveNodes(ctx, bc.LivenessGrace())
-	if err != nil {
-		return err
-	}
-	peers, err := datastore.ListAs[datastore.BGPPeer](ctx, s.store, datastore.BGPPeersDir)
-	if err != nil {
-		return err
-	}
-	want, err := s.wantedPrefixes(ctx)
-	if err != nil {
-		return err
-	}
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, s.store, datastore.PoolsDir)
-	if err != nil {
-		return err
-	}
+	bc, _, _ := datastore.ViewGet[datastore.BGPConfiguration](s.view, datastore.BGPConfigKey())
+	nodes := s.liveNodes(bc.LivenessGrace())
+	peers := datastore.ViewList[datastore.BGPPeer](s.view, datastore.BGPPeersDir)
+	want := s.wantedPrefixes()
+	pools := datastore.ViewList[datastore.IPPool](s.view, datastore.PoolsDir)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setEncap(pools, nodes)
@@ -255,21 +248,16 @@ func (s *Speaker) Sync(ctx context.Context) error {
 // the hold time loses its sessions: deleting them drops its routes at once,
 // where graceful restart would keep them. The grace covers daemons taking
 // new leases after an etcd outage that outlived them all.
-func (s *Speaker) liveNodes(ctx context.Context, grace time.Duration) ([]datastore.Node, error) {
-	nodes, err := datastore.ListAs[datastore.Node](ctx, s.store, datastore.NodesDir)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := s.store.ListKeys(ctx, datastore.LivenessDir)
-	if err != nil {
-		return nil, err
-	}
+func (s *Speaker) liveNodes(grace time.Duration) []datastore.Node {
+	nodes := datastore.ViewList[datastore.Node](s.view, datastore.NodesDir)
+	keys := s.view.Keys(datastore.LivenessDir)
 	present := map[string]bool{s.cfg.Node: true}
 	for _, k := range keys {
 		present[strings.TrimPrefix(k, datastore.LivenessDir)] = true
 	}
 	// The grace counts from the first read that misses the key, not from
-	// the last read that saw it: no read succeeds during an etcd outage.
+	// the last read that saw it: during an etcd outage the view keeps the
+	// keys it had, and their deletes come once etcd answers again.
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -307,16 +295,13 @@ func (s *Speaker) liveNodes(ctx context.Context, grace time.Duration) ([]datasto
 			}
 		})
 	}
-	return out, nil
+	return out
 }
 
 // wantedPrefixes are the blocks this host owns and its addresses that lie
 // outside them (borrowed from another host's block).
-func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, error) {
-	keys, err := s.store.ListKeys(ctx, datastore.AffinitiesOf(s.cfg.Node))
-	if err != nil {
-		return nil, err
-	}
+func (s *Speaker) wantedPrefixes() map[netip.Prefix]bool {
+	keys := s.view.Keys(datastore.AffinitiesOf(s.cfg.Node))
 	want := map[netip.Prefix]bool{}
 	var blocks []netip.Prefix
 	for _, k := range keys {
@@ -325,11 +310,7 @@ func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, er
 			blocks = append(blocks, p)
 		}
 	}
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, s.store, datastore.EndpointsOf(s.cfg.Node))
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range eps {
+	for _, e := range datastore.ViewList[datastore.WorkloadEndpoint](s.view, datastore.EndpointsOf(s.cfg.Node)) {
 		for _, a := range e.Addrs() {
 			inside := false
 			for _, b := range blocks {
@@ -340,7 +321,7 @@ func (s *Speaker) wantedPrefixes(ctx context.Context) (map[netip.Prefix]bool, er
 			}
 		}
 	}
-	return want, nil
+	return want
 }
 
 // sameSession reports whether two specs make the same session: filters

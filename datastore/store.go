@@ -288,6 +288,18 @@ func (s *Store) CommitRev(ctx context.Context, ops ...Op) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
+// Revision returns etcd's current revision: a View that has waited for it
+// holds every write made before the call.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, bgpConfigKey, clientv3.WithCountOnly())
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	return resp.Header.Revision, nil
+}
+
 // Create writes a new resource; ErrConflict if the key exists.
 func (s *Store) Create(ctx context.Context, key string, v any) error {
 	return s.Commit(ctx, Op{Key: key, Value: v, Rev: 0})
@@ -328,79 +340,6 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exis
 		}
 	}
 	return fmt.Errorf("%s: %w after %d attempts", key, ErrConflict, MaxRetries)
-}
-
-// Event is one change seen by a watch.
-type Event struct {
-	Key     string
-	Value   []byte // nil for a delete
-	Deleted bool
-}
-
-// Watch streams changes under prefix until ctx ends. The channel closes when
-// the watch ends; callers resync with List and watch again.
-func (s *Store) Watch(ctx context.Context, prefix string) <-chan Event {
-	out := make(chan Event, 64)
-	go func() {
-		defer close(out)
-		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix())
-		for resp := range wch {
-			if resp.Err() != nil {
-				return
-			}
-			for _, ev := range resp.Events {
-				e := Event{Key: string(ev.Kv.Key), Deleted: ev.Type == clientv3.EventTypeDelete}
-				if !e.Deleted {
-					e.Value = ev.Kv.Value
-				}
-				select {
-				case out <- e:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out
-}
-
-// Notify sends on kick (without blocking; one pending kick is enough)
-// whenever something under prefix changes, re-establishing the watch after
-// it ends, until ctx ends. Loops that recompute everything use it to wake up.
-func (s *Store) Notify(ctx context.Context, prefix string, kick chan<- struct{}) {
-	for ctx.Err() == nil {
-		for range s.Watch(ctx, prefix) {
-			select {
-			case kick <- struct{}{}:
-			default:
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// OnChange runs fn now, then again after changes under any of dirs (a
-// burst of changes makes one run) and every resync, until ctx ends. The
-// loops that recompute their whole state from etcd are built on it.
-func (s *Store) OnChange(ctx context.Context, dirs []string, resync time.Duration, fn func()) {
-	kick := make(chan struct{}, 1)
-	for _, d := range dirs {
-		go s.Notify(ctx, d, kick)
-	}
-	tick := time.NewTicker(resync)
-	defer tick.Stop()
-	for {
-		fn()
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-tick.C:
-		}
-	}
 }
 
 // RawCAS does one compare-and-swap transaction on key, the unit the IPAM

@@ -84,10 +84,14 @@ func (v *View) Wait(ctx context.Context, rev int64) error {
 }
 
 // Subscribe calls fn with every change under prefix, after the view holds
-// it, from the goroutine that keeps the view: fn must not block.
+// it, from the goroutine that keeps the view: fn must not block nor call
+// the view. What the view holds already under prefix is handed to fn first,
+// as changes, before Subscribe returns; so a subscriber that comes late
+// misses nothing, and sees nothing twice.
 func (v *View) Subscribe(prefix string, fn func(Change)) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.ascend(prefix, func(r *viewRec) { fn(Change{Key: r.key, Value: r.raw, Rev: r.rev}) })
 	v.subs = append(v.subs, viewSub{prefix: prefix, fn: fn})
 }
 

@@ -48,7 +48,10 @@ const (
 
 // Driver serves Docker's NetworkDriver API for one node.
 type Driver struct {
-	store   *datastore.Store
+	store *datastore.Store
+	// view is the daemon's copy of the cluster: loops and handlers read
+	// the records from it; only writes (and startup) go to etcd.
+	view    *datastore.View
 	node    string
 	dp      *dataplane.Dataplane
 	log     *slog.Logger
@@ -72,8 +75,8 @@ type Driver struct {
 var _ network.Driver = (*Driver)(nil)
 
 // New returns the driver of node, programming the kernel through dp.
-func New(store *datastore.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
-	return &Driver{store: store, node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log),
+func New(store *datastore.Store, view *datastore.View, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
+	return &Driver{store: store, view: view, node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log),
 		sandboxPaths: func(key string) []string { return []string{key} }}
 }
 
@@ -88,6 +91,15 @@ func (d *Driver) SetSandboxPaths(f func(key string) []string) { d.sandboxPaths =
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.timeout)
+}
+
+// fromView returns the valid records under prefix from the cluster view,
+// once it holds a first listing.
+func fromView[T any](ctx context.Context, d *Driver, prefix string) ([]T, error) {
+	if err := d.view.Wait(ctx, 0); err != nil {
+		return nil, err
+	}
+	return datastore.ViewList[T](d.view, prefix), nil
 }
 
 // GetCapabilities: scope local, since Docker refuses global without swarm;
@@ -210,7 +222,7 @@ func (d *Driver) checkTabbyPool(ctx context.Context, subnet string) error {
 	if err != nil {
 		return fmt.Errorf("subnet %q is not a CIDR", subnet)
 	}
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 	if err != nil {
 		return err
 	}
@@ -232,7 +244,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	} else if err != nil {
 		return err
 	}
-	err := d.store.Commit(ctx, datastore.Op{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any},
+	rev, err := d.store.CommitRev(ctx, datastore.Op{Key: datastore.NetworkKey(n.ID), Rev: datastore.Any},
 		datastore.Op{Key: datastore.ProfileKey(n.ID), Rev: datastore.Any})
 	if err != nil {
 		return fmt.Errorf("delete network %s: %w", short(n.ID), err)
@@ -241,7 +253,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	// the same name: it goes with the last of them. Looking only after our
 	// own record is gone means that of concurrent deletes the last one sees
 	// no other and removes it.
-	if n.Profile != n.ID && !d.nameInUse(ctx, n.Profile, n.ID) {
+	if n.Profile != n.ID && !d.nameInUse(ctx, n.Profile, n.ID, rev) {
 		if err := d.store.Delete(ctx, datastore.ProfileKey(n.Profile)); err != nil {
 			return fmt.Errorf("delete profile %s: %w", n.Profile, err)
 		}
@@ -250,12 +262,13 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	return nil
 }
 
-// nameInUse reports whether a network other than id carries name.
-func (d *Driver) nameInUse(ctx context.Context, name, id string) bool {
-	nets, err := datastore.ListAs[datastore.Network](ctx, d.store, datastore.NetworksDir)
-	if err != nil {
+// nameInUse reports whether a network other than id carries name, as of
+// revision rev or later.
+func (d *Driver) nameInUse(ctx context.Context, name, id string, rev int64) bool {
+	if err := d.view.Wait(ctx, rev); err != nil {
 		return true // keep the profile when in doubt
 	}
+	nets := datastore.ViewList[datastore.Network](d.view, datastore.NetworksDir)
 	for _, o := range nets {
 		if o.ID != id && o.Name == name {
 			return true

@@ -52,7 +52,13 @@ func newFixture(t *testing.T) *fixture {
 	if err := st.Put(context.Background(), datastore.PoolKey("p"), &pool); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{d: New(st, "node00", dp, slog.New(slog.NewTextHandler(io.Discard, nil))), st: st, ns: ns}
+	return &fixture{d: New(st, etcdtest.NewView(t, st), "node00", dp, slog.New(slog.NewTextHandler(io.Discard, nil))), st: st, ns: ns}
+}
+
+// caughtUp waits until the driver's view holds every write made so far.
+func (f *fixture) caughtUp(t *testing.T) {
+	t.Helper()
+	etcdtest.CaughtUp(t, f.st, f.d.view)
 }
 
 func (f *fixture) sh(t *testing.T, args ...string) string {
@@ -312,6 +318,7 @@ func TestReconcileRemovesLeaksAndRestoresRoutes(t *testing.T) {
 	f.sh(t, "link", "set", "uplinkp", "up")
 	f.sh(t, "link", "set", "uplink", "up")
 	f.sh(t, "route", "add", "10.1.0.0/24", "via", "10.2.0.2", "proto", "77")
+	f.caughtUp(t)
 	if err := f.d.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}

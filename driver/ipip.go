@@ -12,7 +12,7 @@ import (
 // tunl0 onlink` for other nodes' blocks in IPIP pools (CrossSubnet: only
 // nodes on another subnet); otherwise tabby's routes and address leave it.
 func (d *Driver) SyncIPIP(ctx context.Context, pools []datastore.IPPool) error {
-	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
+	nodes, err := fromView[datastore.Node](ctx, d, datastore.NodesDir)
 	if err != nil {
 		return err
 	}

@@ -25,15 +25,15 @@ const LabelPrefix = "tabby.label."
 // SyncPolicy compiles profiles and policies for this host's endpoints, with
 // selector sets over every endpoint of the cluster, and applies the result.
 func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsDir)
+	eps, err := fromView[datastore.WorkloadEndpoint](ctx, d, datastore.EndpointsDir)
 	if err != nil {
 		return err
 	}
-	profs, err := datastore.ListAs[datastore.Profile](ctx, d.store, datastore.ProfilesDir)
+	profs, err := fromView[datastore.Profile](ctx, d, datastore.ProfilesDir)
 	if err != nil {
 		return err
 	}
-	pols, err := datastore.ListAs[datastore.NetworkPolicy](ctx, d.store, datastore.PoliciesDir)
+	pols, err := fromView[datastore.NetworkPolicy](ctx, d, datastore.PoliciesDir)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 
 // nodeAddrs lists the tabby hosts' addresses (from their Node records).
 func (d *Driver) nodeAddrs(ctx context.Context) []netip.Addr {
-	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
+	nodes, err := fromView[datastore.Node](ctx, d, datastore.NodesDir)
 	if err != nil {
 		d.log.Warn("policy: nodes", "err", err)
 	}
@@ -118,7 +118,7 @@ func (d *Driver) nodeAddrs(ctx context.Context) []netip.Addr {
 // host), profiles and policies, with a periodic resync.
 func (d *Driver) RunPolicy(ctx context.Context, a PolicyApplier, resync time.Duration) {
 	dirs := []string{datastore.EndpointsDir, datastore.ProfilesDir, datastore.PoliciesDir, datastore.NodesDir}
-	d.store.OnChange(ctx, dirs, resync, func() {
+	d.view.OnChange(ctx, dirs, resync, func() {
 		if err := d.SyncPolicy(ctx, a); err != nil && ctx.Err() == nil {
 			d.log.Warn("policy sync failed", "err", err)
 		}

@@ -41,6 +41,7 @@ func TestSyncPolicyFromEtcd(t *testing.T) {
 	put(datastore.PolicyKey("good"), &datastore.NetworkPolicy{Name: "good", Selector: "all()",
 		Ingress: []datastore.Rule{{Action: "Deny", Protocol: "UDP"}}})
 	var c scriptCatcher
+	f.caughtUp(t)
 	if err := f.d.SyncPolicy(ctx, &c); err != nil {
 		t.Fatal(err)
 	}

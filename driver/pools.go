@@ -24,7 +24,7 @@ type NATSyncer interface {
 
 // SyncNAT makes outgoing NAT match the pools in etcd.
 func (d *Driver) SyncNAT(ctx context.Context, n NATSyncer) error {
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 	if err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (d *Driver) SyncNAT(ctx context.Context, n NATSyncer) error {
 
 // RunNAT keeps outgoing NAT current as pools change, with a periodic resync.
 func (d *Driver) RunNAT(ctx context.Context, n NATSyncer, resync time.Duration) {
-	d.store.OnChange(ctx, []string{datastore.PoolsDir}, resync, func() {
+	d.view.OnChange(ctx, []string{datastore.PoolsDir}, resync, func() {
 		if err := d.SyncNAT(ctx, n); err != nil && ctx.Err() == nil {
 			d.log.Warn("outgoing NAT sync failed", "err", err)
 		}
@@ -56,7 +56,7 @@ func (d *Driver) mtuFor(ctx context.Context, ip netip.Addr) int {
 	if d.hostMTU == 0 {
 		return 0
 	}
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 	if err != nil {
 		return 0
 	}
@@ -78,7 +78,7 @@ func (d *Driver) mtuFor(ctx context.Context, ip netip.Addr) int {
 // poolRoutes are an --internal endpoint's routes: every enabled pool of the
 // families it has, via its gateways, in place of a default route.
 func (d *Driver) poolRoutes(ctx context.Context, gw string, v4, v6 bool) ([]*network.StaticRoute, error) {
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 	if err != nil {
 		return nil, fmt.Errorf("routes of an internal network: %w", err)
 	}

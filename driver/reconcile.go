@@ -125,10 +125,10 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 // for and removes tabby's blackholes for blocks it no longer owns. Routes
 // with a gateway belong to BGP and are left alone.
 func (d *Driver) SyncBlackholes(ctx context.Context) error {
-	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesOf(d.node))
-	if err != nil {
+	if err := d.view.Wait(ctx, 0); err != nil {
 		return err
 	}
+	keys := d.view.Keys(datastore.AffinitiesOf(d.node))
 	want := map[netip.Prefix]bool{}
 	for _, k := range keys {
 		if p, err := netip.ParsePrefix(datastore.KeyToCIDR(k[strings.LastIndex(k, "/")+1:])); err == nil {
@@ -165,7 +165,7 @@ func (d *Driver) SyncBlackholes(ctx context.Context) error {
 // RunBlackholes keeps blackholes current from changes to this host's
 // affinities, with a periodic full resync for anything a watch missed.
 func (d *Driver) RunBlackholes(ctx context.Context, resync time.Duration) {
-	d.store.OnChange(ctx, []string{datastore.AffinitiesOf(d.node)}, resync, func() {
+	d.view.OnChange(ctx, []string{datastore.AffinitiesOf(d.node)}, resync, func() {
 		if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("blackhole sync failed", "err", err)
 		}

@@ -18,6 +18,8 @@ func (d *Driver) sandboxPeers(ctx context.Context, sandbox, self string) ([]data
 	if sandbox == "" {
 		return nil, nil
 	}
+	// From etcd, not the view: the join before this one (same sandbox,
+	// same lock) must be seen with its gateway.
 	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
 	if err != nil {
 		return nil, err

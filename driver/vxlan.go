@@ -58,7 +58,7 @@ func vtepOf(n datastore.Node) (dataplane.VTEP, netip.Prefix, bool) {
 // onlink` for other nodes' blocks in VXLAN pools (CrossSubnet: only for
 // nodes on another subnet; BGP routes the rest directly).
 func (d *Driver) SyncVXLAN(ctx context.Context, pools []datastore.IPPool) error {
-	nodes, err := datastore.ListAs[datastore.Node](ctx, d.store, datastore.NodesDir)
+	nodes, err := fromView[datastore.Node](ctx, d, datastore.NodesDir)
 	if err != nil {
 		return err
 	}
@@ -114,10 +114,10 @@ func (d *Driver) programVXLAN(ctx context.Context, self dataplane.VTEP, mine net
 // node; nodes gw knows nothing of are left out.
 func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine netip.Prefix,
 	gw func(node string) (netip.Addr, netip.Prefix, bool)) (map[netip.Prefix]netip.Addr, error) {
-	keys, err := d.store.ListKeys(ctx, datastore.AffinitiesDir)
-	if err != nil {
+	if err := d.view.Wait(ctx, 0); err != nil {
 		return nil, err
 	}
+	keys := d.view.Keys(datastore.AffinitiesDir)
 	want := map[netip.Prefix]netip.Addr{}
 	for _, k := range keys {
 		parts := strings.Split(strings.TrimPrefix(k, datastore.AffinitiesDir), "/")
@@ -139,8 +139,8 @@ func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine ne
 func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
 	clean := false
 	dirs := []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir}
-	d.store.OnChange(ctx, dirs, resync, func() {
-		pools, err := datastore.ListAs[datastore.IPPool](ctx, d.store, datastore.PoolsDir)
+	d.view.OnChange(ctx, dirs, resync, func() {
+		pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 		tunnelled := false
 		for _, p := range pools {
 			tunnelled = tunnelled || (!p.Disabled && (datastore.Encapsulated(p.VXLANMode) || datastore.Encapsulated(p.IPIPMode)))

@@ -81,12 +81,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	dp, fwd, drv, err := d.dataplane(ctx, st, host)
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	view, err := startView(ctx, bg, st)
+	if err != nil {
+		return err
+	}
+	dp, fwd, drv, err := d.dataplane(ctx, st, view, host)
 	if err != nil {
 		return err
 	}
 	defer dp.Close()
-	m := newMetrics(st, cfg.NodeName)
+	m := newMetrics(st, view, cfg.NodeName)
 	enf, err := policy.NewEnforcer()
 	if err != nil {
 		return err
@@ -96,9 +102,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	bg, stopBG := context.WithCancel(ctx)
-	defer stopBG()
-	speaker, closeBGP, err := d.startBGP(bg, st, dp, host, m)
+	speaker, closeBGP, err := d.startBGP(bg, st, view, dp, host, m)
 	if err != nil {
 		return err
 	}
@@ -123,7 +127,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go drv.RunBlackholes(bg, 30*time.Second)
 	go drv.RunNAT(bg, fwd, 30*time.Second)
 	go drv.RunPolicy(bg, pol, 30*time.Second)
-	go keepTunnel(bg, st, ipd.Allocator(), cfg.NodeName, d.log)
+	go keepTunnel(bg, st, view, ipd.Allocator(), cfg.NodeName, d.log)
 	go drv.RunTunnels(bg, 30*time.Second)
 	// Rules that a flush removed come back by themselves, without an etcd
 	// change: a few checks every 3 s.
@@ -138,13 +142,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	go syncNames(bg, docker, drv, d.log)
 	go syncLabels(bg, docker, drv, d.log)
-	go replicate(bg, docker, st, cfg.NodeName, d.log)
+	go replicate(bg, docker, view, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
 	if grace, _ := cfg.GCGrace(); grace > 0 {
 		go d.collectIPAM(bg, ipd.Allocator(), grace, m)
-		go sweepEndpoints(bg, docker, st, drv, cfg.NodeName, grace, d.log)
+		go sweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, d.log)
 	}
-	d.startDNS(bg, st, host)
+	d.startDNS(bg, view, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
 	select {
@@ -160,23 +164,45 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return d.uninstallIfIdle(sctx, drv, fwd, enf)
 }
 
+// startView starts the daemon's one copy of the cluster (kept until bg
+// ends) and returns once it holds everything written so far, this host's
+// registration included.
+func startView(ctx, bg context.Context, st *datastore.Store) (*datastore.View, error) {
+	view := st.NewView()
+	go view.Run(bg)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rev, err := st.Revision(ctx)
+	if err == nil {
+		err = view.Wait(ctx, rev)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the cluster from etcd: %w", err)
+	}
+	return view, nil
+}
+
 // startBGP keeps this host's liveness lease, starts the speaker (its
 // kernel routes timed by the metrics) and serves metrics, health and the
 // control socket; stop closes the servers.
-func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, dp bgp.Routes, host hostAddrs, m *metrics) (*bgp.Speaker, func(), error) {
+func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datastore.View, dp bgp.Routes, host hostAddrs, m *metrics) (*bgp.Speaker, func(), error) {
 	cfg := d.cfg
 	// Liveness: peers keep this host's sessions (and routes) while the
 	// lease lives; it ends the hold time less the liveness grace after this
 	// daemon stops answering, and the peers wait out the grace.
 	holdChanged := make(chan struct{}, 1)
-	go st.Notify(bg, datastore.BGPConfigDir, holdChanged)
+	view.Subscribe(datastore.BGPConfigDir, func(datastore.Change) {
+		select {
+		case holdChanged <- struct{}{}:
+		default:
+		}
+	})
 	go st.KeepAlive(bg, datastore.LivenessKey(cfg.NodeName), cfg.NodeName, func() int64 {
-		var bc datastore.BGPConfiguration
-		_, _ = st.Get(bg, datastore.BGPConfigKey(), &bc)
+		bc, _, _ := datastore.ViewGet[datastore.BGPConfiguration](view, datastore.BGPConfigKey())
 		return bc.LivenessTTL()
 	}, holdChanged)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
-	speaker := bgp.New(st, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
+	speaker := bgp.New(view, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
 		ASN: uint32(asn)}, timedRoutes{Routes: dp, m: m}, d.log)
 	if err := speaker.Start(bg); err != nil {
 		return nil, nil, err
@@ -249,7 +275,7 @@ func (d *Daemon) prepare(ctx context.Context, st *datastore.Store) (hostAddrs, e
 
 // dataplane binds netlink and iptables, installs the forwarding and NAT
 // rules and makes the kernel match etcd before anything is served.
-func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAddrs) (*dataplane.Dataplane, *dataplane.Forwarding, *driver.Driver, error) {
+func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, view *datastore.View, host hostAddrs) (*dataplane.Dataplane, *dataplane.Forwarding, *driver.Driver, error) {
 	dp, err := dataplane.New("")
 	if err != nil {
 		return nil, nil, nil, err
@@ -272,7 +298,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, host hostAd
 	} else if err != nil {
 		return fail(err)
 	}
-	drv := driver.New(st, d.cfg.NodeName, dp, d.log)
+	drv := driver.New(st, view, d.cfg.NodeName, dp, d.log)
 	drv.SetSandboxPaths(sandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
 	drv.SetHostAccess(d.cfg.hostAccess())
 	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))
@@ -329,7 +355,7 @@ func (d *Daemon) repairRules(enf *policy.Enforcer, fwd *dataplane.Forwarding) {
 // startDNS runs the cluster name resolver unless --dns-addr is off. A
 // resolver that cannot start (port 53 taken) is logged: networking works
 // without it.
-func (d *Daemon) startDNS(ctx context.Context, st *datastore.Store, host hostAddrs) {
+func (d *Daemon) startDNS(ctx context.Context, view *datastore.View, host hostAddrs) {
 	if d.cfg.DNSAddr == "off" {
 		return
 	}
@@ -349,7 +375,7 @@ func (d *Daemon) startDNS(ctx context.Context, st *datastore.Store, host hostAdd
 			d.log.Warn("DNS: no upstream resolvers; other names will fail", "err", err)
 		}
 	}
-	srv := dns.New(st, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.cfg.NodeName, d.log)
+	srv := dns.New(view, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.cfg.NodeName, d.log)
 	if err := srv.Run(ctx, 30*time.Second, addrs...); err != nil {
 		d.log.Warn("cluster name resolver not started", "err", err)
 		return

@@ -33,7 +33,7 @@ type endpointRemover interface {
 // during an etcd outage, or after recording an endpoint Docker then gave up
 // on. Their addresses, used by no endpoint after that, go to the IPAM
 // collector. A sweep is skipped unless Docker answers for every network.
-func sweepEndpoints(ctx context.Context, docker *client.Client, st *datastore.Store, drv endpointRemover,
+func sweepEndpoints(ctx context.Context, docker *client.Client, view *datastore.View, drv endpointRemover,
 	node string, grace time.Duration, log *slog.Logger) {
 	suspects := ipamdriver.NewSuspects(grace)
 	every(ctx, sweepInterval(grace), func() {
@@ -42,11 +42,7 @@ func sweepEndpoints(ctx context.Context, docker *client.Client, st *datastore.St
 			log.Debug("endpoint sweep: docker", "err", err)
 			return
 		}
-		eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, st, datastore.EndpointsOf(node))
-		if err != nil {
-			log.Debug("endpoint sweep: etcd", "err", err)
-			return
-		}
+		eps := datastore.ViewList[datastore.WorkloadEndpoint](view, datastore.EndpointsOf(node))
 		var stale []string
 		byID := map[string]datastore.WorkloadEndpoint{}
 		for _, e := range eps {

@@ -40,8 +40,8 @@ type speakerView interface {
 
 // newMetrics registers tabby's metrics; the speaker is attached with
 // setSpeaker once it exists (its routes are timed through these metrics).
-func newMetrics(st *datastore.Store, node string) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), state: &stateCollector{st: st, node: node},
+func newMetrics(st *datastore.Store, view *datastore.View, node string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), state: &stateCollector{st: st, view: view, node: node},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_plugin_requests_total",
 			Help: "Docker plugin API calls by method and result."}, []string{"method", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_plugin_request_duration_seconds",
@@ -94,6 +94,7 @@ var (
 // stateCollector reads etcd and the speaker at scrape time.
 type stateCollector struct {
 	st   *datastore.Store
+	view *datastore.View
 	node string
 	mu   sync.Mutex
 	sp   speakerView
@@ -108,24 +109,27 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
+	// Counts come from the view, this host's own records only: a scrape
+	// costs etcd nothing and grows with this host, not the cluster.
 	up := 1.0
-	if eps, err := c.st.ListKeys(ctx, datastore.EndpointsOf(c.node)); err == nil {
-		ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(eps)))
-	} else {
+	if c.st.Ping(ctx) != nil {
 		up = 0
 	}
-	if blocks, err := datastore.ListAs[datastore.Block](ctx, c.st, datastore.BlocksDir); err == nil {
-		n, used := 0, 0
-		for _, u := range ipamdriver.Usage(blocks) {
-			if u.Affinity == c.node {
-				n, used = n+1, used+u.InUse
-			}
+	ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(c.view.Keys(datastore.EndpointsOf(c.node)))))
+	var blocks []datastore.Block
+	for _, k := range c.view.Keys(datastore.AffinitiesOf(c.node)) {
+		if b, _, ok := datastore.ViewGet[datastore.Block](c.view, datastore.BlocksDir+k[strings.LastIndex(k, "/")+1:]); ok {
+			blocks = append(blocks, b)
 		}
-		ch <- prometheus.MustNewConstMetric(descBlocks, prometheus.GaugeValue, float64(n))
-		ch <- prometheus.MustNewConstMetric(descInUse, prometheus.GaugeValue, float64(used))
-	} else {
-		up = 0
 	}
+	n, used := 0, 0
+	for _, u := range ipamdriver.Usage(blocks) {
+		if u.Affinity == c.node {
+			n, used = n+1, used+u.InUse
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descBlocks, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(descInUse, prometheus.GaugeValue, float64(used))
 	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up)
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(c.st.Pending()))
 	c.mu.Lock()

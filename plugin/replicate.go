@@ -19,18 +19,13 @@ const originOption = "tabby.origin"
 // cluster store only knows its own: a network a user creates on any host is
 // created here too, with the same name, subnet and options, and removed here
 // once it is removed where it was made. Runs apart from plugin requests.
-func replicate(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {
-	st.OnChange(ctx, []string{datastore.NetworksDir}, 5*time.Second, func() {
-		replicateOnce(ctx, docker, st, node, log)
+func replicate(ctx context.Context, docker *client.Client, view *datastore.View, node string, log *slog.Logger) {
+	view.OnChange(ctx, []string{datastore.NetworksDir}, 5*time.Second, func() {
+		replicateOnce(ctx, docker, datastore.ViewList[datastore.Network](view, datastore.NetworksDir), node, log)
 	})
 }
 
-func replicateOnce(ctx context.Context, docker *client.Client, st *datastore.Store, node string, log *slog.Logger) {
-	nets, err := datastore.ListAs[datastore.Network](ctx, st, datastore.NetworksDir)
-	if err != nil {
-		log.Debug("replicate: list networks", "err", err)
-		return
-	}
+func replicateOnce(ctx context.Context, docker *client.Client, nets []datastore.Network, node string, log *slog.Logger) {
 	local, err := tabbyNetworks(ctx, docker)
 	if err != nil {
 		log.Debug("replicate: docker network list", "err", err)

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -42,21 +43,19 @@ func tunnelMAC(node string) string {
 
 // keepTunnel gives this node a tunnel address for each encapsulation a pool
 // uses (VXLAN, IPIP) and takes it back when none does.
-func keepTunnel(ctx context.Context, st *datastore.Store, alloc *ipamdriver.Allocator, node string, log *slog.Logger) {
-	st.OnChange(ctx, []string{datastore.PoolsDir}, 30*time.Second, func() {
+func keepTunnel(ctx context.Context, st *datastore.Store, view *datastore.View, alloc *ipamdriver.Allocator, node string, log *slog.Logger) {
+	view.OnChange(ctx, []string{datastore.PoolsDir}, 30*time.Second, func() {
+		pools := datastore.ViewList[datastore.IPPool](view, datastore.PoolsDir)
 		for _, k := range tunnels {
-			if err := k.ensure(ctx, st, alloc, node); err != nil && ctx.Err() == nil {
+			if err := k.ensure(ctx, st, pools, alloc, node); err != nil && ctx.Err() == nil {
 				log.Warn("tunnel address", "tunnel", k.name, "err", err)
 			}
 		}
 	})
 }
 
-func (k tunnel) ensure(ctx context.Context, st *datastore.Store, alloc *ipamdriver.Allocator, node string) error {
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, st, datastore.PoolsDir)
-	if err != nil {
-		return err
-	}
+func (k tunnel) ensure(ctx context.Context, st *datastore.Store, pools []datastore.IPPool, alloc *ipamdriver.Allocator, node string) error {
+	pools = slices.Clone(pools) // the view's, sorted here
 	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
 	var vx []netip.Prefix
 	for _, p := range pools {

@@ -137,3 +137,28 @@ func NewStore(t testing.TB) *datastore.Store {
 	}
 	return shared.Store(t)
 }
+
+// NewView returns a running view of st, stopped when the test ends.
+func NewView(t testing.TB, st *datastore.Store) *datastore.View {
+	t.Helper()
+	v := st.NewView()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { v.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return v
+}
+
+// CaughtUp waits until v holds every write made to st so far.
+func CaughtUp(t testing.TB, st *datastore.Store, v *datastore.View) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rev, err := st.Revision(ctx)
+	if err == nil {
+		err = v.Wait(ctx, rev)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}

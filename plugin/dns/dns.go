@@ -108,7 +108,7 @@ func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, clu
 // Server answers DNS on one address.
 type Server struct {
 	node      string
-	store     *datastore.Store
+	view      *datastore.View
 	upstreams []string
 	networkOf func(datastore.WorkloadEndpoint) string
 	log       *slog.Logger
@@ -118,8 +118,8 @@ type Server struct {
 
 // New returns a resolver that forwards to upstreams (host:port).
 // node is this host's name: only its containers are answered.
-func New(store *datastore.Store, upstreams []string, networkOf func(datastore.WorkloadEndpoint) string, node string, log *slog.Logger) *Server {
-	s := &Server{node: node, store: store, upstreams: upstreams, networkOf: networkOf, log: log,
+func New(view *datastore.View, upstreams []string, networkOf func(datastore.WorkloadEndpoint) string, node string, log *slog.Logger) *Server {
+	s := &Server{node: node, view: view, upstreams: upstreams, networkOf: networkOf, log: log,
 		client: &mdns.Client{Timeout: 2 * time.Second}}
 	s.index.Store(NewIndex(nil, networkOf, node))
 	return s
@@ -142,7 +142,7 @@ func Upstreams(path string, self ...string) ([]string, error) {
 }
 
 // Run serves UDP and TCP on each of addrs until ctx ends, keeping the index
-// current from etcd watches. It returns once every listener is open, or an
+// current from the cluster view. It returns once every listener is open, or an
 // error (and then none stays open).
 func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string) error {
 	var servers []*mdns.Server
@@ -166,14 +166,7 @@ func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string)
 		}
 		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
 	}
-	if err := s.refresh(ctx); err != nil {
-		s.log.Warn("DNS index", "err", err)
-	}
-	go s.store.OnChange(ctx, []string{datastore.EndpointsDir, datastore.NetworksDir}, resync, func() {
-		if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("DNS index", "err", err)
-		}
-	})
+	go s.view.OnChange(ctx, []string{datastore.EndpointsDir, datastore.NetworksDir}, resync, s.refresh)
 	for _, srv := range servers {
 		go srv.ActivateAndServe()
 	}
@@ -186,13 +179,8 @@ func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string)
 	return nil
 }
 
-func (s *Server) refresh(ctx context.Context) error {
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, s.store, datastore.EndpointsDir)
-	if err != nil {
-		return err
-	}
-	s.index.Store(NewIndex(eps, s.networkOf, s.node))
-	return nil
+func (s *Server) refresh() {
+	s.index.Store(NewIndex(datastore.ViewList[datastore.WorkloadEndpoint](s.view, datastore.EndpointsDir), s.networkOf, s.node))
 }
 
 // serve answers cluster names from the index and forwards the rest.
