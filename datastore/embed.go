@@ -19,12 +19,26 @@ type Embedded struct {
 	Endpoint string
 }
 
-// StartEmbedded runs etcd with its data in dir. With clientAddr empty it
-// serves clients and its peer port on unix sockets in sockDir (EmbeddedSocket
-// and a peer socket beside it), which it makes 0700: only root reaches
-// them. With clientAddr (host:port) it serves TCP there and peers on the
-// next port, without authentication.
-func StartEmbedded(dir, clientAddr, sockDir string) (*Embedded, error) {
+// EmbeddedConfig says where the embedded etcd keeps its data and serves.
+type EmbeddedConfig struct {
+	Dir string
+	// ClientAddr empty: clients and the peer port are served on unix
+	// sockets in SockDir (EmbeddedSocket and a peer socket beside it),
+	// which is made 0700, so only root reaches them. ClientAddr host:port:
+	// TCP there and peers on the next port, without authentication.
+	ClientAddr, SockDir string
+	// QuotaBytes caps the database file (0: etcd's 2 GiB).
+	QuotaBytes int64
+}
+
+// Retention is how much history the embedded etcd keeps: it compacts what
+// is older by itself, so its database does not grow to the quota. A
+// daemon whose watch falls further behind lists again.
+const Retention = 10 * time.Minute
+
+// StartEmbedded runs a single-member etcd as cfg says.
+func StartEmbedded(ec EmbeddedConfig) (*Embedded, error) {
+	dir, clientAddr, sockDir := ec.Dir, ec.ClientAddr, ec.SockDir
 	var client, peer url.URL
 	if clientAddr == "" {
 		if err := os.MkdirAll(sockDir, 0o700); err != nil {
@@ -68,6 +82,9 @@ func StartEmbedded(dir, clientAddr, sockDir string) (*Embedded, error) {
 	cfg.AdvertisePeerUrls = []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
+	cfg.AutoCompactionMode = embed.CompactorModePeriodic
+	cfg.AutoCompactionRetention = Retention.String()
+	cfg.QuotaBackendBytes = ec.QuotaBytes
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd in %s on %s: %w", dir, client.Host, err)

@@ -118,6 +118,9 @@ func (s *Store) wrap(err error) error {
 		return fmt.Errorf("etcd %s: %w (%v); check that etcd runs and ETCD_ENDPOINTS points at it",
 			strings.Join(s.cli.Endpoints(), ","), ErrUnavailable, err)
 	}
+	if isFull(err) {
+		return fmt.Errorf("etcd %s: %w: %s (%v)", strings.Join(s.cli.Endpoints(), ","), ErrFull, fullHelp, err)
+	}
 	return fmt.Errorf("etcd: %w", err)
 }
 

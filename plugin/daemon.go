@@ -51,7 +51,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*datastore.St
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 		}
-		emb, err := datastore.StartEmbedded(dir, cfg.EmbeddedEtcdAddr, cfg.RunDir)
+		emb, err := datastore.StartEmbedded(datastore.EmbeddedConfig{Dir: dir, ClientAddr: cfg.EmbeddedEtcdAddr, SockDir: cfg.RunDir})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -144,6 +144,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go syncLabels(bg, docker, drv, d.log)
 	go replicate(bg, docker, view, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
+	if len(cfg.EtcdEndpoints) == 0 {
+		go every(bg, time.Minute, func() { d.maintainEtcd(bg, st) })
+	}
 	if grace, _ := cfg.GCGrace(); grace > 0 {
 		go d.collectIPAM(bg, ipd.Allocator(), grace, m)
 		go sweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, d.log)
@@ -381,6 +384,18 @@ func (d *Daemon) startDNS(ctx context.Context, view *datastore.View, host hostAd
 		return
 	}
 	d.log.Info("cluster name resolver serving", "addr", strings.Join(addrs, ","), "upstreams", strings.Join(ups, ","))
+}
+
+// maintainEtcd keeps the embedded etcd writable and its file small; it
+// compacts by itself (datastore.Retention).
+func (d *Daemon) maintainEtcd(ctx context.Context, st *datastore.Store) {
+	did, err := st.Maintain(ctx, 64<<20)
+	if did != "" {
+		d.log.Info("embedded etcd maintained", "did", did)
+	}
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("embedded etcd maintenance", "err", err)
+	}
 }
 
 // keepNode re-registers the node periodically, so a deleted or edited

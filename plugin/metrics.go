@@ -89,6 +89,14 @@ var (
 	descUp        = prometheus.NewDesc("tabby_datastore_up", "1 when etcd answered this scrape.", nil, nil)
 	descPending   = prometheus.NewDesc("tabby_datastore_pending_writes",
 		"Writes Docker was already answered for that wait for etcd to answer.", nil, nil)
+	descDBSize = prometheus.NewDesc("tabby_datastore_db_size_bytes",
+		"Size of each etcd member's database file.", []string{"endpoint"}, nil)
+	descDBInUse = prometheus.NewDesc("tabby_datastore_db_in_use_bytes",
+		"What of each etcd member's database file holds data (the rest a defragmentation frees).", []string{"endpoint"}, nil)
+	descDBFull = prometheus.NewDesc("tabby_datastore_db_full",
+		"1 while an etcd member refuses writes because its database reached its quota.", []string{"endpoint"}, nil)
+	descLists = prometheus.NewDesc("tabby_datastore_lists_total",
+		"Times this daemon listed the whole cluster from etcd: once at start, again only after a compaction its watch could not bridge.", nil, nil)
 )
 
 // stateCollector reads etcd and the speaker at scrape time.
@@ -101,7 +109,8 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEndpoints, descBlocks, descInUse, descPeers, descRoutes, descUp, descPending} {
+	for _, d := range []*prometheus.Desc{descEndpoints, descBlocks, descInUse, descPeers, descRoutes, descUp, descPending,
+		descDBSize, descDBInUse, descDBFull, descLists} {
 		ch <- d
 	}
 }
@@ -112,9 +121,20 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	// Counts come from the view, this host's own records only: a scrape
 	// costs etcd nothing and grows with this host, not the cluster.
 	up := 1.0
-	if c.st.Ping(ctx) != nil {
+	if stats, err := c.st.DBStats(ctx); err == nil {
+		for _, s := range stats {
+			full := 0.0
+			if s.Full {
+				full = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descDBSize, prometheus.GaugeValue, float64(s.Size), s.Endpoint)
+			ch <- prometheus.MustNewConstMetric(descDBInUse, prometheus.GaugeValue, float64(s.InUse), s.Endpoint)
+			ch <- prometheus.MustNewConstMetric(descDBFull, prometheus.GaugeValue, full, s.Endpoint)
+		}
+	} else {
 		up = 0
 	}
+	ch <- prometheus.MustNewConstMetric(descLists, prometheus.CounterValue, float64(c.view.Lists()))
 	ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(c.view.Keys(datastore.EndpointsOf(c.node)))))
 	var blocks []datastore.Block
 	for _, k := range c.view.Keys(datastore.AffinitiesOf(c.node)) {

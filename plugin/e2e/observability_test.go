@@ -43,6 +43,9 @@ func TestMetricsAndHealth(t *testing.T) {
 		regexp.MustCompile(`(?m)^tabby_plugin_request_duration_seconds_count\{method="IpamDriver.RequestAddress"\} [1-9]`),
 		regexp.MustCompile(`(?m)^tabby_dataplane_apply_duration_seconds_count\{what="policy"\} [1-9]`),
 		regexp.MustCompile(`(?m)^tabby_datastore_up 1$`),
+		regexp.MustCompile(`(?m)^tabby_datastore_db_size_bytes\{endpoint="[^"]+"\} [1-9]`),
+		regexp.MustCompile(`(?m)^tabby_datastore_db_full\{endpoint="[^"]+"\} 0$`),
+		regexp.MustCompile(`(?m)^tabby_datastore_lists_total 1$`),
 	}
 	eventually(t, 15*time.Second, "every metric on node00", func() (string, bool) {
 		var err error
