@@ -371,8 +371,10 @@ func (s *Store) DeletePrefix(ctx context.Context, prefix string) error {
 // ctx ends, so the key vanishes about that long after this process stops
 // answering. A lost lease (etcd restarted, an outage longer than the TTL)
 // is taken again. ttlOf is asked again after each signal on recheck (a
-// watch on what it reads); a changed TTL moves the key to a new lease
-// before the old one is revoked, so the key never lapses.
+// watch on what it reads, and on the key itself); a changed TTL moves the
+// key to a new lease before the old one is revoked, so the key never
+// lapses, and an unchanged one writes the key again under the same lease,
+// so a deleted key comes back.
 func (s *Store) KeepAlive(ctx context.Context, key, value string, ttlOf func() int64, recheck <-chan struct{}) {
 	var old clientv3.LeaseID
 	for ctx.Err() == nil {
@@ -419,6 +421,12 @@ func (s *Store) holdLease(ctx context.Context, key, value string, ttlOf func() i
 		case <-recheck:
 			if ttlOf() != ttl {
 				return lease.ID, nil
+			}
+			pctx, cancel := context.WithTimeout(ctx, s.timeout)
+			_, err := s.cli.Put(pctx, key, value, clientv3.WithLease(lease.ID))
+			cancel()
+			if err != nil {
+				return lease.ID, s.wrap(err)
 			}
 		}
 	}

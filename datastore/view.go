@@ -96,10 +96,11 @@ func (v *View) Subscribe(prefix string, fn func(Change)) {
 }
 
 // OnChange runs fn once the view is synced, then again after changes under
-// any of prefixes (a burst makes one run) and every resync, until ctx
-// ends. The loops that recompute state from the records are built on it;
-// they read the view, so a run costs no etcd request.
-func (v *View) OnChange(ctx context.Context, prefixes []string, resync time.Duration, fn func()) {
+// any of prefixes or a signal on also (nil: none; a burst makes one run)
+// and every resync, until ctx ends. The loops that recompute state from the
+// records are built on it; they read the view, so a run costs no etcd
+// request.
+func (v *View) OnChange(ctx context.Context, prefixes []string, resync time.Duration, also <-chan struct{}, fn func()) {
 	kick := make(chan struct{}, 1)
 	for _, p := range prefixes {
 		v.Subscribe(p, func(Change) {
@@ -122,6 +123,7 @@ func (v *View) OnChange(ctx context.Context, prefixes []string, resync time.Dura
 		case <-ctx.Done():
 			return
 		case <-kick:
+		case <-also:
 		case <-tick.C:
 		}
 	}

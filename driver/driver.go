@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/hostlocal"
 	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/driver/ports"
 )
@@ -52,6 +53,10 @@ type Driver struct {
 	// view is the daemon's copy of the cluster: loops and handlers read
 	// the records from it; only writes (and startup) go to etcd.
 	view    *datastore.View
+	// local holds where this host's endpoints joined (host-local facts);
+	// localKick wakes the policy sync when it changes.
+	local     *hostlocal.Store
+	localKick chan struct{}
 	node    string
 	dp      *dataplane.Dataplane
 	log     *slog.Logger
@@ -75,8 +80,8 @@ type Driver struct {
 var _ network.Driver = (*Driver)(nil)
 
 // New returns the driver of node, programming the kernel through dp.
-func New(store *datastore.Store, view *datastore.View, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
-	return &Driver{store: store, view: view, node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log),
+func New(store *datastore.Store, view *datastore.View, local *hostlocal.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
+	return &Driver{store: store, view: view, local: local, localKick: make(chan struct{}, 1), node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log),
 		sandboxPaths: func(key string) []string { return []string{key} }}
 }
 
@@ -91,6 +96,14 @@ func (d *Driver) SetSandboxPaths(f func(key string) []string) { d.sandboxPaths =
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.timeout)
+}
+
+// localChanged wakes the policy sync after a join or leave on this host.
+func (d *Driver) localChanged() {
+	select {
+	case d.localKick <- struct{}{}:
+	default:
+	}
 }
 
 // fromView returns the valid records under prefix from the cluster view,
@@ -351,6 +364,12 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
 		return err
 	}
+	if _, joined := d.local.Get(req.EndpointID); joined { // a DeleteEndpoint without Leave
+		if err := d.local.Delete(req.EndpointID); err != nil {
+			return err
+		}
+		d.localChanged()
+	}
 	ctx, cancel := d.ctx()
 	defer cancel()
 	key := datastore.EndpointKey(d.node, req.EndpointID)
@@ -396,10 +415,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if _, err := d.store.Get(ctx, key, &ep); err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
 	}
-	peers, err := d.sandboxPeers(ctx, req.SandboxKey, ep.EndpointID)
-	if err != nil {
-		return nil, err
-	}
+	peers := d.sandboxPeers(req.SandboxKey, ep.EndpointID)
 	gw, err := pickGateway(peers)
 	if err != nil {
 		return nil, err
@@ -450,17 +466,13 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if d.testHookAfterSetup != nil {
 		d.testHookAfterSetup()
 	}
-	err = datastore.Update(ctx, d.store, key, func(e *datastore.WorkloadEndpoint, exists bool) error {
-		if !exists {
-			return fmt.Errorf("endpoint %s vanished during join", short(ep.EndpointID))
-		}
-		e.SandboxKey, e.Gateway = req.SandboxKey, gw
-		return nil
-	})
-	if err != nil {
+	// Where the endpoint joined is this host's business: recorded here,
+	// not in etcd.
+	if err := d.local.Put(hostlocal.Joined{EndpointID: ep.EndpointID, SandboxKey: req.SandboxKey, Gateway: gw, Subnet: ep.Subnet}); err != nil {
 		_ = d.dp.DeleteLink(spec.HostIf)
 		return nil, err
 	}
+	d.localChanged()
 	d.log.Info("endpoint joined", "network", short(req.NetworkID), "endpoint", short(ep.EndpointID),
 		"ifname", spec.HostIf, "ip", ep.IPv4, "ip6", ep.IPv6, "gateway", gw)
 	return resp, nil
@@ -472,30 +484,49 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	if err := d.dp.DeleteLink(dataplane.HostIfName(req.EndpointID)); err != nil {
 		return err
 	}
-	unjoin := func(ctx context.Context) error {
-		err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, req.EndpointID),
-			func(e *datastore.WorkloadEndpoint, exists bool) error {
-				if !exists {
-					return datastore.ErrNotFound
-				}
-				e.SandboxKey, e.Gateway, e.Ports = "", "", nil
-				return nil
-			})
-		if errors.Is(err, datastore.ErrNotFound) {
-			return nil
-		}
+	if err := d.local.Delete(req.EndpointID); err != nil {
 		return err
 	}
+	d.localChanged()
 	ctx, cancel := d.ctx()
 	defer cancel()
+	// Only published ports (and what tabby before 0.6 kept in the record)
+	// are in etcd to undo; a plain container's Leave writes nothing there.
 	// The interface is gone whatever etcd says; while etcd is unreachable
 	// the record follows when it answers (before DeleteEndpoint's removal:
 	// one queue).
-	if _, err := d.store.NowOrLater(ctx, unjoin); err != nil {
-		return err
+	if d.recordHoldsJoin(req.EndpointID) {
+		unjoin := func(ctx context.Context) error {
+			err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, req.EndpointID),
+				func(e *datastore.WorkloadEndpoint, exists bool) error {
+					if !exists {
+						return datastore.ErrNotFound
+					}
+					e.SandboxKey, e.Gateway, e.Ports = "", "", nil
+					return nil
+				})
+			if errors.Is(err, datastore.ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		if _, err := d.store.NowOrLater(ctx, unjoin); err != nil {
+			return err
+		}
 	}
 	d.log.Info("endpoint left", "network", short(req.NetworkID), "endpoint", short(req.EndpointID))
 	return nil
+}
+
+// recordHoldsJoin reports whether the endpoint's record (as the view has
+// it) carries anything of a join: published ports, or the sandbox fields
+// older versions wrote. Unknown counts as yes.
+func (d *Driver) recordHoldsJoin(id string) bool {
+	e, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](d.view, datastore.EndpointKey(d.node, id))
+	if !ok {
+		return len(d.view.Keys(datastore.EndpointKey(d.node, id))) > 0
+	}
+	return len(e.Ports) > 0 || e.SandboxKey != "" || e.Gateway != ""
 }
 
 // AllocateNetwork is only called in swarm mode.

@@ -19,15 +19,18 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/datastore/etcdtest"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/hostlocal"
 )
 
 func TestMain(m *testing.M) { etcdtest.Main(m) }
 
 // fixture is a driver on a real etcd and a fresh network namespace.
 type fixture struct {
-	d  *Driver
-	st *datastore.Store
-	ns string
+	// localDir holds the driver's host-local state.
+	localDir string
+	d        *Driver
+	st       *datastore.Store
+	ns       string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -52,7 +55,12 @@ func newFixture(t *testing.T) *fixture {
 	if err := st.Put(context.Background(), datastore.PoolKey("p"), &pool); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{d: New(st, etcdtest.NewView(t, st), "node00", dp, slog.New(slog.NewTextHandler(io.Discard, nil))), st: st, ns: ns}
+	localDir := filepath.Join(t.TempDir(), "endpoints")
+	local, _, err := hostlocal.Open(localDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{localDir: localDir, d: New(st, etcdtest.NewView(t, st), local, "node00", dp, slog.New(slog.NewTextHandler(io.Discard, nil))), st: st, ns: ns}
 }
 
 // caughtUp waits until the driver's view holds every write made so far.
@@ -197,9 +205,13 @@ func TestJoinUndoesVethWhenRecordingFails(t *testing.T) {
 	f := newFixture(t)
 	f.network(t, net1)
 	f.endpoint(t, net1, ep1, "192.168.1.1")
-	f.d.testHookAfterSetup = func() { f.st.Delete(context.Background(), datastore.EndpointKey("node00", ep1)) }
+	// Recording where the endpoint joined fails: its directory is gone.
+	f.d.testHookAfterSetup = func() { os.RemoveAll(f.localDir) }
 	if _, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "sb"}); err == nil {
-		t.Fatal("join must fail when its endpoint record vanishes")
+		t.Fatal("join must fail when it cannot record the join")
+	}
+	if _, ok := f.d.local.Get(ep1); ok {
+		t.Fatal("a failed join is remembered as joined")
 	}
 	if l := f.sh(t, "-o", "link"); strings.Contains(l, "cali") || strings.Contains(l, "tmp") {
 		t.Fatalf("failed join left links: %s", l)
@@ -388,5 +400,60 @@ func TestConcurrentJoins(t *testing.T) {
 	(<-other)()
 	if len(locks.locks) != 0 {
 		t.Fatalf("locks of sandboxes nobody joins are kept: %v", locks.locks)
+	}
+}
+
+// Where endpoints joined is host-local: a restarted daemon (a new driver
+// on the same state directory) keeps their interfaces, and adopts the
+// joins an older version recorded in etcd instead.
+func TestReconcileFindsJoinsAfterARestart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.network(t, net1)
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	if _, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	var rec datastore.WorkloadEndpoint
+	if _, err := f.st.Get(ctx, datastore.EndpointKey("node00", ep1), &rec); err != nil || rec.SandboxKey != "" || rec.Gateway != "" {
+		t.Fatalf("a join wrote host-local facts to etcd: %+v %v", rec, err)
+	}
+	// An endpoint an older version joined: its record says so, no file does.
+	f.endpoint(t, net1, ep2, "192.168.1.2")
+	err := datastore.Update(ctx, f.st, datastore.EndpointKey("node00", ep2), func(e *datastore.WorkloadEndpoint, _ bool) error {
+		e.SandboxKey, e.Gateway = "sb2", "169.254.1.1"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sh(t, "link", "add", dataplane.HostIfName(ep2), "type", "veth", "peer", "name", "tmp2")
+	f.sh(t, "link", "set", dataplane.HostIfName(ep2), "up")
+	f.sh(t, "link", "set", "tmp2", "up")
+
+	local, bad, err := hostlocal.Open(f.localDir)
+	if err != nil || len(bad) > 0 {
+		t.Fatal(err, bad)
+	}
+	again := New(f.st, f.d.view, local, "node00", f.d.dp, f.d.log)
+	f.caughtUp(t)
+	if err := again.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := f.sh(t, "-o", "link")
+	for _, ep := range []string{ep1, ep2} {
+		if !strings.Contains(l, dataplane.HostIfName(ep)) {
+			t.Fatalf("restart removed the interface of joined endpoint %s:\n%s", ep[:8], l)
+		}
+	}
+	if j, ok := local.Get(ep2); !ok || j.SandboxKey != "sb2" || j.Gateway != "169.254.1.1" {
+		t.Fatalf("the older version's join was not adopted: %+v %v", j, ok)
+	}
+	// Its Leave clears the record's old fields.
+	if err := again.Leave(&network.LeaveRequest{NetworkID: net1, EndpointID: ep2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Get(ctx, datastore.EndpointKey("node00", ep2), &rec); err != nil || rec.SandboxKey != "" || rec.Gateway != "" {
+		t.Fatalf("after leave the record still holds the old join: %+v %v", rec, err)
 	}
 }

@@ -54,18 +54,20 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		}
 		in.Profiles[p.Name] = p
 	}
+	// This host's joined endpoints are those of the host-local state.
+	joined := d.local.All()
 	sandbox := map[string][]netip.Addr{}
 	for _, e := range eps {
-		if e.Node == d.node && e.SandboxKey != "" {
-			sandbox[e.SandboxKey] = append(sandbox[e.SandboxKey], e.Addrs()...)
+		if j, ok := joined[e.EndpointID]; ok && e.Node == d.node {
+			sandbox[j.SandboxKey] = append(sandbox[j.SandboxKey], e.Addrs()...)
 		}
 	}
 	for _, e := range eps {
 		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()}
 		in.All = append(in.All, pe)
-		if e.Node == d.node && e.SandboxKey != "" {
+		if j, ok := joined[e.EndpointID]; ok && e.Node == d.node {
 			pe.Iface, pe.Ports, pe.Internal, pe.Everywhere = e.Interface, e.Ports, e.Internal, e.PublishEverywhere
-			for _, a := range sandbox[e.SandboxKey] {
+			for _, a := range sandbox[j.SandboxKey] {
 				if !slices.Contains(pe.Addrs, a) {
 					pe.Sandbox = append(pe.Sandbox, a)
 				}
@@ -118,7 +120,7 @@ func (d *Driver) nodeAddrs(ctx context.Context) []netip.Addr {
 // host), profiles and policies, with a periodic resync.
 func (d *Driver) RunPolicy(ctx context.Context, a PolicyApplier, resync time.Duration) {
 	dirs := []string{datastore.EndpointsDir, datastore.ProfilesDir, datastore.PoliciesDir, datastore.NodesDir}
-	d.view.OnChange(ctx, dirs, resync, func() {
+	d.view.OnChange(ctx, dirs, resync, d.localKick, func() {
 		if err := d.SyncPolicy(ctx, a); err != nil && ctx.Err() == nil {
 			d.log.Warn("policy sync failed", "err", err)
 		}

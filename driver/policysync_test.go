@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/hostlocal"
 )
 
 type scriptCatcher struct{ script string }
@@ -30,7 +31,11 @@ func TestSyncPolicyFromEtcd(t *testing.T) {
 	}
 	net1 := map[string]string{LabelNetwork: "net1"}
 	put(datastore.EndpointKey("node00", "e1"), &datastore.WorkloadEndpoint{Node: "node00", EndpointID: "e1", Interface: "cali1111111111a",
-		IPv4: "192.168.0.1", Labels: net1, Profiles: []string{"net1"}, SandboxKey: "/sb/1"})
+		IPv4: "192.168.0.1", Labels: net1, Profiles: []string{"net1"}})
+	// Joined: this host's state says so (the record does not).
+	if err := f.d.local.Put(hostlocal.Joined{EndpointID: "e1", SandboxKey: "/sb/1", Gateway: "169.254.1.1"}); err != nil {
+		t.Fatal(err)
+	}
 	put(datastore.EndpointKey("node00", "e2"), &datastore.WorkloadEndpoint{Node: "node00", EndpointID: "e2", Interface: "cali2222222222a",
 		IPv4: "192.168.0.2", Labels: net1, Profiles: []string{"net1"}}) // not joined yet
 	put(datastore.EndpointKey("node01", "e3"), &datastore.WorkloadEndpoint{Node: "node01", EndpointID: "e3", Interface: "cali3333333333a",

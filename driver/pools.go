@@ -39,7 +39,7 @@ func (d *Driver) SyncNAT(ctx context.Context, n NATSyncer) error {
 
 // RunNAT keeps outgoing NAT current as pools change, with a periodic resync.
 func (d *Driver) RunNAT(ctx context.Context, n NATSyncer, resync time.Duration) {
-	d.view.OnChange(ctx, []string{datastore.PoolsDir}, resync, func() {
+	d.view.OnChange(ctx, []string{datastore.PoolsDir}, resync, nil, func() {
 		if err := d.SyncNAT(ctx, n); err != nil && ctx.Err() == nil {
 			d.log.Warn("outgoing NAT sync failed", "err", err)
 		}

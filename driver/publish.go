@@ -109,6 +109,9 @@ func targetOf(e datastore.WorkloadEndpoint) ports.Target {
 // RevokeExternalConnectivity unpublishes the container's ports.
 func (d *Driver) RevokeExternalConnectivity(req *network.RevokeExternalConnectivityRequest) error {
 	d.ports.Close(req.EndpointID)
+	if e, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](d.view, datastore.EndpointKey(d.node, req.EndpointID)); ok && len(e.Ports) == 0 {
+		return nil // nothing published: nothing to write
+	}
 	ctx, cancel := d.ctx()
 	defer cancel()
 	if err := d.setPorts(ctx, req.EndpointID, nil); err != nil && !errors.Is(err, datastore.ErrNotFound) {

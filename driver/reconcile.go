@@ -10,6 +10,7 @@ import (
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/hostlocal"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,10 +89,26 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.adoptRecordedJoins(eps)
+	joinedNow := d.local.All()
 	wantIf := map[string][]netip.Addr{}
+	var joined []datastore.WorkloadEndpoint
+	recorded := map[string]bool{}
 	for _, e := range eps {
-		if addrs := e.Addrs(); len(addrs) > 0 && e.SandboxKey != "" {
+		recorded[e.EndpointID] = true
+		if _, ok := joinedNow[e.EndpointID]; !ok {
+			continue
+		}
+		joined = append(joined, e)
+		if addrs := e.Addrs(); len(addrs) > 0 {
 			wantIf[e.Interface] = addrs
+		}
+	}
+	for id := range joinedNow {
+		if !recorded[id] { // its record went while tabby was down
+			if err := d.local.Delete(id); err != nil {
+				return err
+			}
 		}
 	}
 	links, err := d.dp.HostLinks()
@@ -111,14 +128,23 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			return err
 		}
 	}
-	var joined []datastore.WorkloadEndpoint
-	for _, e := range eps {
-		if e.SandboxKey != "" {
-			joined = append(joined, e)
-		}
-	}
 	d.reopenPorts(ctx, joined)
 	return d.SyncBlackholes(ctx)
+}
+
+// adoptRecordedJoins moves what versions before the host-local state wrote
+// into endpoint records (sandbox key, gateway) into it, once: the record's
+// fields are cleared by the endpoint's next Leave.
+func (d *Driver) adoptRecordedJoins(eps []datastore.WorkloadEndpoint) {
+	for _, e := range eps {
+		if _, ok := d.local.Get(e.EndpointID); ok || e.SandboxKey == "" {
+			continue
+		}
+		j := hostlocal.Joined{EndpointID: e.EndpointID, SandboxKey: e.SandboxKey, Gateway: e.Gateway, Subnet: e.Subnet}
+		if err := d.local.Put(j); err != nil {
+			d.log.Warn("joined endpoint of an older version not adopted", "endpoint", short(e.EndpointID), "err", err)
+		}
+	}
 }
 
 // SyncBlackholes installs a blackhole for each block this host has affinity
@@ -165,7 +191,7 @@ func (d *Driver) SyncBlackholes(ctx context.Context) error {
 // RunBlackholes keeps blackholes current from changes to this host's
 // affinities, with a periodic full resync for anything a watch missed.
 func (d *Driver) RunBlackholes(ctx context.Context, resync time.Duration) {
-	d.view.OnChange(ctx, []string{datastore.AffinitiesOf(d.node)}, resync, func() {
+	d.view.OnChange(ctx, []string{datastore.AffinitiesOf(d.node)}, resync, nil, func() {
 		if err := d.SyncBlackholes(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("blackhole sync failed", "err", err)
 		}

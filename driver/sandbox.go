@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,35 +8,28 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/hostlocal"
 )
 
-// sandboxPeers returns the sandbox's other tabby endpoints on this host.
-func (d *Driver) sandboxPeers(ctx context.Context, sandbox, self string) ([]datastore.WorkloadEndpoint, error) {
-	if sandbox == "" {
-		return nil, nil
-	}
-	// From etcd, not the view: the join before this one (same sandbox,
-	// same lock) must be seen with its gateway.
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
-	if err != nil {
-		return nil, err
-	}
-	var out []datastore.WorkloadEndpoint
-	for _, e := range eps {
-		if e.SandboxKey == sandbox && e.EndpointID != self {
-			out = append(out, e)
+// sandboxPeers returns the sandbox's other tabby endpoints on this host,
+// from the host-local state (the join before this one, under the same
+// sandbox lock, is in it).
+func (d *Driver) sandboxPeers(sandbox, self string) []hostlocal.Joined {
+	var out []hostlocal.Joined
+	for _, j := range d.local.InSandbox(sandbox) {
+		if j.EndpointID != self {
+			out = append(out, j)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // pickGateway returns 169.254.1.1 for a sandbox's first tabby endpoint and
 // the next free 169.254.1.N for further ones: Docker adds each endpoint's
 // on-link gateway route to the same container table, and a second
 // 169.254.1.1/32 route would fail with "file exists".
-func pickGateway(peers []datastore.WorkloadEndpoint) (string, error) {
+func pickGateway(peers []hostlocal.Joined) (string, error) {
 	used := map[string]bool{}
 	for _, e := range peers {
 		used[e.Gateway] = true
@@ -56,8 +48,8 @@ func pickGateway(peers []datastore.WorkloadEndpoint) (string, error) {
 // Docker refuses to program addr while a main-table route covers it. That
 // happens when a network without --subnet hands out an address of a pool
 // that another network of the container has as its --subnet.
-func (d *Driver) setAsideCovering(sandbox string, peers []datastore.WorkloadEndpoint, addr netip.Addr) error {
-	var covering []datastore.WorkloadEndpoint
+func (d *Driver) setAsideCovering(sandbox string, peers []hostlocal.Joined, addr netip.Addr) error {
+	var covering []hostlocal.Joined
 	for _, p := range peers {
 		if s, err := netip.ParsePrefix(p.Subnet); err == nil && s.Contains(addr) {
 			covering = append(covering, p)

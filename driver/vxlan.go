@@ -139,7 +139,7 @@ func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine ne
 func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
 	clean := false
 	dirs := []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir}
-	d.view.OnChange(ctx, dirs, resync, func() {
+	d.view.OnChange(ctx, dirs, resync, nil, func() {
 		pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 		tunnelled := false
 		for _, p := range pools {

@@ -218,6 +218,10 @@ func (c *Config) ip6Method() string {
 // ControlSocket is where the daemon answers the CLI's node status.
 func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.sock") }
 
+// LocalStateDir holds where this host's endpoints joined (one file each);
+// like the containers' namespaces it need not outlive a reboot.
+func (c *Config) LocalStateDir() string { return filepath.Join(c.RunDir, "endpoints") }
+
 // managedControlSockets is where a managed plugin's control socket is seen
 // from the host: Docker mounts <exec-root>/plugins/<plugin ID> at the
 // plugin's /run/docker/plugins, where config.json puts its run dir, so no

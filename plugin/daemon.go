@@ -21,6 +21,7 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver"
 	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/driver/hostlocal"
 	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
 	"github.com/tabbynet/tabby/plugin/autodetect"
@@ -194,10 +195,18 @@ func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datasto
 	// lease lives; it ends the hold time less the liveness grace after this
 	// daemon stops answering, and the peers wait out the grace.
 	holdChanged := make(chan struct{}, 1)
-	view.Subscribe(datastore.BGPConfigDir, func(datastore.Change) {
+	kick := func() {
 		select {
 		case holdChanged <- struct{}{}:
 		default:
+		}
+	}
+	view.Subscribe(datastore.BGPConfigDir, func(datastore.Change) { kick() })
+	// A deleted liveness key is written again (only deletes: the rewrite
+	// is itself a change of the key).
+	view.Subscribe(datastore.LivenessKey(cfg.NodeName), func(ch datastore.Change) {
+		if ch.Deleted {
+			kick()
 		}
 	})
 	go st.KeepAlive(bg, datastore.LivenessKey(cfg.NodeName), cfg.NodeName, func() int64 {
@@ -301,7 +310,14 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, view *datas
 	} else if err != nil {
 		return fail(err)
 	}
-	drv := driver.New(st, view, d.cfg.NodeName, dp, d.log)
+	local, bad, err := hostlocal.Open(d.cfg.LocalStateDir())
+	if err != nil {
+		return fail(err)
+	}
+	for _, err := range bad {
+		d.log.Warn("host-local endpoint state dropped", "err", err)
+	}
+	drv := driver.New(st, view, local, d.cfg.NodeName, dp, d.log)
 	drv.SetSandboxPaths(sandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
 	drv.SetHostAccess(d.cfg.hostAccess())
 	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))

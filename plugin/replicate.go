@@ -20,7 +20,7 @@ const originOption = "tabby.origin"
 // created here too, with the same name, subnet and options, and removed here
 // once it is removed where it was made. Runs apart from plugin requests.
 func replicate(ctx context.Context, docker *client.Client, view *datastore.View, node string, log *slog.Logger) {
-	view.OnChange(ctx, []string{datastore.NetworksDir}, 5*time.Second, func() {
+	view.OnChange(ctx, []string{datastore.NetworksDir}, 5*time.Second, nil, func() {
 		replicateOnce(ctx, docker, datastore.ViewList[datastore.Network](view, datastore.NetworksDir), node, log)
 	})
 }

@@ -44,7 +44,7 @@ func tunnelMAC(node string) string {
 // keepTunnel gives this node a tunnel address for each encapsulation a pool
 // uses (VXLAN, IPIP) and takes it back when none does.
 func keepTunnel(ctx context.Context, st *datastore.Store, view *datastore.View, alloc *ipamdriver.Allocator, node string, log *slog.Logger) {
-	view.OnChange(ctx, []string{datastore.PoolsDir}, 30*time.Second, func() {
+	view.OnChange(ctx, []string{datastore.PoolsDir}, 30*time.Second, nil, func() {
 		pools := datastore.ViewList[datastore.IPPool](view, datastore.PoolsDir)
 		for _, k := range tunnels {
 			if err := k.ensure(ctx, st, pools, alloc, node); err != nil && ctx.Err() == nil {

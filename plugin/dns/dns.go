@@ -166,7 +166,7 @@ func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string)
 		}
 		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
 	}
-	go s.view.OnChange(ctx, []string{datastore.EndpointsDir, datastore.NetworksDir}, resync, s.refresh)
+	go s.view.OnChange(ctx, []string{datastore.EndpointsDir, datastore.NetworksDir}, resync, nil, s.refresh)
 	for _, srv := range servers {
 		go srv.ActivateAndServe()
 	}
