@@ -205,6 +205,26 @@ func ViewGet[T any](v *View, key string) (t T, rev int64, ok bool) {
 	return t, r.rev, ok
 }
 
+// List returns the raw records under prefix with their mod revisions, as
+// Store.List does, for a reader that compares revisions in a transaction.
+func (v *View) List(prefix string) []KV {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []KV
+	v.ascend(prefix, func(r *viewRec) { out = append(out, KV{Key: r.key, Value: r.raw, Rev: r.rev}) })
+	return out
+}
+
+// CatchUp waits until the view holds every write made to etcd before the
+// call: one small request to learn etcd's revision, then the watch's pace.
+func (v *View) CatchUp(ctx context.Context) error {
+	rev, err := v.store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	return v.Wait(ctx, rev)
+}
+
 // Keys returns the keys under prefix, valid or not, in order.
 func (v *View) Keys(prefix string) []string {
 	v.mu.Lock()

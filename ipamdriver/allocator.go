@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tabbynet/tabby/datastore"
 )
@@ -30,6 +31,11 @@ const maxClaimProbes = 1 << 16
 type Allocator struct {
 	store *datastore.Store
 	node  string
+	// view, when set, is where pools and affinities are read (reads.go);
+	// lastRev is the revision of the allocator's last write (or of etcd
+	// after a lost CAS), which the view must hold before it is read.
+	view    *datastore.View
+	lastRev atomic.Int64
 	// mu serialises this host's writes: they all contend for the same
 	// affine block, and a CAS lost to ourselves is wasted work. It guards
 	// blocks, the cache of blocks as of their last known revision.
@@ -60,7 +66,7 @@ func NewHandle(prefix string) string {
 
 // Pools returns the enabled pools of one family (4 or 6), sorted by CIDR.
 func (a *Allocator) Pools(ctx context.Context, family int) ([]datastore.IPPool, error) {
-	all, err := datastore.ListAs[datastore.IPPool](ctx, a.store, datastore.PoolsDir)
+	all, err := a.poolList(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +89,14 @@ func (a *Allocator) PoolFor(ctx context.Context, subnet netip.Prefix) (datastore
 	if subnet.Addr().Is6() {
 		fam = 6
 	}
+	p, err := a.poolFor(ctx, fam, subnet)
+	if err != nil && a.catchUp(ctx) {
+		p, err = a.poolFor(ctx, fam, subnet) // the view may lag a new pool
+	}
+	return p, err
+}
+
+func (a *Allocator) poolFor(ctx context.Context, fam int, subnet netip.Prefix) (datastore.IPPool, error) {
 	pools, err := a.Pools(ctx, fam)
 	if err != nil {
 		return datastore.IPPool{}, err
@@ -212,7 +226,15 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) error {
 // A disabled pool counts only with disabled true (releases: an address of a
 // pool disabled since it was assigned must still go back).
 func (a *Allocator) poolOf(ctx context.Context, addr netip.Addr, disabled bool) (datastore.IPPool, error) {
-	pools, err := datastore.ListAs[datastore.IPPool](ctx, a.store, datastore.PoolsDir)
+	p, err := a.poolOfOnce(ctx, addr, disabled)
+	if err != nil && a.catchUp(ctx) {
+		p, err = a.poolOfOnce(ctx, addr, disabled) // the view may lag a new pool
+	}
+	return p, err
+}
+
+func (a *Allocator) poolOfOnce(ctx context.Context, addr netip.Addr, disabled bool) (datastore.IPPool, error) {
+	pools, err := a.poolList(ctx)
 	if err != nil {
 		return datastore.IPPool{}, err
 	}
@@ -276,7 +298,8 @@ func (a *Allocator) commitAlloc(ctx context.Context, b *block, rev int64, handle
 		ops = append(ops, datastore.Op{Key: datastore.AffinityKey(b.Affinity, b.CIDR),
 			Value: &datastore.Affinity{Node: b.Affinity, Block: b.CIDR}, Rev: datastore.Any})
 	}
-	return a.store.Commit(ctx, ops...)
+	_, err = a.commit(ctx, ops...)
+	return err
 }
 
 // commitRelease writes the block and takes n addresses off the handle.
@@ -299,12 +322,13 @@ func (a *Allocator) commitRelease(ctx context.Context, b *block, rev int64, hand
 			ops = append(ops, datastore.Op{Key: datastore.HandleKey(handle), Value: &h, Rev: hrev})
 		}
 	}
-	return a.store.Commit(ctx, ops...)
+	_, err = a.commit(ctx, ops...)
+	return err
 }
 
 // affineBlocks lists the blocks a node holds affinity for.
 func (a *Allocator) affineBlocks(ctx context.Context, node string) ([]netip.Prefix, error) {
-	keys, err := a.store.ListKeys(ctx, datastore.AffinitiesOf(node))
+	keys, err := a.keys(ctx, datastore.AffinitiesOf(node))
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +344,7 @@ func (a *Allocator) affineBlocks(ctx context.Context, node string) ([]netip.Pref
 
 // existingBlocks returns every block that exists, claimed or not.
 func (a *Allocator) existingBlocks(ctx context.Context) (map[netip.Prefix]bool, error) {
-	keys, err := a.store.ListKeys(ctx, datastore.BlocksDir)
+	keys, err := a.keys(ctx, datastore.BlocksDir)
 	if err != nil {
 		return nil, err
 	}

@@ -426,3 +426,67 @@ func TestLateReleaseKeepsTheNewHoldersAddress(t *testing.T) {
 	}
 	t.Logf("REPORT\tipam\ta late ReleaseAddress of an address another container took since\tthe new holder keeps it\tpass")
 }
+
+// viewed returns an allocator that reads from a view of st, as the
+// daemon's does.
+func viewed(t *testing.T, st *datastore.Store, node string) *Allocator {
+	a := NewAllocator(st, node)
+	a.UseView(etcdtest.NewView(t, st))
+	return a
+}
+
+// The daemon's allocator reads pools and affinities from its view, which
+// may lag: hosts racing for blocks still never share an address, and a
+// pool added a moment ago is used at once.
+func TestAllocatorOnAViewThatLags(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	addPool(t, st, "p", "10.9.0.0/24", 28)
+	allocs := []*Allocator{viewed(t, st, "hostA"), viewed(t, st, "hostB"), viewed(t, st, "hostA")}
+	seen := map[netip.Addr]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for ai, a := range allocs {
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					ip, err := a.AutoAssign(ctx, netip.Prefix{}, fmt.Sprintf("a%dw%d-%d", ai, w, i))
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					if seen[ip] {
+						errs <- fmt.Errorf("%s handed out twice", ip)
+					}
+					seen[ip] = true
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(seen) != 180 {
+		t.Fatalf("%d addresses, want 180", len(seen))
+	}
+	addPool(t, st, "second", "10.40.0.0/16", 26)
+	a := allocs[1]
+	if p, err := a.PoolFor(ctx, netip.MustParsePrefix("10.40.3.0/24")); err != nil || p.Name != "second" {
+		t.Fatalf("a pool added a moment ago: %+v %v", p, err)
+	}
+	within := netip.MustParsePrefix("10.40.1.0/24")
+	addPool(t, st, "third", "10.50.0.0/16", 26)
+	if ip, err := a.AutoAssign(ctx, netip.MustParsePrefix("10.50.1.0/24"), "new-pool"); err != nil || !netip.MustParsePrefix("10.50.1.0/24").Contains(ip) {
+		t.Fatalf("allocation in a pool added a moment ago: %s %v", ip, err)
+	}
+	if ip, err := a.AutoAssign(ctx, within, "second-pool"); err != nil || !within.Contains(ip) {
+		t.Fatalf("allocation in the second pool: %s %v", ip, err)
+	}
+}

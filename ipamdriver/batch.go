@@ -69,6 +69,7 @@ func (a *Allocator) runBatch(ctx context.Context, reqs []*autoReq) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var err error
+	caughtUp := false
 	for attempt := 0; attempt < datastore.MaxRetries; attempt++ {
 		var bt *batch
 		if bt, err = a.newBatch(ctx, attempt > 0); err != nil {
@@ -82,10 +83,18 @@ func (a *Allocator) runBatch(ctx context.Context, reqs []*autoReq) {
 			}
 			refused = refused || r.err != nil
 		}
-		if err == nil && refused && bt.cached {
-			// Refused on cached pools: a pool may have been added since.
-			a.invalidate()
-			continue
+		if err == nil && refused {
+			if bt.cached {
+				// Refused on cached pools: a pool may have been added since.
+				a.invalidate()
+				continue
+			}
+			if !caughtUp && a.catchUp(ctx) {
+				// Refused on a view that may lag: once more, up to date.
+				caughtUp = true
+				a.invalidate()
+				continue
+			}
 		}
 		if err == nil {
 			err = bt.commit(ctx)
@@ -134,7 +143,7 @@ func (a *Allocator) newBatch(ctx context.Context, readHandles bool) (*batch, err
 	if !bt.cached {
 		a.invalidate()
 		var err error
-		if a.pools, err = a.store.List(ctx, datastore.PoolsDir); err != nil {
+		if a.pools, err = a.records(ctx, datastore.PoolsDir); err != nil {
 			a.invalidate()
 			return nil, err
 		}
@@ -303,7 +312,7 @@ func (bt *batch) commit(ctx context.Context) error {
 		}
 		ops = append(ops, datastore.Op{Key: datastore.HandleKey(id), Value: h, Rev: rev})
 	}
-	rev, err := bt.a.store.CommitRev(ctx, ops...)
+	rev, err := bt.a.commit(ctx, ops...)
 	if err != nil {
 		return err
 	}

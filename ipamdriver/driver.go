@@ -308,9 +308,24 @@ func (d *Driver) endpointUses(ctx context.Context, handle string, addr netip.Add
 	if _, err := d.alloc.store.Get(ctx, datastore.HandleKey(handle), &h); err != nil {
 		return !errors.Is(err, datastore.ErrNotFound)
 	}
-	eps, err := datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node))
-	if err != nil {
-		return true
+	var eps []datastore.WorkloadEndpoint
+	if v := d.alloc.view; v != nil {
+		// All of etcd up to now: an endpoint recorded a moment ago counts.
+		if err := v.CatchUp(ctx); err != nil {
+			return true
+		}
+		for _, kv := range v.List(datastore.EndpointsOf(h.Node)) {
+			var e datastore.WorkloadEndpoint
+			if jsonDecode(kv.Value, &e) != nil {
+				return true // unreadable: it may hold addr
+			}
+			eps = append(eps, e)
+		}
+	} else {
+		var err error
+		if eps, err = datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node)); err != nil {
+			return true
+		}
 	}
 	for _, e := range eps {
 		if slices.Contains(e.Addrs(), addr) {

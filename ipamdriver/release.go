@@ -25,7 +25,7 @@ func (a *Allocator) ReleaseNode(ctx context.Context, node string, addrs []netip.
 			return 0, err
 		}
 	}
-	keys, err := a.store.ListKeys(ctx, datastore.AffinitiesOf(node))
+	keys, err := a.keys(ctx, datastore.AffinitiesOf(node))
 	if err != nil {
 		return 0, err
 	}
@@ -52,7 +52,8 @@ func (a *Allocator) releaseBlock(ctx context.Context, node string, bp netip.Pref
 	for i := 0; i < datastore.MaxRetries; i++ {
 		b, rev, err := a.readBlock(ctx, bp)
 		if errors.Is(err, datastore.ErrNotFound) {
-			return a.store.Commit(ctx, aff)
+			_, err := a.commit(ctx, aff)
+			return err
 		} else if err != nil {
 			return err
 		}
@@ -61,7 +62,7 @@ func (a *Allocator) releaseBlock(ctx context.Context, node string, bp netip.Pref
 			b.Affinity = ""
 			op.Value = b.Block
 		}
-		err = a.store.Commit(ctx, op, aff)
+		_, err = a.commit(ctx, op, aff)
 		if !errors.Is(err, datastore.ErrConflict) {
 			return err
 		}

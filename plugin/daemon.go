@@ -120,6 +120,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	ipd := ipamdriver.New(st, cfg.NodeName, cfg.IPv6())
+	ipd.Allocator().UseView(view)
 	srv := &http.Server{Handler: NewHandler(drv, ipd, d.log, m), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
