@@ -5,9 +5,13 @@ package etcdtest
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -66,6 +70,23 @@ func Start() (*Server, error) {
 	}
 	s.Stop()
 	return nil, fmt.Errorf("etcd on %s did not come up", client)
+}
+
+// Metrics returns etcd's Prometheus metrics (its /metrics, served on the
+// client socket).
+func (s *Server) Metrics() (string, error) {
+	sock := strings.TrimPrefix(s.Endpoint, "unix://")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	resp, err := c.Get("http://etcd/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // Stop kills etcd and removes its data.

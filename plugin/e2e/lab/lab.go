@@ -61,6 +61,9 @@ type Options struct {
 	Env []string
 	// NoDocker runs tabby alone on each host (BGP benchmarks at scale).
 	NoDocker bool
+	// DockerHosts, when set, runs dockerd on the first DockerHosts hosts
+	// only, tabby alone on the rest (etcd cost at scale).
+	DockerHosts int
 	// EmbeddedEtcd runs each daemon with its own embedded etcd instead of the
 	// shared one (single-host default).
 	EmbeddedEtcd bool
@@ -284,7 +287,7 @@ func (l *Lab) addHost(i int, opt Options) *Host {
 		l.must("ip", "-n", h.NS, "addr", "add", h.Addr6+"/64", "dev", nics[0].Name, "nodad")
 		l.must("ip", "-n", h.NS, "-6", "route", "add", "default", "via", Underlay6+"1")
 	}
-	if opt.NoDocker {
+	if opt.NoDocker || (opt.DockerHosts > 0 && i >= opt.DockerHosts) {
 		h.StartTabby(opt.Env...)
 		return h
 	}

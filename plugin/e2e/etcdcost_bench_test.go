@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/plugin/e2e/lab"
+)
+
+// etcdCounters are the etcd figures a docker run is charged with.
+type etcdCounters struct{ sent, ranges, txns float64 }
+
+var grpcHandled = regexp.MustCompile(`(?m)^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$`)
+
+// readEtcd reads etcd's own /metrics: bytes sent to clients, and Range and
+// Txn calls completed (whatever their code).
+func readEtcd(b *testing.B, l *lab.Lab) etcdCounters {
+	b.Helper()
+	m, err := l.Etcd.Metrics()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c etcdCounters
+	for _, line := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(line, "etcd_network_client_grpc_sent_bytes_total "); ok {
+			c.sent, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	for _, g := range grpcHandled.FindAllStringSubmatch(m, -1) {
+		v, _ := strconv.ParseFloat(g[2], 64)
+		switch g[1] {
+		case "Range":
+			c.ranges += v
+		case "Txn", "Put", "DeleteRange":
+			c.txns += v
+		}
+	}
+	return c
+}
+
+func (c etcdCounters) minus(o etcdCounters) etcdCounters {
+	return etcdCounters{c.sent - o.sent, c.ranges - o.ranges, c.txns - o.txns}
+}
+
+// plantEndpoints writes n valid endpoint records of hosts that do not
+// exist (100 per transaction), as a big cluster has them.
+func plantEndpoints(b *testing.B, st *datastore.Store, n int) {
+	b.Helper()
+	for i := 0; i < n; i += 100 {
+		var ops []datastore.Op
+		for k := i; k < min(i+100, n); k++ {
+			node, id := fmt.Sprintf("ghost%03d", k/100), fmt.Sprintf("%032x", k+1)
+			e := datastore.WorkloadEndpoint{Node: node, EndpointID: id, NetworkID: fmt.Sprintf("%064x", 7),
+				Interface: "cali" + id[:11], IPv4: fmt.Sprintf("10.%d.%d.%d", 200+k/65536, (k/256)%256, k%256),
+				MAC: "ee:ee:ee:ee:ee:ee", Profiles: []string{"busy"}, Labels: map[string]string{"tabby.network": "busy", "app": "planted"},
+				Workload: fmt.Sprintf("planted-%d", k)}
+			ops = append(ops, datastore.Op{Key: datastore.EndpointKey(node, id), Value: &e, Rev: datastore.Any})
+		}
+		if err := st.Commit(context.Background(), ops...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEtcdPerRun: what one `docker run` and its `docker rm` cost etcd,
+// cluster-wide, from etcd's own /metrics, with 3 and 20 hosts and with 10
+// and 20,000 endpoints in the cluster, side by side. The idle cost of the
+// same time (leases, resyncs) is measured first and taken off. Targets:
+// per host flat in both (each large figure <= 1.2 x its small one), and
+// docker run with 20,000 endpoints <= 1.05 x with 10.
+func BenchmarkEtcdPerRun(b *testing.B) {
+	for _, hosts := range []int{3, 20} {
+		b.Run(fmt.Sprintf("%dhosts", hosts), func(b *testing.B) {
+			l := lab.New(b, lab.Options{Hosts: hosts, DockerHosts: 1})
+			h := l.Hosts[0]
+			if out, err := h.Docker("network", "create", "--driver", "tabby", "--ipam-driver", "tabby", "busy"); err != nil {
+				b.Fatalf("%v %s", err, out)
+			}
+			st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			plantEndpoints(b, st, 10)
+			small, smallRun := etcdPerRun(b, l, h, "small")
+			plantEndpoints(b, st, 20000)
+			time.Sleep(5 * time.Second) // every daemon has taken the planted records in
+			large, largeRun := etcdPerRun(b, l, h, "large")
+			perHost := func(v float64) float64 { return v / float64(hosts) }
+			b.ReportMetric(perHost(small.sent), "bytes/run/host@10")
+			b.ReportMetric(perHost(large.sent), "bytes/run/host@20k")
+			b.ReportMetric(small.ranges, "ranges/run@10")
+			b.ReportMetric(large.ranges, "ranges/run@20k")
+			b.ReportMetric(small.txns, "writes/run@10")
+			b.ReportMetric(large.sent/max(small.sent, 1), "bytes-ratio(target<=1.2)")
+			b.ReportMetric(large.ranges/max(small.ranges, 1), "ranges-ratio(target<=1.2)")
+			b.ReportMetric(float64(largeRun)/float64(smallRun), "run-time-ratio(target<=1.05)")
+		})
+	}
+}
+
+// etcdPerRun starts and removes containers on h one by one and returns
+// the etcd cost of one, idle cost taken off, and the median docker run.
+func etcdPerRun(b *testing.B, l *lab.Lab, h *lab.Host, tag string) (etcdCounters, time.Duration) {
+	const runs = 10
+	settle := 3 * time.Second // the daemons' follow-up writes (container names)
+	var took []time.Duration
+	start := time.Now()
+	before := readEtcd(b, l)
+	for i := 0; i < runs; i++ {
+		name := fmt.Sprintf("cost-%s-%d", tag, i)
+		t0 := time.Now()
+		if out, err := h.Docker("run", "-d", "--net", "busy", "--name", name, "busybox", "sleep", "600"); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+		took = append(took, time.Since(t0))
+		time.Sleep(settle)
+		if out, err := h.Docker("rm", "-f", name); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+	}
+	time.Sleep(settle)
+	busy := readEtcd(b, l).minus(before)
+	window := time.Since(start)
+	idleStart := readEtcd(b, l)
+	time.Sleep(window)
+	idle := readEtcd(b, l).minus(idleStart)
+	c := busy.minus(idle)
+	return etcdCounters{c.sent / runs, c.ranges / runs, c.txns / runs}, median(took)
+}
