@@ -387,10 +387,19 @@ func TestReleaseAddressFreesDockersAddressesOnly(t *testing.T) {
 // A release of an address that an endpoint uses is late (Docker deletes the
 // endpoint first): the container that took the address since keeps it.
 func TestLateReleaseKeepsTheNewHoldersAddress(t *testing.T) {
+	for _, withView := range []bool{false, true} {
+		t.Run(map[bool]string{false: "etcd", true: "view"}[withView], func(t *testing.T) { testLateRelease(t, withView) })
+	}
+}
+
+func testLateRelease(t *testing.T, withView bool) {
 	st := newStore(t)
 	ctx := context.Background()
 	addPool(t, st, "p", "10.9.0.0/24", 26)
 	d := New(st, "node00", false)
+	if withView {
+		d.Allocator().UseView(etcdtest.NewView(t, st))
+	}
 	req := &ipam.RequestAddressRequest{PoolID: PoolAnyV4, Address: "10.9.0.5"}
 	resp, err := d.RequestAddress(req)
 	if err != nil {

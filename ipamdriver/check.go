@@ -51,6 +51,36 @@ func ReadState(ctx context.Context, st *datastore.Store) (State, error) {
 	return s, err
 }
 
+// ReadStateFrom reads the same from the daemon's view, in the same order
+// (the view only moves forward between the reads), unchecked likewise.
+func ReadStateFrom(v *datastore.View) (State, error) {
+	var s State
+	var err error
+	if s.Blocks, err = decodeAll[datastore.Block](v.List(datastore.BlocksDir)); err != nil {
+		return s, err
+	}
+	if s.Endpoints, err = decodeAll[datastore.WorkloadEndpoint](v.List(datastore.EndpointsDir)); err != nil {
+		return s, err
+	}
+	if s.Networks, err = decodeAll[datastore.Network](v.List(datastore.NetworksDir)); err != nil {
+		return s, err
+	}
+	s.Nodes, err = decodeAll[datastore.Node](v.List(datastore.NodesDir))
+	return s, err
+}
+
+func decodeAll[T any](kvs []datastore.KV) ([]T, error) {
+	out := make([]T, 0, len(kvs))
+	for _, kv := range kvs {
+		var t T
+		if err := jsonDecode(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("decode %s: %w: %v", kv.Key, datastore.ErrInvalid, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
 // Check compares the addresses assigned in the blocks with the endpoints,
 // networks and nodes that should hold them. Pure, so it is tested without
 // etcd.

@@ -35,7 +35,17 @@ func NewCollector(alloc *Allocator, grace time.Duration) *Collector {
 // findings. Handles of other nodes are theirs to collect (a gone node's
 // with `tabby delete node`).
 func (c *Collector) Sweep(ctx context.Context) ([]Finding, error) {
-	s, err := ReadState(ctx, c.alloc.store)
+	var s State
+	var err error
+	if c.alloc.view != nil {
+		// Everything etcd has, as a listing would: an endpoint recorded a
+		// moment ago saves its address.
+		if err = c.alloc.view.CatchUp(ctx); err == nil {
+			s, err = ReadStateFrom(c.alloc.view)
+		}
+	} else {
+		s, err = ReadState(ctx, c.alloc.store)
+	}
 	if err != nil {
 		return nil, err
 	}

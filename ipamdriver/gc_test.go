@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/datastore/etcdtest"
 )
 
 // The collector releases only this node's Docker addresses that stayed
@@ -14,10 +15,19 @@ import (
 // network, of tunnels, of other nodes, or leaked for less than the grace
 // period stay.
 func TestCollectorReleasesOnlyOwnLeaksAfterGrace(t *testing.T) {
+	for _, withView := range []bool{false, true} {
+		t.Run(map[bool]string{false: "etcd", true: "view"}[withView], func(t *testing.T) { testCollector(t, withView) })
+	}
+}
+
+func testCollector(t *testing.T, withView bool) {
 	st := newStore(t)
 	ctx := context.Background()
 	addPool(t, st, "p", "10.7.0.0/24", 28)
 	a, other := NewAllocator(st, "nodeA"), NewAllocator(st, "nodeB")
+	if withView {
+		a.UseView(etcdtest.NewView(t, st)) // as the daemon's collector reads
+	}
 	assign := func(al *Allocator, handle string) netip.Addr {
 		t.Helper()
 		ip, err := al.AutoAssign(ctx, netip.Prefix{}, handle)
