@@ -57,6 +57,9 @@ type Driver struct {
 	// localKick wakes the policy sync when it changes.
 	local     *hostlocal.Store
 	localKick chan struct{}
+	// staleProfiles is since when each profile of no network has been
+	// seen so (RunNames' alone).
+	staleProfiles map[string]time.Time
 	node    string
 	dp      *dataplane.Dataplane
 	log     *slog.Logger
@@ -200,9 +203,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	for _, data := range append(req.IPv4Data, req.IPv6Data...) {
 		n.AuxAddresses = append(n.AuxAddresses, auxAddresses(data.AuxAddresses)...)
 	}
-	prof := datastore.Profile{Name: req.NetworkID, Network: req.NetworkID,
-		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == '" + req.NetworkID + "'"}}},
-		Egress:  []datastore.Rule{{Action: "Allow"}}}
+	prof := networkProfile(req.NetworkID, req.NetworkID)
 	err = d.store.Commit(ctx,
 		datastore.Op{Key: datastore.NetworkKey(n.ID), Value: &n, Rev: datastore.Any},
 		datastore.Op{Key: datastore.ProfileKey(prof.Name), Value: &prof, Rev: datastore.Any})

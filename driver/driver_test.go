@@ -285,7 +285,11 @@ func TestIPv6OnlyNetworkEndpointJoin(t *testing.T) {
 	}
 }
 
-func TestSetNetworkNameRenamesProfileAndRelabels(t *testing.T) {
+// A rename converges from the records: the endpoint follows its network's
+// name, the profile named by ID goes, and what a partial failure (or a
+// hand) undid comes back on the next pass; a profile a user edited, or
+// made for no network, is left alone.
+func TestNamesConvergeFromTheRecords(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.network(t, net1)
@@ -293,17 +297,64 @@ func TestSetNetworkNameRenamesProfileAndRelabels(t *testing.T) {
 	if err := f.d.SetNetworkName(ctx, net1, "net1", "tabby", nil); err != nil {
 		t.Fatal(err)
 	}
+	pass := func() {
+		t.Helper()
+		f.caughtUp(t)
+		if err := f.d.ReconcileNames(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		var p datastore.Profile
+		if _, err := f.st.Get(ctx, datastore.ProfileKey("net1"), &p); err != nil || p.Network != net1 {
+			t.Fatalf("%s: profile net1: %+v %v", when, p, err)
+		}
+		if _, err := f.st.Get(ctx, datastore.ProfileKey(net1), &p); err == nil {
+			t.Fatalf("%s: the placeholder profile named by ID is still there", when)
+		}
+		var ep datastore.WorkloadEndpoint
+		f.st.Get(ctx, datastore.EndpointKey("node00", ep1), &ep)
+		if ep.Labels[LabelNetwork] != "net1" || len(ep.Profiles) != 1 || ep.Profiles[0] != "net1" {
+			t.Fatalf("%s: endpoint not relabelled: %+v", when, ep)
+		}
+	}
+	pass()
+	check("after the rename")
+
+	// Half undone: the endpoint's label back to the ID, the profile gone.
+	err := datastore.Update(ctx, f.st, datastore.EndpointKey("node00", ep1), func(e *datastore.WorkloadEndpoint, _ bool) error {
+		e.Profiles, e.Labels = []string{net1}, map[string]string{LabelNetwork: net1}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Delete(ctx, datastore.ProfileKey("net1")); err != nil {
+		t.Fatal(err)
+	}
+	mine := datastore.Profile{Name: "mine", Egress: []datastore.Rule{{Action: "Allow"}}}
+	if err := f.st.Put(ctx, datastore.ProfileKey("mine"), &mine); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	check("after a partial undo")
+
+	// A user's edit of the network's profile stays.
+	err = datastore.Update(ctx, f.st, datastore.ProfileKey("net1"), func(p *datastore.Profile, _ bool) error {
+		p.Ingress = append(p.Ingress, datastore.Rule{Action: "Allow", Protocol: "TCP"})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass()
 	var p datastore.Profile
-	if _, err := f.st.Get(ctx, datastore.ProfileKey("net1"), &p); err != nil || p.Network != net1 {
-		t.Fatalf("profile net1: %+v %v", p, err)
+	if _, err := f.st.Get(ctx, datastore.ProfileKey("net1"), &p); err != nil || len(p.Ingress) != 2 {
+		t.Fatalf("an edited profile was rewritten: %+v %v", p, err)
 	}
-	if _, err := f.st.Get(ctx, datastore.ProfileKey(net1), &p); err == nil {
-		t.Fatal("the placeholder profile named by ID should be gone")
-	}
-	var ep datastore.WorkloadEndpoint
-	f.st.Get(ctx, datastore.EndpointKey("node00", ep1), &ep)
-	if ep.Labels[LabelNetwork] != "net1" || len(ep.Profiles) != 1 || ep.Profiles[0] != "net1" {
-		t.Fatalf("endpoint not relabelled: %+v", ep)
+	if _, err := f.st.Get(ctx, datastore.ProfileKey("mine"), &p); err != nil {
+		t.Fatalf("a user's profile of no network was removed: %v", err)
 	}
 	if err := f.d.SetNetworkName(ctx, "unknown", "x", "tabby", nil); err == nil {
 		t.Fatal("naming a network tabby does not know must fail")

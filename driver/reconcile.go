@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -13,69 +12,6 @@ import (
 	"github.com/tabbynet/tabby/driver/hostlocal"
 	"golang.org/x/sys/unix"
 )
-
-// SetNetworkName records the name Docker gave a network and the driver
-// name Docker used (learned from Docker outside any plugin request), renames
-// its profile to it and relabels its endpoints on this host.
-func (d *Driver) SetNetworkName(ctx context.Context, id, name, driverName string, labels map[string]string) error {
-	var old datastore.Network
-	err := datastore.Update(ctx, d.store, datastore.NetworkKey(id), func(n *datastore.Network, exists bool) error {
-		if !exists {
-			return datastore.ErrNotFound
-		}
-		old = *n
-		n.Name, n.Profile = name, name
-		if driverName != "" {
-			n.Driver = driverName
-		}
-		if labels != nil {
-			n.Labels = labels
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("name network %s: %w", short(id), err)
-	}
-	if old.Name == name && old.Profile == name && old.Driver == driverName {
-		return nil
-	}
-	prof := datastore.Profile{Name: name, Network: id,
-		Ingress: []datastore.Rule{{Action: "Allow", Source: datastore.RuleTarget{Selector: LabelNetwork + " == '" + name + "'"}}},
-		Egress:  []datastore.Rule{{Action: "Allow"}}}
-	ops := []datastore.Op{{Key: datastore.ProfileKey(name), Value: &prof, Rev: datastore.Any}}
-	if old.Profile != name && old.Profile != "" {
-		ops = append(ops, datastore.Op{Key: datastore.ProfileKey(old.Profile), Rev: datastore.Any})
-	}
-	if err := d.store.Commit(ctx, ops...); err != nil {
-		return fmt.Errorf("profile %s: %w", name, err)
-	}
-	eps, err := datastore.ListAs[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
-	if err != nil {
-		return err
-	}
-	for _, e := range eps {
-		if e.NetworkID != id {
-			continue
-		}
-		err := datastore.Update(ctx, d.store, datastore.EndpointKey(d.node, e.EndpointID),
-			func(e *datastore.WorkloadEndpoint, exists bool) error {
-				if !exists {
-					return datastore.ErrNotFound
-				}
-				e.Profiles = []string{name}
-				if e.Labels == nil {
-					e.Labels = map[string]string{}
-				}
-				e.Labels[LabelNetwork] = name
-				return nil
-			})
-		if err != nil && !errors.Is(err, datastore.ErrNotFound) {
-			return err
-		}
-	}
-	d.log.Info("network named", "network", name, "id", short(id))
-	return nil
-}
 
 // Reconcile makes the kernel match etcd for this host: routes and proxy ARP
 // for every joined endpoint whose interface exists, a blackhole for every

@@ -129,6 +129,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go drv.RunBlackholes(bg, 30*time.Second)
 	go drv.RunNAT(bg, fwd, 30*time.Second)
 	go drv.RunPolicy(bg, pol, 30*time.Second)
+	go drv.RunNames(bg, 30*time.Second, 30*time.Second)
 	go keepTunnel(bg, st, view, ipd.Allocator(), cfg.NodeName, d.log)
 	go drv.RunTunnels(bg, 30*time.Second)
 	// Rules that a flush removed come back by themselves, without an etcd
