@@ -28,7 +28,7 @@ func (e encap) owns(prefix netip.Prefix, nh netip.Addr) bool {
 		if datastore.Encapsulated(p.IPIPMode) {
 			mode = p.IPIPMode
 		}
-		return mode == datastore.ModeAlways || !e.mine.Contains(nh)
+		return datastore.Tunnels(mode, e.mine, nh)
 	}
 	return false
 }

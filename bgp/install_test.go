@@ -93,6 +93,12 @@ func TestTunnelledPrefixesMoveBetweenBGPAndTunnels(t *testing.T) {
 	if _, ok := r.table[blockB]; ok {
 		t.Fatalf("CrossSubnet: a next hop on another subnet goes through the tunnel: %v", r.table)
 	}
+	// A wider prefix of ours takes that next hop in: routed directly, as
+	// the driver decides too (datastore.Tunnels).
+	s.setEncap(vx, []datastore.Node{{Name: "node00", IPv4: "10.0.0.10/15"}})
+	if r.table[blockB] != addr("10.1.0.11") {
+		t.Fatalf("CrossSubnet from a /15: 10.1.0.11 is on our subnet and routed directly: %v", r.table)
+	}
 }
 
 // What a peer announces reaches the kernel only when it covers or replaces

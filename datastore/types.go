@@ -254,6 +254,23 @@ func (c BGPConfiguration) LivenessTTL() int64 {
 // Encapsulated reports whether mode (a pool's ipipMode or vxlanMode) is on.
 func Encapsulated(mode string) bool { return mode != "" && mode != ModeNever }
 
+// Tunnels reports whether a pool in mode (ipipMode or vxlanMode) carries
+// traffic from the host at mine (its address and prefix) to the host at
+// peer through its tunnel: always for Always, for CrossSubnet when peer
+// lies outside mine's subnet (as Calico decides, from the sender's prefix
+// alone). The driver (tunnel routes) and BGP (which routes it leaves to a
+// tunnel) both ask this, so they never disagree about a destination, even
+// between hosts of one LAN configured with different prefix lengths.
+func Tunnels(mode string, mine netip.Prefix, peer netip.Addr) bool {
+	switch mode {
+	case ModeAlways:
+		return true
+	case ModeCrossSubnet:
+		return !mine.Masked().Contains(peer)
+	}
+	return false
+}
+
 // DefaultASNumber is Calico's default AS for every node.
 const DefaultASNumber = 64512
 

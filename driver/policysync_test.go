@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -58,6 +59,27 @@ func TestSyncPolicyFromEtcd(t *testing.T) {
 	for _, not := range []string{"cali2222222222a", "cali3333333333a"} {
 		if strings.Contains(c.script, not) {
 			t.Errorf("script has chains for %s, which is not joined here:\n%s", not, c.script)
+		}
+	}
+}
+
+// CrossSubnet between hosts of one LAN with different prefix lengths: the
+// tunnel routes as BGP decides (datastore.Tunnels, from this host's
+// prefix), so the block is routed once, directly, not by both or neither.
+func TestCrossSubnetDecidesFromThisHostsPrefix(t *testing.T) {
+	pools := []vxlanPool{{cidr: netip.MustParsePrefix("10.70.0.0/16"), mode: datastore.ModeCrossSubnet}}
+	block := netip.MustParsePrefix("10.70.1.0/26")
+	for _, c := range []struct {
+		mine, theirs string
+		tunnel       bool
+	}{
+		{"10.0.0.10/16", "10.0.0.11/24", false}, // masked prefixes differ, same LAN
+		{"10.0.0.10/24", "10.0.0.11/16", false},
+		{"10.0.1.10/24", "10.0.0.11/16", true}, // outside our /24
+		{"10.0.0.10/24", "10.0.0.11/24", false},
+	} {
+		if got := tunnels(pools, block, netip.MustParsePrefix(c.mine), netip.MustParsePrefix(c.theirs)); got != c.tunnel {
+			t.Errorf("from %s to %s: tunnel %v, want %v", c.mine, c.theirs, got, c.tunnel)
 		}
 	}
 }

@@ -36,7 +36,7 @@ func tunnels(pools []vxlanPool, block, mine, theirs netip.Prefix) bool {
 		if !p.cidr.Contains(block.Addr()) {
 			continue
 		}
-		return p.mode == datastore.ModeAlways || mine.Masked() != theirs.Masked()
+		return datastore.Tunnels(p.mode, mine, theirs.Addr())
 	}
 	return false
 }
