@@ -26,6 +26,7 @@ import (
 	"github.com/tabbynet/tabby/ipamdriver"
 	"github.com/tabbynet/tabby/plugin/autodetect"
 	"github.com/tabbynet/tabby/plugin/dns"
+	"github.com/tabbynet/tabby/plugin/metrics"
 )
 
 // Daemon is one host's tabby.
@@ -93,12 +94,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer dp.Close()
-	m := newMetrics(st, view, cfg.NodeName)
+	m := metrics.New(st, view, cfg.NodeName)
 	enf, err := policy.NewEnforcer()
 	if err != nil {
 		return err
 	}
-	pol := timedApplier{m: m, apply: enf}
+	pol := metrics.TimedApplier{M: m, To: enf}
 	if err := drv.SyncPolicy(ctx, pol); err != nil {
 		return err
 	}
@@ -191,7 +192,7 @@ func startView(ctx, bg context.Context, st *datastore.Store) (*datastore.View, e
 // startBGP keeps this host's liveness lease, starts the speaker (its
 // kernel routes timed by the metrics) and serves metrics, health and the
 // control socket; stop closes the servers.
-func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datastore.View, dp bgp.Routes, host hostAddrs, m *metrics) (*bgp.Speaker, func(), error) {
+func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datastore.View, dp bgp.Routes, host hostAddrs, m *metrics.Metrics) (*bgp.Speaker, func(), error) {
 	cfg := d.cfg
 	// Liveness: peers keep this host's sessions (and routes) while the
 	// lease lives; it ends the hold time less the liveness grace after this
@@ -217,12 +218,12 @@ func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datasto
 	}, holdChanged)
 	asn, _ := strconv.ParseUint(cfg.AS, 10, 32)
 	speaker := bgp.New(view, bgp.Config{Node: cfg.NodeName, RouterID: host.v4.Addr.Addr(), IPv6: host.v6.Addr.Addr(),
-		ASN: uint32(asn)}, timedRoutes{Routes: dp, m: m}, d.log)
+		ASN: uint32(asn)}, metrics.TimedRoutes{Routes: dp, M: m}, d.log)
 	if err := speaker.Start(bg); err != nil {
 		return nil, nil, err
 	}
-	m.setSpeaker(speaker)
-	msrv, err := serveMetrics(bg, cfg.MetricsAddr, m, &health{st: st, sp: speaker}, d.log)
+	m.SetSpeaker(speaker)
+	msrv, err := metrics.Serve(bg, cfg.MetricsAddr, m, &metrics.Health{Store: st, Speaker: speaker}, d.log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -490,12 +491,12 @@ func listen(path string) (net.Listener, error) {
 // collectIPAM runs the IPAM collector: addresses this host assigned for
 // Docker that no endpoint used for the grace period are released. It
 // sweeps four times per grace period, at most once a minute.
-func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, grace time.Duration, m *metrics) {
+func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, grace time.Duration, m *metrics.Metrics) {
 	c := ipamdriver.NewCollector(alloc, grace)
 	every(ctx, sweepInterval(grace), func() {
 		released, err := c.Sweep(ctx)
+		m.GCReleased(len(released))
 		for _, f := range released {
-			m.gc.Inc()
 			d.log.Warn("released a leaked address", "ip", f.IP, "handle", f.Handle)
 		}
 		if err != nil {

@@ -1,4 +1,7 @@
-package plugin
+// Package metrics is tabby's Prometheus metrics and health endpoints:
+// counters of plugin calls and dataplane applies, and figures that the
+// datastore and BGP already hold, read when scraped so they cannot drift.
+package metrics
 
 import (
 	"context"
@@ -21,9 +24,9 @@ import (
 	"github.com/tabbynet/tabby/ipamdriver"
 )
 
-// metrics are tabby's Prometheus metrics. Counts that etcd or BGP already
+// Metrics are tabby's Prometheus metrics. Counts that etcd or BGP already
 // hold are read when scraped, so they cannot drift from the truth.
-type metrics struct {
+type Metrics struct {
 	reg      *prometheus.Registry
 	state    *stateCollector
 	requests *prometheus.CounterVec
@@ -32,16 +35,16 @@ type metrics struct {
 	gc       prometheus.Counter
 }
 
-// speakerView is what the metrics read of the BGP speaker.
-type speakerView interface {
+// Speaker is what the metrics read of the BGP speaker.
+type Speaker interface {
 	Status(ctx context.Context) ([]bgp.PeerStatus, error)
 	LearnedRoutes() int
 }
 
-// newMetrics registers tabby's metrics; the speaker is attached with
-// setSpeaker once it exists (its routes are timed through these metrics).
-func newMetrics(st *datastore.Store, view *datastore.View, node string) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), state: &stateCollector{st: st, view: view, node: node},
+// New registers tabby's metrics; the speaker is attached with
+// SetSpeaker once it exists (its routes are timed through these metrics).
+func New(st *datastore.Store, view *datastore.View, node string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), state: &stateCollector{st: st, view: view, node: node},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_plugin_requests_total",
 			Help: "Docker plugin API calls by method and result."}, []string{"method", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_plugin_request_duration_seconds",
@@ -56,14 +59,14 @@ func newMetrics(st *datastore.Store, view *datastore.View, node string) *metrics
 	return m
 }
 
-func (m *metrics) setSpeaker(sp speakerView) {
+func (m *Metrics) SetSpeaker(sp Speaker) {
 	m.state.mu.Lock()
 	defer m.state.mu.Unlock()
 	m.state.sp = sp
 }
 
 // ObserveRequest implements RequestObserver.
-func (m *metrics) ObserveRequest(method string, ok bool, took time.Duration) {
+func (m *Metrics) ObserveRequest(method string, ok bool, took time.Duration) {
 	result := "ok"
 	if !ok {
 		result = "error"
@@ -73,7 +76,7 @@ func (m *metrics) ObserveRequest(method string, ok bool, took time.Duration) {
 }
 
 // timed records how long fn took under what.
-func (m *metrics) timed(what string, fn func() error) error {
+func (m *Metrics) timed(what string, fn func() error) error {
 	start := time.Now()
 	err := fn()
 	m.apply.WithLabelValues(what).Observe(time.Since(start).Seconds())
@@ -105,7 +108,7 @@ type stateCollector struct {
 	view *datastore.View
 	node string
 	mu   sync.Mutex
-	sp   speakerView
+	sp   Speaker
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -174,24 +177,24 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.GaugeValue, float64(sp.LearnedRoutes()))
 }
 
-// health answers /healthz (the process serves) and /readyz: the datastore
+// Health answers /healthz (the process serves) and /readyz: the datastore
 // answers and, since start, every BGP session has been established once.
-type health struct {
-	st        *datastore.Store
-	sp        speakerView
+type Health struct {
+	Store     *datastore.Store
+	Speaker   Speaker
 	peersSeen atomic.Bool
 }
 
-func (h *health) ready(ctx context.Context) error {
+func (h *Health) ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := h.st.ListKeys(ctx, datastore.BGPConfigDir); err != nil {
+	if _, err := h.Store.ListKeys(ctx, datastore.BGPConfigDir); err != nil {
 		return fmt.Errorf("datastore unreachable: %w", err)
 	}
 	if h.peersSeen.Load() {
 		return nil
 	}
-	peers, err := h.sp.Status(ctx)
+	peers, err := h.Speaker.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -208,9 +211,9 @@ func (h *health) ready(ctx context.Context) error {
 	return nil
 }
 
-// serveMetrics serves /metrics, /healthz and /readyz on addr ("off": not
+// Serve serves /metrics, /healthz and /readyz on addr ("off": not
 // at all). It returns once the listener is open.
-func serveMetrics(ctx context.Context, addr string, m *metrics, h *health, log *slog.Logger) (*http.Server, error) {
+func Serve(ctx context.Context, addr string, m *Metrics, h *Health, log *slog.Logger) (*http.Server, error) {
 	if addr == "" || addr == "off" {
 		return nil, nil
 	}
@@ -237,26 +240,31 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, h *health, log *
 	return srv, nil
 }
 
-// timedApplier times policy applies.
-type timedApplier struct {
-	m     *metrics
-	apply interface{ Apply(string) (bool, error) }
+// TimedApplier times policy applies.
+type TimedApplier struct {
+	M  *Metrics
+	To interface{ Apply(string) (bool, error) }
 }
 
-func (t timedApplier) Apply(script string) (changed bool, err error) {
-	err = t.m.timed("policy", func() error {
-		changed, err = t.apply.Apply(script)
+// Apply applies and times script.
+func (t TimedApplier) Apply(script string) (changed bool, err error) {
+	err = t.M.timed("policy", func() error {
+		changed, err = t.To.Apply(script)
 		return err
 	})
 	return changed, err
 }
 
-// timedRoutes times the kernel route installs of BGP.
-type timedRoutes struct {
+// TimedRoutes times the kernel route installs of BGP.
+type TimedRoutes struct {
 	bgp.Routes
-	m *metrics
+	M *Metrics
 }
 
-func (t timedRoutes) ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error {
-	return t.m.timed("routes", func() error { return t.Routes.ReplaceViaBatch(dst, gw) })
+// ReplaceViaBatch installs and times a batch of routes.
+func (t TimedRoutes) ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error {
+	return t.M.timed("routes", func() error { return t.Routes.ReplaceViaBatch(dst, gw) })
 }
+
+// GCReleased counts addresses the IPAM collector released.
+func (m *Metrics) GCReleased(n int) { m.gc.Add(float64(n)) }
