@@ -32,6 +32,8 @@ type DBStats struct {
 	Revision    int64
 	// Full is set while the member's NOSPACE alarm is raised.
 	Full bool
+	// Leader says the member leads the cluster now.
+	Leader bool
 }
 
 // DBStats asks each endpoint for its database's size; unreachable members
@@ -47,7 +49,8 @@ func (s *Store) DBStats(ctx context.Context) ([]DBStats, error) {
 			errs = append(errs, err)
 			continue
 		}
-		d := DBStats{Endpoint: ep, Size: st.DbSize, InUse: st.DbSizeInUse, Revision: st.Header.Revision}
+		d := DBStats{Endpoint: ep, Size: st.DbSize, InUse: st.DbSizeInUse, Revision: st.Header.Revision,
+			Leader: st.Leader != 0 && st.Leader == st.Header.MemberId}
 		for _, e := range st.Errors {
 			d.Full = d.Full || strings.Contains(e, "NOSPACE")
 		}

@@ -4,6 +4,7 @@ package etcdtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -182,4 +183,117 @@ func CaughtUp(t testing.TB, st *datastore.Store, v *datastore.View) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Cluster is several etcd members, each in a network namespace of its own
+// (unix sockets reach across namespaces; they share a socket directory).
+type Cluster struct {
+	Members   []*Server
+	Endpoints []string
+	dir       string
+}
+
+// StartCluster runs one member in each of netns (names under /run/netns)
+// and waits until the cluster answers.
+func StartCluster(netns []string) (*Cluster, error) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		return nil, fmt.Errorf("etcd binary not found (apt-get install etcd-server): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "tabby-etcd-cluster-")
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: dir}
+	// Peer URLs go into the cluster string, where a unix host with slashes
+	// does not parse: the sockets are named relative to the members' shared
+	// working directory.
+	var initial []string
+	for i := range netns {
+		initial = append(initial, fmt.Sprintf("m%d=unix://m%d-peer:2", i, i))
+	}
+	for i, ns := range netns {
+		name := fmt.Sprintf("m%d", i)
+		client := fmt.Sprintf("unix://%s-client:1", name)
+		cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, bin, "--name", name,
+			"--data-dir", filepath.Join(dir, name+".data"),
+			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-peer-urls", fmt.Sprintf("unix://%s-peer:2", name), "--initial-advertise-peer-urls", fmt.Sprintf("unix://%s-peer:2", name),
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new", "--log-level", "error")
+		cmd.Dir = dir
+		logf, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		ep := "unix://" + filepath.Join(dir, name+"-client:1")
+		c.Members = append(c.Members, &Server{Endpoint: ep, cmd: cmd})
+		c.Endpoints = append(c.Endpoints, ep)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := datastore.Open(ctx, datastore.Config{Endpoints: c.Endpoints, Timeout: 2 * time.Second})
+		if err == nil {
+			err = st.Put(ctx, datastore.Prefix+"ready", "1")
+			st.Close()
+		}
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.Stop()
+	return nil, fmt.Errorf("etcd cluster in %s did not come up", dir)
+}
+
+// Leader returns the index of the member that leads now.
+func (c *Cluster) Leader(ctx context.Context) (int, error) {
+	st, err := datastore.Open(ctx, datastore.Config{Endpoints: c.Endpoints, Timeout: 2 * time.Second})
+	if err != nil {
+		return -1, err
+	}
+	defer st.Close()
+	stats, err := st.DBStats(ctx)
+	if err != nil {
+		return -1, err
+	}
+	for _, s := range stats {
+		if s.Leader {
+			for i, ep := range c.Endpoints {
+				if ep == s.Endpoint {
+					return i, nil
+				}
+			}
+		}
+	}
+	return -1, errors.New("no member says it leads")
+}
+
+// Kill ends member i at once (SIGKILL), as a crashed machine.
+func (c *Cluster) Kill(i int) error {
+	m := c.Members[i]
+	if err := m.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	m.cmd.Wait()
+	return nil
+}
+
+// Stop ends every member still running and removes their data.
+func (c *Cluster) Stop() {
+	for _, m := range c.Members {
+		if m.cmd.ProcessState == nil && m.cmd.Process != nil {
+			m.cmd.Process.Kill()
+			m.cmd.Wait()
+		}
+	}
+	os.RemoveAll(c.dir)
 }

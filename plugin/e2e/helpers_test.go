@@ -151,7 +151,7 @@ func meshPeerUp(status, addr string) bool {
 // with etcdctl would; it is closed when the test ends.
 func labStore(t *testing.T, l *lab.Lab) *datastore.Store {
 	t.Helper()
-	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: []string{l.Etcd.Endpoint}})
+	st, err := datastore.Open(context.Background(), datastore.Config{Endpoints: l.EtcdEndpoints})
 	if err != nil {
 		t.Fatal(err)
 	}

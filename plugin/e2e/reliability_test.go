@@ -316,47 +316,14 @@ func TestReliabilityLoad(t *testing.T) {
 	const fault = "load: 3 x 100 containers"
 	createEverywhere(t, l, l.Hosts[0], "busy")
 	start := time.Now()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed []string
-	for _, h := range l.Hosts {
-		for i := 0; i < perHost; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				name := fmt.Sprintf("%s-c%d", h.Name, i)
-				t0 := time.Now()
-				if out, err := h.Docker("run", "-d", "--net", "busy", "--name", name, "busybox", "sleep", "3600"); err != nil {
-					mu.Lock()
-					failed = append(failed, fmt.Sprintf("%s after %.0f s: %v: %s", name, time.Since(t0).Seconds(), err, firstLine(out, "Error")))
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	failed := startMany(l, perHost, "busy")
 	report(t, fault, "containers started concurrently", fmt.Sprintf("%d of %d in %.0f s", 3*perHost-len(failed), 3*perHost, time.Since(start).Seconds()), len(failed) == 0)
 	if len(failed) > 0 {
-		t.Fatalf("failed runs (first): %s", failed[0])
+		t.Fatalf("failed runs (first): %s", failed[0].String())
 	}
-	ips := map[string][]string{} // address -> containers
-	byHost := make([][]string, len(l.Hosts))
-	for hi, h := range l.Hosts {
-		out := must(t, h, "ps", "-q")
-		fields := append([]string{"inspect", "-f", "{{.Name}} {{.NetworkSettings.Networks.busy.IPAddress}}"}, strings.Fields(out)...)
-		for _, line := range strings.Split(must(t, h, fields...), "\n") {
-			name, ip, _ := strings.Cut(strings.TrimPrefix(line, "/"), " ")
-			ips[ip] = append(ips[ip], name)
-			byHost[hi] = append(byHost[hi], ip)
-		}
-	}
-	doubled := 0
-	for _, names := range ips {
-		if len(names) > 1 {
-			doubled++
-		}
-	}
-	report(t, fault, "addresses handed out twice", fmt.Sprintf("%d (%d distinct for %d containers)", doubled, len(ips), 3*perHost), doubled == 0 && len(ips) == 3*perHost)
+	byHost := checkDistinct(t, l, fault, "busy", 3*perHost)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	// Every container pings one on the next host, 25 at a time.
 	sem := make(chan struct{}, 25)
 	unreachable := 0
@@ -383,6 +350,74 @@ func TestReliabilityLoad(t *testing.T) {
 	}
 	wg.Wait()
 	report(t, fault, "containers that cannot reach one on another host", fmt.Sprintf("%d of %d", unreachable, 3*perHost), unreachable == 0)
+	removeAllAndCheck(t, l, fault)
+}
+
+// failedRun is one `docker run` of startMany that failed.
+type failedRun struct {
+	name      string
+	at, after time.Duration // since startMany began; how long the run took
+	err       string
+}
+
+func (f failedRun) String() string {
+	return fmt.Sprintf("%s after %.0f s: %s", f.name, f.after.Seconds(), f.err)
+}
+
+// startMany starts perHost containers on every host at once, on network
+// net, and returns the runs that failed.
+func startMany(l *lab.Lab, perHost int, net string) []failedRun {
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []failedRun
+	for _, h := range l.Hosts {
+		for i := 0; i < perHost; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("%s-c%d", h.Name, i)
+				t0 := time.Now()
+				if out, err := h.Docker("run", "-d", "--net", net, "--name", name, "busybox", "sleep", "3600"); err != nil {
+					mu.Lock()
+					failed = append(failed, failedRun{name: name, at: t0.Sub(start), after: time.Since(t0), err: fmt.Sprintf("%v: %s", err, firstLine(out, "Error"))})
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return failed
+}
+
+// checkDistinct reports whether the running containers on net hold want
+// distinct addresses, and returns each host's addresses.
+func checkDistinct(t *testing.T, l *lab.Lab, fault, net string, want int) [][]string {
+	ips := map[string][]string{} // address -> containers
+	byHost := make([][]string, len(l.Hosts))
+	for hi, h := range l.Hosts {
+		out := must(t, h, "ps", "-q")
+		fields := append([]string{"inspect", "-f", "{{.Name}} {{.NetworkSettings.Networks." + net + ".IPAddress}}"}, strings.Fields(out)...)
+		for _, line := range strings.Split(must(t, h, fields...), "\n") {
+			name, ip, _ := strings.Cut(strings.TrimPrefix(line, "/"), " ")
+			ips[ip] = append(ips[ip], name)
+			byHost[hi] = append(byHost[hi], ip)
+		}
+	}
+	doubled := 0
+	for _, names := range ips {
+		if len(names) > 1 {
+			doubled++
+		}
+	}
+	report(t, fault, "addresses handed out twice", fmt.Sprintf("%d (%d distinct for %d containers)", doubled, len(ips), want), doubled == 0 && len(ips) == want)
+	return byHost
+}
+
+// removeAllAndCheck removes every container of every host and reports
+// whether IPAM is left clean with nothing assigned.
+func removeAllAndCheck(t *testing.T, l *lab.Lab, fault string) {
+	var wg sync.WaitGroup
 	for _, h := range l.Hosts {
 		wg.Add(1)
 		go func() {

@@ -30,18 +30,23 @@ const underlay = "10.99.0."
 
 // Lab is a set of hosts sharing one etcd.
 type Lab struct {
-	t       testing.TB
-	Dir     string
-	Bin     string
-	Etcd    *etcdtest.Server
-	Hosts   []*Host
-	id      string
-	switch_ string
-	rootfs  string
-	bridges map[string]string // subnet -> bridge name in the switch namespace
-	opt     Options
-	restore map[string]string // kernel settings changed for the lab, with their old values
-	v6up    bool              // the switch has its IPv6 underlay address
+	t    testing.TB
+	Dir  string
+	Bin  string
+	Etcd *etcdtest.Server
+	// EtcdCluster is set with Options.EtcdMembers; Etcd is then its first
+	// member. EtcdEndpoints is what the daemons are given.
+	EtcdCluster   *etcdtest.Cluster
+	EtcdEndpoints []string
+	etcdNS        []string
+	Hosts         []*Host
+	id            string
+	switch_       string
+	rootfs        string
+	bridges       map[string]string // subnet -> bridge name in the switch namespace
+	opt           Options
+	restore       map[string]string // kernel settings changed for the lab, with their old values
+	v6up          bool              // the switch has its IPv6 underlay address
 }
 
 // NIC is one interface of a host: its name and address/prefix. Hosts'
@@ -61,6 +66,10 @@ type Options struct {
 	Env []string
 	// NoDocker runs tabby alone on each host (BGP benchmarks at scale).
 	NoDocker bool
+	// EtcdMembers, when above 1, runs an etcd cluster of that many
+	// members, each in a namespace of its own, and gives every daemon all
+	// of their endpoints.
+	EtcdMembers int
 	// DockerHosts, when set, runs dockerd on the first DockerHosts hosts
 	// only, tabby alone on the rest (etcd cost at scale).
 	DockerHosts int
@@ -142,10 +151,23 @@ func New(t testing.TB, opt Options) *Lab {
 	// The switch routes between its subnets, like a router between racks.
 	l.must("nsenter", "--net=/run/netns/"+l.switch_, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	l.sizeNeighbourTable(opt.Hosts)
-	if !opt.EmbeddedEtcd {
+	switch {
+	case opt.EtcdMembers > 1:
+		for i := 0; i < opt.EtcdMembers; i++ {
+			ns := fmt.Sprintf("te%d-%s", i, l.id)
+			l.must("ip", "netns", "add", ns)
+			l.etcdNS = append(l.etcdNS, ns)
+			l.must("ip", "-n", ns, "link", "set", "lo", "up")
+		}
+		if l.EtcdCluster, err = etcdtest.StartCluster(l.etcdNS); err != nil {
+			t.Fatal(err)
+		}
+		l.Etcd, l.EtcdEndpoints = l.EtcdCluster.Members[0], l.EtcdCluster.Endpoints
+	case !opt.EmbeddedEtcd:
 		if l.Etcd, err = etcdtest.Start(); err != nil {
 			t.Fatal(err)
 		}
+		l.EtcdEndpoints = []string{l.Etcd.Endpoint}
 	}
 	if !opt.NoDocker {
 		l.rootfs = l.makeRootfs()
@@ -325,8 +347,13 @@ func (l *Lab) Close() {
 	for path, old := range l.restore {
 		os.WriteFile(path, []byte(old), 0o644)
 	}
-	if l.Etcd != nil {
+	if l.EtcdCluster != nil {
+		l.EtcdCluster.Stop()
+	} else if l.Etcd != nil {
 		l.Etcd.Stop()
+	}
+	for _, ns := range l.etcdNS {
+		exec.Command("ip", "netns", "del", ns).Run()
 	}
 	if l.t.Failed() || os.Getenv("TABBY_LAB_KEEP") != "" {
 		for _, h := range l.Hosts {
@@ -426,7 +453,7 @@ func (h *Host) TabbyEnv() []string {
 		env = append(env, "TABBY_DNS_ADDR=off")
 	}
 	if !h.embedded {
-		env = append(env, "ETCD_ENDPOINTS="+h.lab.Etcd.Endpoint)
+		env = append(env, "ETCD_ENDPOINTS="+strings.Join(h.lab.EtcdEndpoints, ","))
 	}
 	return env
 }
