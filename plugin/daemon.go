@@ -26,6 +26,7 @@ import (
 	"github.com/tabbynet/tabby/ipamdriver"
 	"github.com/tabbynet/tabby/plugin/autodetect"
 	"github.com/tabbynet/tabby/plugin/dns"
+	"github.com/tabbynet/tabby/plugin/dockersync"
 	"github.com/tabbynet/tabby/plugin/metrics"
 )
 
@@ -144,16 +145,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		})
 	}
-	go syncNames(bg, docker, drv, d.log)
-	go syncLabels(bg, docker, drv, d.log)
-	go replicate(bg, docker, view, cfg.NodeName, d.log)
+	go dockersync.SyncNames(bg, docker, drv, d.log)
+	go dockersync.SyncLabels(bg, docker, drv, d.log)
+	go dockersync.Replicate(bg, docker, view, cfg.NodeName, d.log)
 	go d.keepNode(bg, st, host)
 	if len(cfg.EtcdEndpoints) == 0 {
 		go every(bg, time.Minute, func() { d.maintainEtcd(bg, st) })
 	}
 	if grace, _ := cfg.GCGrace(); grace > 0 {
 		go d.collectIPAM(bg, ipd.Allocator(), grace, m)
-		go sweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, d.log)
+		go dockersync.SweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, sweepInterval(grace), d.log)
 	}
 	d.startDNS(bg, view, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
@@ -321,7 +322,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, view *datas
 		d.log.Warn("host-local endpoint state dropped", "err", err)
 	}
 	drv := driver.New(st, view, local, d.cfg.NodeName, dp, d.log)
-	drv.SetSandboxPaths(sandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
+	drv.SetSandboxPaths(dockersync.SandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
 	drv.SetHostAccess(d.cfg.hostAccess())
 	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))
 	if err := drv.SyncNAT(ctx, fwd); err != nil {

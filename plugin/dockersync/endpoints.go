@@ -1,4 +1,4 @@
-package plugin
+package dockersync
 
 import (
 	"context"
@@ -22,25 +22,32 @@ func tabbyNetworks(ctx context.Context, docker *client.Client) ([]dnetwork.Summa
 	return docker.NetworkList(ctx, dnetwork.ListOptions{Filters: lf})
 }
 
-// endpointRemover deletes one endpoint's interface and record.
-type endpointRemover interface {
+// EndpointRemover deletes one endpoint's interface and record.
+type EndpointRemover interface {
 	DeleteEndpoint(*network.DeleteEndpointRequest) error
 }
 
-// sweepEndpoints removes the records and host interfaces of this host's
+// SweepEndpoints removes, every interval, the records and host interfaces of this host's
 // endpoints that Docker has not had in any sweep for a whole grace period.
 // They are left when the daemon dies with an endpoint's removal queued
 // during an etcd outage, or after recording an endpoint Docker then gave up
 // on. Their addresses, used by no endpoint after that, go to the IPAM
 // collector. A sweep is skipped unless Docker answers for every network.
-func sweepEndpoints(ctx context.Context, docker *client.Client, view *datastore.View, drv endpointRemover,
-	node string, grace time.Duration, log *slog.Logger) {
+func SweepEndpoints(ctx context.Context, docker *client.Client, view *datastore.View, drv EndpointRemover,
+	node string, grace, interval time.Duration, log *slog.Logger) {
 	suspects := ipamdriver.NewSuspects(grace)
-	every(ctx, sweepInterval(grace), func() {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 		known, err := dockerEndpoints(ctx, docker)
 		if err != nil {
 			log.Debug("endpoint sweep: docker", "err", err)
-			return
+			continue
 		}
 		eps := datastore.ViewList[datastore.WorkloadEndpoint](view, datastore.EndpointsOf(node))
 		var stale []string
@@ -54,10 +61,10 @@ func sweepEndpoints(ctx context.Context, docker *client.Client, view *datastore.
 		for _, id := range suspects.Observe(time.Now(), stale) {
 			e := byID[id]
 			err := drv.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: e.NetworkID, EndpointID: id})
-			log.Warn("removed an endpoint Docker no longer has", "network", short(e.NetworkID), "endpoint", short(id),
-				"ip", e.IPv4, "err", err)
+			log.Warn("removed an endpoint Docker no longer has", "network", e.NetworkID[:min(12, len(e.NetworkID))],
+				"endpoint", id[:min(12, len(id))], "ip", e.IPv4, "err", err)
 		}
-	})
+	}
 }
 
 // dockerEndpoints returns the IDs of every endpoint Docker has on this

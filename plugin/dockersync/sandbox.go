@@ -1,4 +1,4 @@
-package plugin
+package dockersync
 
 import (
 	"fmt"
@@ -9,14 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sandboxPaths returns where a Docker sandbox key (EXECROOT/netns/ID) can be
+// SandboxPaths returns where a Docker sandbox key (EXECROOT/netns/ID) can be
 // opened from the daemon: the key itself; in the managed plugin, the same
 // file under the mount of Docker's exec root (execMount/netns/ID); and the
 // key through dockerd's root (/proc/PID/root/KEY), for a dockerd in a mount
 // namespace of its own (its namespace files are mounts only it sees).
 // dockerd's PID is the Docker socket's peer, read at each call, since
 // dockerd may have restarted: one connect, no API request.
-func sandboxPaths(dockerHost, execMount string) func(string) []string {
+func SandboxPaths(dockerHost, execMount string) func(string) []string {
 	return func(key string) []string {
 		paths := []string{key}
 		if execMount != "" {

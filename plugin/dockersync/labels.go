@@ -1,4 +1,4 @@
-package plugin
+package dockersync
 
 import (
 	"context"
@@ -31,11 +31,11 @@ func dnsAliases(name string, ep *dnetwork.EndpointSettings) []string {
 	return out
 }
 
-// syncLabels copies the container's name and `tabby.label.*` labels onto
+// SyncLabels copies the container's name and `tabby.label.*` labels onto
 // its tabby endpoints: from a listing at start, then on every network
 // connect.
 // It runs apart from the plugin handlers (Docker holds locks during them).
-func syncLabels(ctx context.Context, docker *client.Client, l Labeler, log *slog.Logger) {
+func SyncLabels(ctx context.Context, docker *client.Client, l Labeler, log *slog.Logger) {
 	followDocker(ctx, log, "container labels", func(ctx context.Context) error { return syncLabelsOnce(ctx, docker, l) })
 }
 

@@ -1,4 +1,4 @@
-package plugin
+package dockersync
 
 import (
 	"context"
@@ -15,11 +15,11 @@ import (
 // host; the driver records it as the network's Origin.
 const originOption = "tabby.origin"
 
-// replicate makes tabby networks cluster-wide, since Docker without a
+// Replicate makes tabby networks cluster-wide, since Docker without a
 // cluster store only knows its own: a network a user creates on any host is
 // created here too, with the same name, subnet and options, and removed here
 // once it is removed where it was made. Runs apart from plugin requests.
-func replicate(ctx context.Context, docker *client.Client, view *datastore.View, node string, log *slog.Logger) {
+func Replicate(ctx context.Context, docker *client.Client, view *datastore.View, node string, log *slog.Logger) {
 	view.OnChange(ctx, []string{datastore.NetworksDir}, 5*time.Second, nil, func() {
 		replicateOnce(ctx, docker, datastore.ViewList[datastore.Network](view, datastore.NetworksDir), node, log)
 	})

@@ -1,4 +1,9 @@
-package plugin
+// Package dockersync learns from Docker what it never tells a driver:
+// network names and labels, containers' names, labels and aliases, which
+// endpoints Docker still has, where its sandboxes are; and makes tabby
+// networks cluster-wide by creating them on every host. It runs apart from
+// the plugin's request handlers, which must never call Docker.
+package dockersync
 
 import (
 	"context"
@@ -67,10 +72,10 @@ func (d *driverSet) has(ctx context.Context, name string) bool {
 	return d.names[name]
 }
 
-// syncNames learns network names from Docker: Docker never sends them to a
+// SyncNames learns network names from Docker: Docker never sends them to a
 // driver, and asking Docker from inside a plugin request deadlocks, so this
 // runs apart from the handlers, from a listing at start and then events.
-func syncNames(ctx context.Context, docker *client.Client, namer Namer, log *slog.Logger) {
+func SyncNames(ctx context.Context, docker *client.Client, namer Namer, log *slog.Logger) {
 	followDocker(ctx, log, "network names", func(ctx context.Context) error { return syncNamesOnce(ctx, docker, namer) })
 }
 
