@@ -218,9 +218,12 @@ func (c *Config) ip6Method() string {
 // ControlSocket is where the daemon answers the CLI's node status.
 func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.sock") }
 
-// LocalStateDir holds where this host's endpoints joined (one file each);
-// like the containers' namespaces it need not outlive a reboot.
-func (c *Config) LocalStateDir() string { return filepath.Join(c.RunDir, "endpoints") }
+// LocalStateDir holds where this host's endpoints joined (one file each).
+// It is under the data directory, which a managed plugin keeps across
+// disable, enable and upgrade (its run directory it does not): a daemon
+// that lost it would take its running containers' interfaces for leaks.
+// Files of endpoints gone meanwhile (a reboot) go with their records.
+func (c *Config) LocalStateDir() string { return filepath.Join(c.DataDir, "endpoints") }
 
 // managedControlSockets is where a managed plugin's control socket is seen
 // from the host: Docker mounts <exec-root>/plugins/<plugin ID> at the
