@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -113,7 +114,7 @@ func (s *Store) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || leaderLost(err) ||
 		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "Unavailable") {
 		return fmt.Errorf("etcd %s: %w (%v); check that etcd runs and ETCD_ENDPOINTS points at it",
 			strings.Join(s.cli.Endpoints(), ","), ErrUnavailable, err)
@@ -124,13 +125,58 @@ func (s *Store) wrap(err error) error {
 	return fmt.Errorf("etcd: %w", err)
 }
 
+// leaderLost reports whether etcd refused or dropped a request because its
+// cluster has no leader or has just lost it.
+func leaderLost(err error) bool {
+	for _, e := range []error{rpctypes.ErrNoLeader, rpctypes.ErrLeaderChanged, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToConnectionLost} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Settle bounds how long a request rides out an etcd cluster's election.
+const Settle = 10 * time.Second
+
+// Electing reports whether err is worth sending the same request again: etcd
+// was choosing a leader or had just lost it, or, with several members, the
+// one asked went away (the client moves to another). A single etcd that
+// does not answer is an outage, and fails at once.
+func (s *Store) Electing(err error) bool {
+	return leaderLost(err) || (len(s.cli.Endpoints()) > 1 && errors.Is(err, ErrUnavailable))
+}
+
+// again runs an idempotent request until it does not fail for an election,
+// for at most Settle.
+func (s *Store) again(ctx context.Context, fn func(ctx context.Context) error) error {
+	deadline := time.Now().Add(Settle)
+	for {
+		err := fn(ctx)
+		if err == nil || !s.Electing(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // Get reads one resource into v and returns its mod revision.
 func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, key)
+	var resp *clientv3.GetResponse
+	err := s.again(ctx, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+		var err error
+		resp, err = s.cli.Get(ctx, key)
+		return s.wrap(err)
+	})
 	if err != nil {
-		return 0, s.wrap(err)
+		return 0, err
 	}
 	if len(resp.Kvs) == 0 {
 		return 0, fmt.Errorf("%s: %w", key, ErrNotFound)
@@ -153,11 +199,16 @@ type KV struct {
 
 // List returns every entry under a prefix.
 func (s *Store) List(ctx context.Context, prefix string) ([]KV, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := s.again(ctx, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+		var err error
+		resp, err = s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+		return s.wrap(err)
+	})
 	if err != nil {
-		return nil, s.wrap(err)
+		return nil, err
 	}
 	out := make([]KV, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -308,14 +359,15 @@ func (s *Store) Create(ctx context.Context, key string, v any) error {
 	return s.Commit(ctx, Op{Key: key, Value: v, Rev: 0})
 }
 
-// Put writes a resource unconditionally.
+// Put writes a resource unconditionally (sent again through an election:
+// the same write twice is one).
 func (s *Store) Put(ctx context.Context, key string, v any) error {
-	return s.Commit(ctx, Op{Key: key, Value: v, Rev: Any})
+	return s.again(ctx, func(ctx context.Context) error { return s.Commit(ctx, Op{Key: key, Value: v, Rev: Any}) })
 }
 
 // Delete removes a key; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	return s.Commit(ctx, Op{Key: key, Rev: Any})
+	return s.again(ctx, func(ctx context.Context) error { return s.Commit(ctx, Op{Key: key, Rev: Any}) })
 }
 
 // Update reads key into a fresh T, applies fn and writes it back with a CAS,
@@ -323,6 +375,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // exists=false. A value fn leaves as it was is not written: a no-op write
 // would wake every watcher in the cluster for nothing.
 func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exists bool) error) error {
+	start := time.Now()
 	for i := 0; i < MaxRetries; i++ {
 		var v T
 		rev, err := s.Get(ctx, key, &v)
@@ -338,8 +391,18 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exis
 			return nil
 		}
 		err = s.Commit(ctx, Op{Key: key, Value: &v, Rev: rev})
-		if !errors.Is(err, ErrConflict) {
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		// A write lost in an election is read again like a conflict: if it
+		// was applied, fn finds nothing left to change.
+		if !s.Electing(err) || time.Since(start) > Settle {
 			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("%s: %w after %d attempts", key, ErrConflict, MaxRetries)

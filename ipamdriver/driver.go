@@ -233,29 +233,65 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 		return nil, fmt.Errorf("--gateway %s is not supported: tabby containers always route via %s; create the network without --gateway",
 			req.Address, gw)
 	}
-	ctx, cancel := d.ctx()
-	defer cancel()
-	handle := NewHandle(dockerHandlePrefix)
+	var fixed netip.Addr
 	if req.Address != "" {
-		addr, err := netip.ParseAddr(req.Address)
-		if err != nil || addr.Is6() != v6 {
+		fixed, err = netip.ParseAddr(req.Address)
+		if err != nil || fixed.Is6() != v6 {
 			return nil, fmt.Errorf("address %q is not an %s address: use %s like %s", req.Address, family, flag, example)
 		}
-		if within.IsValid() && !within.Contains(addr) {
-			return nil, fmt.Errorf("address %s is outside the network's subnet %s: choose an %s inside it", addr, within, flag)
+		if within.IsValid() && !within.Contains(fixed) {
+			return nil, fmt.Errorf("address %s is outside the network's subnet %s: choose an %s inside it", fixed, within, flag)
 		}
-		if err := d.alloc.Assign(ctx, addr, handle); err != nil {
-			d.undoLater(handle, err)
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	// Through an etcd election the request is made again, each time under
+	// a handle of its own: an attempt etcd may still apply is released
+	// later (undoLater), never mistaken for the one that answered.
+	deadline := time.Now().Add(datastore.Settle)
+	var tried []string
+	for {
+		addr, handle, err := d.assignOnce(ctx, within, fixed)
+		if err == nil {
+			return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
+		}
+		if errors.Is(err, ErrInUse) && len(tried) > 0 {
+			// An earlier attempt may hold --ip: it is ours, and unused.
+			for _, h := range tried {
+				if rerr := d.alloc.ReleaseHandle(ctx, h); rerr != nil {
+					return nil, err
+				}
+			}
+			tried = nil
+			continue
+		}
+		if !d.alloc.store.Electing(err) || time.Now().After(deadline) {
 			return nil, err
 		}
-		return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
+		tried = append(tried, handle)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	addr, err := d.alloc.AutoAssign(ctx, within, handle)
+}
+
+// assignOnce takes fixed (when valid) or any address within, under a new
+// handle.
+func (d *Driver) assignOnce(ctx context.Context, within netip.Prefix, fixed netip.Addr) (netip.Addr, string, error) {
+	handle := NewHandle(dockerHandlePrefix)
+	var err error
+	addr := fixed
+	if fixed.IsValid() {
+		err = d.alloc.Assign(ctx, fixed, handle)
+	} else {
+		addr, err = d.alloc.AutoAssign(ctx, within, handle)
+	}
 	if err != nil {
 		d.undoLater(handle, err)
-		return nil, err
 	}
-	return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
+	return addr, handle, err
 }
 
 // undoLater releases handle once etcd answers again, when a request failed
