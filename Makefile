@@ -46,9 +46,11 @@ test: deps build docker29 compose
 	$(MAKE) fuzz FUZZTIME=10s
 
 FUZZTIME ?= 30s
+# Each fuzz target with its package.
+FUZZ = FuzzPluginAPI:./plugin/ FuzzResourceYAML:./plugin/cli/ FuzzSelector:./driver/policy/
 fuzz:
-	for f in FuzzPluginAPI FuzzResourceYAML FuzzSelector; do \
-		$(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./plugin/ || exit 1; \
+	for fp in $(FUZZ); do f=$${fp%%:*}; p=$${fp#*:}; \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
 	done
 
 unit:
@@ -79,8 +81,8 @@ plugin: build
 # checked, its figure, and the verdict.
 reliability-report: deps build
 	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run 'TestReliability|TestEtcdMutualTLS' -v ./plugin/e2e/ ./datastore/ > reliability.log 2>&1; rc=$$?; \
-	for f in FuzzPluginAPI FuzzResourceYAML FuzzSelector; do \
-		if $(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime 10s ./plugin/ > fuzz-$$f.log 2>&1; then r=pass; else r=FAIL; rc=1; fi; \
+	for fp in $(FUZZ); do f=$${fp%%:*}; p=$${fp#*:}; \
+		if $(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$p > fuzz-$$f.log 2>&1; then r=pass; else r=FAIL; rc=1; fi; \
 		n=$$(grep -o 'execs: [0-9]*' fuzz-$$f.log | tail -1 | cut -d' ' -f2); \
 		printf 'REPORT\tbad input (fuzz)\t%s: no panic, rejections are errors, nothing left behind\t%s inputs in 10 s\t%s\n' $$f "$$n" $$r >> reliability.log; \
 		cat fuzz-$$f.log >> reliability.log; rm -f fuzz-$$f.log; \
@@ -94,7 +96,7 @@ reliability-report: deps build
 # each attack, what was tried, the figure and the verdict.
 SECURITY_TESTS := TestReliabilitySecurity|TestSecurityHostileBGPPeer|TestEmbeddedEtcd|TestDNSAcrossHosts|TestContainersAndTheirHost|TestReliabilityRulesFlushed|TestBGPPeerPasswordIsNeverPrinted|TestSelectorTextStaysOutOfTheRuleset|TestReleaseAddressFreesDockersAddressesOnly|TestReleaseInDisabledPool|TestPoolGeometryIsFixedWhileBlocksExist|TestPolicyOnRealSpeakers|TestHostileAnnouncementsAreRefused|TestOverlappingPoolsAtOnce|TestValidateFilterNamesTheBadField|TestSecurityBadRecords|TestNodesAnnounceOnlyWhatIPAMGivesThem|TestExportFilterOnRealSpeakers|TestOwnersCheckWhatTheyRead|TestBadRecordsAreSkippedNotBlocking|TestLateReleaseKeepsTheNewHoldersAddress|TestApplyBGPFilterRefusesWhatItCannotDo
 security-report: deps build
-	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run '$(SECURITY_TESTS)' -v ./plugin/e2e/ ./plugin/ ./driver/policy/ ./ipamdriver/ ./bgp/ ./datastore/ > security.log 2>&1; rc=$$?; \
+	@CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -run '$(SECURITY_TESTS)' -v ./plugin/e2e/ ./plugin/ ./plugin/cli/ ./driver/policy/ ./ipamdriver/ ./bgp/ ./datastore/ > security.log 2>&1; rc=$$?; \
 	printf '%-18s  %-72s  %-40s  %s\n' ATTACK TRIED FIGURE RESULT; \
 	grep -o 'REPORT.*' security.log | awk -F'\t' '{ f=$$4; if (length(f) > 40) f=substr(f,1,37) "..."; printf "%-18s  %-72s  %-40s  %s\n", $$2, $$3, f, $$5 }'; \
 	echo "(full output: security.log)"; exit $$rc

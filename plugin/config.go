@@ -225,20 +225,20 @@ func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.so
 // Files of endpoints gone meanwhile (a reboot) go with their records.
 func (c *Config) LocalStateDir() string { return filepath.Join(c.DataDir, "endpoints") }
 
-// managedControlSockets is where a managed plugin's control socket is seen
+// ManagedControlSockets is where a managed plugin's control socket is seen
 // from the host: Docker mounts <exec-root>/plugins/<plugin ID> at the
 // plugin's /run/docker/plugins, where config.json puts its run dir, so no
 // host directory has to exist before `docker plugin enable`.
-const managedControlSockets = "/run/docker/plugins/*/ctl.sock"
+const ManagedControlSockets = "/run/docker/plugins/*/ctl.sock"
 
-// managedEtcdSockets is where a managed plugin's embedded etcd socket is
+// ManagedEtcdSockets is where a managed plugin's embedded etcd socket is
 // seen from the host (beside its control socket).
-const managedEtcdSockets = "/run/docker/plugins/*/etcd.sock"
+const ManagedEtcdSockets = "/run/docker/plugins/*/etcd.sock"
 
-// findDaemonSocket (the control or the embedded etcd socket) returns def
+// FindDaemonSocket (the control or the embedded etcd socket) returns def
 // when a daemon listens there, else the one managed plugin's socket
 // matching pattern, else def (whose error then names the --run-dir).
-func findDaemonSocket(def, pattern string) string {
+func FindDaemonSocket(def, pattern string) string {
 	if _, err := os.Stat(def); err == nil {
 		return def
 	}

@@ -1,37 +1,11 @@
 package plugin
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/tabbynet/tabby/bgp"
 )
-
-func TestNodeStatusPrintsSeed000Layout(t *testing.T) {
-	var b bytes.Buffer
-	printStatus(&b, &nodeStatus{IPv4: []bgp.PeerStatus{
-		{Address: "192.168.50.11", Type: "node-to-node mesh", State: "up", Since: "2020-09-28", Info: "Established"},
-		{Address: "192.168.50.12", Type: "node-to-node mesh", State: "up", Since: "2020-09-28", Info: "Established"},
-	}})
-	want := `tabby process is running.
-
-IPv4 BGP status
-+---------------+-------------------+-------+------------+-------------+
-| PEER ADDRESS  |     PEER TYPE     | STATE |   SINCE    |    INFO     |
-+---------------+-------------------+-------+------------+-------------+
-| 192.168.50.11 | node-to-node mesh | up    | 2020-09-28 | Established |
-| 192.168.50.12 | node-to-node mesh | up    | 2020-09-28 | Established |
-+---------------+-------------------+-------+------------+-------------+
-
-IPv6 BGP status
-No IPv6 peers found.
-`
-	if b.String() != want {
-		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
-	}
-}
 
 // node status finds a managed plugin's control socket in Docker's
 // per-plugin directory when no daemon listens at the default run dir, and
@@ -40,25 +14,25 @@ func TestFindControlSocket(t *testing.T) {
 	dir := t.TempDir()
 	def := filepath.Join(dir, "run", "ctl.sock")
 	pattern := filepath.Join(dir, "plugins", "*", "ctl.sock")
-	if got := findDaemonSocket(def, pattern); got != def {
+	if got := FindDaemonSocket(def, pattern); got != def {
 		t.Fatalf("nothing anywhere: got %s, want the default %s", got, def)
 	}
 	plugin := filepath.Join(dir, "plugins", "0123abcd", "ctl.sock")
 	os.MkdirAll(filepath.Dir(plugin), 0o755)
 	os.WriteFile(plugin, nil, 0o600)
-	if got := findDaemonSocket(def, pattern); got != plugin {
+	if got := FindDaemonSocket(def, pattern); got != plugin {
 		t.Fatalf("one managed plugin: got %s, want %s", got, plugin)
 	}
 	other := filepath.Join(dir, "plugins", "4567ef01", "ctl.sock")
 	os.MkdirAll(filepath.Dir(other), 0o755)
 	os.WriteFile(other, nil, 0o600)
-	if got := findDaemonSocket(def, pattern); got != def {
+	if got := FindDaemonSocket(def, pattern); got != def {
 		t.Fatalf("two managed plugins: got %s, want the default %s", got, def)
 	}
 	os.MkdirAll(filepath.Dir(def), 0o755)
 	os.WriteFile(def, nil, 0o600)
 	os.Remove(other)
-	if got := findDaemonSocket(def, pattern); got != def {
+	if got := FindDaemonSocket(def, pattern); got != def {
 		t.Fatalf("a daemon at the default: got %s, want %s", got, def)
 	}
 }

@@ -30,6 +30,9 @@ import (
 	"github.com/tabbynet/tabby/plugin/metrics"
 )
 
+// Version is set at build time.
+var Version = "dev"
+
 // Daemon is one host's tabby.
 type Daemon struct {
 	cfg Config
@@ -267,7 +270,7 @@ func (c *Config) detect() (hostAddrs, error) {
 func (d *Daemon) prepare(ctx context.Context, st *datastore.Store) (hostAddrs, error) {
 	cfg := d.cfg
 	if cfg.PoolIPIP != datastore.ModeNever {
-		if err := ipipSupported(); err != nil {
+		if err := IPIPSupported(); err != nil {
 			return hostAddrs{}, fmt.Errorf("--ipv4pool-ipip %s: %w", cfg.PoolIPIP, err)
 		}
 	}
@@ -523,4 +526,15 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 			fn()
 		}
 	}
+}
+
+
+// ipipSupported checks this host's kernel for IPIP.
+func IPIPSupported() error {
+	dp, err := dataplane.New("")
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	return dp.IPIPSupported()
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// serveStartError answers Docker on the plugin socket until ctx ends: the
+// ServeStartError answers Docker on the plugin socket until ctx ends: the
 // handshake (activation, capabilities) as the daemon would, every other
 // request with err as Docker's {"Err": ...}. A managed plugin whose daemon
 // cannot start would otherwise just exit, and `docker plugin enable` would
@@ -15,7 +15,7 @@ import (
 // socket); a failed handshake would show as "could not resolve driver".
 // This way the first docker network create or docker run names the reason
 // and its fix.
-func serveStartError(ctx context.Context, socket string, err error) error {
+func ServeStartError(ctx context.Context, socket string, err error) error {
 	ln, lerr := listen(socket)
 	if lerr != nil {
 		return lerr

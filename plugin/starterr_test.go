@@ -18,7 +18,7 @@ func TestServeStartError(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "tabby.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveStartError(ctx, sock, errors.New("run 'sysctl -w x=1' on the host")) }()
+	go func() { done <- ServeStartError(ctx, sock, errors.New("run 'sysctl -w x=1' on the host")) }()
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/tabbynet/tabby/plugin"
+	"github.com/tabbynet/tabby/plugin/cli"
 )
 
 func main() {
-	cmd := plugin.NewCLI(os.Stdout, os.Stderr, os.Getenv)
+	cmd := cli.New(os.Stdout, os.Stderr, os.Getenv)
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "tabby:", err)
 		os.Exit(1)

@@ -1,4 +1,4 @@
-package plugin
+package cli
 
 import (
 	"context"
@@ -12,13 +12,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/plugin"
 	"github.com/tabbynet/tabby/ipamdriver"
 )
 
 // ErrIPAMInconsistent makes `tabby ipam check` exit non-zero.
 var ErrIPAMInconsistent = errors.New("IPAM check found problems")
 
-func ipamCmd(cfg *Config) *cobra.Command {
+func ipamCmd(cfg *plugin.Config) *cobra.Command {
 	ipam := &cobra.Command{Use: "ipam", Short: "Inspect and repair address assignments"}
 	var showIP string
 	show := &cobra.Command{
@@ -64,7 +65,7 @@ func ipamCmd(cfg *Config) *cobra.Command {
 	return ipam
 }
 
-func withStore(cfg *Config, fn func(*datastore.Store) error) error {
+func withStore(cfg *plugin.Config, fn func(*datastore.Store) error) error {
 	st, err := cliStore(cfg)
 	if err != nil {
 		return err

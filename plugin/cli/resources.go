@@ -1,4 +1,4 @@
-package plugin
+package cli
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/tabbynet/tabby/bgp"
 	"github.com/tabbynet/tabby/datastore"
-	"github.com/tabbynet/tabby/driver/dataplane"
+	"github.com/tabbynet/tabby/plugin"
 	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
 	"sigs.k8s.io/yaml"
@@ -187,7 +187,7 @@ func applyPool(ctx context.Context, st *datastore.Store, p *datastore.IPPool) er
 		return err
 	}
 	if p.IPIPMode != datastore.ModeNever {
-		if err := ipipSupported(); err != nil {
+		if err := plugin.IPIPSupported(); err != nil {
 			return fmt.Errorf("IPPool %s: spec.ipipMode %s: %w", p.Name, p.IPIPMode, err)
 		}
 	}
@@ -435,16 +435,6 @@ func get(ctx context.Context, st *datastore.Store, k kind, name, format string, 
 func mustPrefix(s string) netip.Prefix {
 	p, _ := netip.ParsePrefix(s)
 	return p
-}
-
-// ipipSupported checks this host's kernel for IPIP.
-func ipipSupported() error {
-	dp, err := dataplane.New("")
-	if err != nil {
-		return err
-	}
-	defer dp.Close()
-	return dp.IPIPSupported()
 }
 
 // applyBGPPeer stores an external BGP peer (IPv4 or IPv6).

@@ -1,4 +1,7 @@
-package plugin
+// Package cli is the tabby command: the daemon's entry point, and the
+// resources (apply, get, delete), IPAM and node commands, which read and
+// write etcd with the daemon's settings.
+package cli
 
 import (
 	"context"
@@ -15,14 +18,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/plugin"
 )
 
-// Version is set at build time.
-var Version = "dev"
-
-// NewCLI builds the tabby command tree; getenv supplies the environment.
-func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
-	cfg := DefaultConfig()
+// New builds the tabby command tree; getenv supplies the environment.
+func New(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
+	cfg := plugin.DefaultConfig()
 	cfg.FromEnv(getenv)
 	root := &cobra.Command{
 		Use:           "tabby",
@@ -46,7 +47,7 @@ func NewCLI(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command
 // daemonCmd runs the daemon; managed (the managed plugin's config.json sets
 // TABBY_MANAGED=1) keeps a daemon that failed to start answering Docker with
 // the reason, so that docker plugin enable shows it.
-func daemonCmd(cfg *Config, managed bool) *cobra.Command {
+func daemonCmd(cfg *plugin.Config, managed bool) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Serve the Docker network and IPAM plugin",
@@ -60,7 +61,7 @@ func daemonCmd(cfg *Config, managed bool) *cobra.Command {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			d, err := New(*cfg, log)
+			d, err := plugin.New(*cfg, log)
 			if err != nil {
 				return err
 			}
@@ -69,7 +70,7 @@ func daemonCmd(cfg *Config, managed bool) *cobra.Command {
 			err = d.Run(ctx)
 			if err != nil && managed && ctx.Err() == nil {
 				log.Error("start failed; answering Docker with the reason", "err", err)
-				if serr := serveStartError(ctx, cfg.Socket, err); serr != nil {
+				if serr := plugin.ServeStartError(ctx, cfg.Socket, err); serr != nil {
 					return errors.Join(err, serr)
 				}
 			}
@@ -103,13 +104,13 @@ func versionCmd() *cobra.Command {
 		Use:   "version",
 		Short: "Print tabby's version",
 		Args:  cobra.NoArgs,
-		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tabby", Version) },
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tabby", plugin.Version) },
 	}
 }
 
 // cliStore connects the CLI to the daemon's etcd: the configured endpoints,
 // or the embedded etcd's address.
-func cliStore(cfg *Config) (*datastore.Store, error) {
+func cliStore(cfg *plugin.Config) (*datastore.Store, error) {
 	eps := cfg.EtcdEndpoints
 	switch {
 	case len(eps) > 0:
@@ -119,8 +120,8 @@ func cliStore(cfg *Config) (*datastore.Store, error) {
 		// The embedded etcd's socket, in the daemon's run dir or, when that
 		// is not chosen, the managed plugin's.
 		sock := datastore.EmbeddedSocket(cfg.RunDir)
-		if cfg.RunDir == DefaultConfig().RunDir {
-			sock = findDaemonSocket(sock, managedEtcdSockets)
+		if cfg.RunDir == plugin.DefaultConfig().RunDir {
+			sock = plugin.FindDaemonSocket(sock, plugin.ManagedEtcdSockets)
 		}
 		// Dial it first: the etcd client would retry a refused socket
 		// until its timeout and say only "unreachable".
@@ -137,7 +138,7 @@ func cliStore(cfg *Config) (*datastore.Store, error) {
 		CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Timeout: 5 * time.Second})
 }
 
-func applyCmd(cfg *Config) *cobra.Command {
+func applyCmd(cfg *plugin.Config) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
@@ -173,7 +174,7 @@ func applyCmd(cfg *Config) *cobra.Command {
 	return cmd
 }
 
-func getCmd(cfg *Config) *cobra.Command {
+func getCmd(cfg *plugin.Config) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
@@ -200,7 +201,7 @@ func getCmd(cfg *Config) *cobra.Command {
 	return cmd
 }
 
-func deleteCmd(cfg *Config) *cobra.Command {
+func deleteCmd(cfg *plugin.Config) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
@@ -270,7 +271,7 @@ func deleteSimple(cmd *cobra.Command, st *datastore.Store, k kind, name string) 
 	return nil
 }
 
-func nodeCmd(cfg *Config) *cobra.Command {
+func nodeCmd(cfg *plugin.Config) *cobra.Command {
 	node := &cobra.Command{Use: "node", Short: "This host's tabby"}
 	node.AddCommand(&cobra.Command{
 		Use:   "status",
@@ -278,8 +279,8 @@ func nodeCmd(cfg *Config) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sock := cfg.ControlSocket()
-			if cfg.RunDir == DefaultConfig().RunDir { // not chosen: maybe the managed plugin
-				sock = findDaemonSocket(sock, managedControlSockets)
+			if cfg.RunDir == plugin.DefaultConfig().RunDir { // not chosen: maybe the managed plugin
+				sock = plugin.FindDaemonSocket(sock, plugin.ManagedControlSockets)
 			}
 			st, err := fetchStatus(sock)
 			if err != nil {
