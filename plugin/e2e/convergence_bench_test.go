@@ -12,16 +12,33 @@ import (
 	"github.com/tabbynet/tabby/plugin/e2e/lab"
 )
 
-// claim writes a block with node's affinity, as the allocator does when the
-// host claims it.
-func claim(b *testing.B, st *datastore.Store, node, cidr string) {
+// benchPool is the pool the benchmarks claim their blocks in: a node's
+// routes are taken only inside an enabled pool, as IPAM grants them.
+const benchPool = "10.128.0.0/9"
+
+// addBenchPool stores benchPool (blocks of 64).
+func addBenchPool(b *testing.B, st *datastore.Store) {
 	b.Helper()
-	blk := datastore.Block{CIDR: cidr, Affinity: node, Allocations: make([]string, 64)}
-	err := st.Commit(context.Background(),
-		datastore.Op{Key: datastore.BlockKey(cidr), Value: &blk, Rev: 0},
-		datastore.Op{Key: datastore.AffinityKey(node, cidr), Value: &datastore.Affinity{Node: node, Block: cidr}, Rev: datastore.Any})
-	if err != nil {
+	p := datastore.IPPool{Name: "bench", CIDR: benchPool, BlockSize: 26}
+	if err := st.Put(context.Background(), datastore.PoolKey(p.Name), &p); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// claim writes blocks with node's affinity, as the allocator does when the
+// host claims them, 50 to a transaction.
+func claim(b *testing.B, st *datastore.Store, node string, cidrs ...string) {
+	b.Helper()
+	for i := 0; i < len(cidrs); i += 50 {
+		var ops []datastore.Op
+		for _, cidr := range cidrs[i:min(i+50, len(cidrs))] {
+			blk := datastore.Block{CIDR: cidr, Pool: "bench", Affinity: node, Allocations: make([]string, 64)}
+			ops = append(ops, datastore.Op{Key: datastore.BlockKey(cidr), Value: &blk, Rev: 0},
+				datastore.Op{Key: datastore.AffinityKey(node, cidr), Value: &datastore.Affinity{Node: node, Block: cidr}, Rev: datastore.Any})
+		}
+		if err := st.Commit(context.Background(), ops...); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -70,6 +87,7 @@ func BenchmarkConvergence(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer st.Close()
+				addBenchPool(b, st)
 				if topo == "2rr" {
 					off := false
 					st.Put(context.Background(), datastore.BGPConfigKey(), &datastore.BGPConfiguration{NodeToNodeMeshEnabled: &off})

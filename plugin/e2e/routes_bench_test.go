@@ -103,16 +103,8 @@ func BenchmarkRouteInstall(b *testing.B) {
 		b.Fatal(err)
 	}
 	l.Hosts[1].StopTabby()
-	for i := 0; i < len(prefixes); i += 100 {
-		var ops []datastore.Op
-		for _, p := range prefixes[i:min(i+100, len(prefixes))] {
-			ops = append(ops, datastore.Op{Key: datastore.AffinityKey("node00", p),
-				Value: &datastore.Affinity{Node: "node00", Block: p}, Rev: datastore.Any})
-		}
-		if err := st.Commit(context.Background(), ops...); err != nil {
-			b.Fatal(err)
-		}
-	}
+	addBenchPool(b, st)
+	claim(b, st, "node00", prefixes...)
 	waitLog(b, filepath.Join(l.Hosts[0].Dir, "tabby.log"), fmt.Sprintf("total=%d", installRoutes), 2*time.Minute)
 	l.Hosts[1].StartTabby()
 	// Route events are timed with a socket buffer large enough not to drop
