@@ -179,6 +179,16 @@ func decode[T any](v *View, r *viewRec) (T, bool) {
 	return t, true
 }
 
+// Decode decodes and checks one record as a subscriber receives it; a bad
+// one is ErrInvalid.
+func Decode[T any](key string, value []byte) (T, error) {
+	var t T
+	if err := json.Unmarshal(value, &t); err != nil {
+		return t, fmt.Errorf("decode %s: %w: %v", key, ErrInvalid, err)
+	}
+	return t, checkRecord(key, &t)
+}
+
 // ViewList returns the valid records under prefix, in key order.
 func ViewList[T any](v *View, prefix string) []T {
 	v.mu.Lock()

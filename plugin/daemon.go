@@ -402,7 +402,7 @@ func (d *Daemon) startDNS(ctx context.Context, view *datastore.View, host hostAd
 		}
 	}
 	srv := dns.New(view, ups, func(e datastore.WorkloadEndpoint) string { return e.Labels[driver.LabelNetwork] }, d.cfg.NodeName, d.log)
-	if err := srv.Run(ctx, 30*time.Second, addrs...); err != nil {
+	if err := srv.Run(ctx, addrs...); err != nil {
 		d.log.Warn("cluster name resolver not started", "err", err)
 		return
 	}

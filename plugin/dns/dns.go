@@ -19,91 +19,11 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
 	"github.com/tabbynet/tabby/datastore"
 )
-
-// record is one endpoint as DNS sees it.
-type record struct {
-	name, network string
-	addrs         []netip.Addr
-}
-
-// Index answers lookups from a snapshot of the endpoints. Pure, so the
-// rules (shared networks, NAME.NETWORK) are tested without sockets.
-type Index struct {
-	byName map[string][]record     // lower-case container name
-	nets   map[netip.Addr][]string // an endpoint address -> its networks
-	local  map[netip.Addr]bool     // the addresses of node's endpoints
-}
-
-// NewIndex indexes endpoints; networkOf gives an endpoint's network name,
-// node is this host's (whose containers may ask).
-func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string, node string) *Index {
-	ix := &Index{byName: map[string][]record{}, nets: map[netip.Addr][]string{}, local: map[netip.Addr]bool{}}
-	for _, e := range eps {
-		r := record{name: strings.ToLower(e.Workload), network: strings.ToLower(networkOf(e))}
-		r.addrs = e.Addrs()
-		for _, a := range r.addrs {
-			ix.nets[a] = append(ix.nets[a], r.network)
-			if e.Node == node {
-				ix.local[a] = true
-			}
-		}
-		if r.name != "" {
-			ix.byName[r.name] = append(ix.byName[r.name], r)
-		}
-		// An alias (a Compose service) names every replica that has it:
-		// one record each, on whichever host.
-		for _, a := range e.Aliases {
-			if a = strings.ToLower(a); a != "" && a != r.name {
-				ar := r
-				ar.name = a
-				ix.byName[a] = append(ix.byName[a], ar)
-			}
-		}
-	}
-	return ix
-}
-
-// Local reports whether asker is a container of this host.
-func (ix *Index) Local(asker netip.Addr) bool { return ix.local[asker.Unmap()] }
-
-// Lookup resolves qname (NAME or NAME.NETWORK) for the container at asker.
-// cluster reports whether qname names a workload at all; addrs are the
-// addresses in networks asker shares with it.
-func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, cluster bool) {
-	q := strings.TrimSuffix(strings.ToLower(qname), ".")
-	name, network := q, ""
-	if _, ok := ix.byName[name]; !ok {
-		if i := strings.IndexByte(q, '.'); i > 0 {
-			name, network = q[:i], q[i+1:]
-		}
-	}
-	recs, ok := ix.byName[name]
-	if !ok {
-		return nil, false
-	}
-	shared := map[string]bool{}
-	for _, n := range ix.nets[asker.Unmap()] {
-		shared[n] = true
-	}
-	matched := false
-	for _, r := range recs {
-		if network != "" && r.network != network {
-			continue
-		}
-		matched = true
-		if shared[r.network] {
-			addrs = append(addrs, r.addrs...)
-		}
-	}
-	return addrs, matched
-}
 
 // Server answers DNS on one address.
 type Server struct {
@@ -112,7 +32,7 @@ type Server struct {
 	upstreams []string
 	networkOf func(datastore.WorkloadEndpoint) string
 	log       *slog.Logger
-	index     atomic.Pointer[Index]
+	index     *Index
 	client    *mdns.Client
 }
 
@@ -121,7 +41,7 @@ type Server struct {
 func New(view *datastore.View, upstreams []string, networkOf func(datastore.WorkloadEndpoint) string, node string, log *slog.Logger) *Server {
 	s := &Server{node: node, view: view, upstreams: upstreams, networkOf: networkOf, log: log,
 		client: &mdns.Client{Timeout: 2 * time.Second}}
-	s.index.Store(NewIndex(nil, networkOf, node))
+	s.index = NewIndex(nil, networkOf, node)
 	return s
 }
 
@@ -144,7 +64,7 @@ func Upstreams(path string, self ...string) ([]string, error) {
 // Run serves UDP and TCP on each of addrs until ctx ends, keeping the index
 // current from the cluster view. It returns once every listener is open, or an
 // error (and then none stays open).
-func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string) error {
+func (s *Server) Run(ctx context.Context, addrs ...string) error {
 	var servers []*mdns.Server
 	h := mdns.HandlerFunc(s.serve)
 	for _, addr := range addrs {
@@ -166,7 +86,9 @@ func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string)
 		}
 		return fmt.Errorf("DNS on %s (--dns-addr): %w", addr, err)
 	}
-	go s.view.OnChange(ctx, []string{datastore.EndpointsDir, datastore.NetworksDir}, resync, nil, s.refresh)
+	// Each endpoint's change updates its own entries: the index costs
+	// work in proportion to the change, not to the cluster.
+	s.view.Subscribe(datastore.EndpointsDir, s.apply)
 	for _, srv := range servers {
 		go srv.ActivateAndServe()
 	}
@@ -179,8 +101,17 @@ func (s *Server) Run(ctx context.Context, resync time.Duration, addrs ...string)
 	return nil
 }
 
-func (s *Server) refresh() {
-	s.index.Store(NewIndex(datastore.ViewList[datastore.WorkloadEndpoint](s.view, datastore.EndpointsDir), s.networkOf, s.node))
+func (s *Server) apply(ch datastore.Change) {
+	if ch.Deleted {
+		s.index.Delete(ch.Key)
+		return
+	}
+	e, err := datastore.Decode[datastore.WorkloadEndpoint](ch.Key, ch.Value)
+	if err != nil {
+		s.index.Delete(ch.Key) // as listings skip it (the view warns)
+		return
+	}
+	s.index.Set(ch.Key, e)
 }
 
 // serve answers cluster names from the index and forwards the rest.
@@ -193,7 +124,7 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	}
 	q := req.Question[0]
 	asker, _ := netip.ParseAddrPort(w.RemoteAddr().String())
-	ix := s.index.Load()
+	ix := s.index
 	if !ix.Local(asker.Addr()) {
 		m := new(mdns.Msg)
 		m.SetRcode(req, mdns.RcodeRefused)

@@ -70,3 +70,37 @@ func TestAliasesNameEveryReplica(t *testing.T) {
 		t.Fatalf("web.back from a front container: %v, want nothing", got)
 	}
 }
+
+// The index follows changes entry by entry: a renamed container answers
+// by its new name only, a removed one not at all, and a replica's removal
+// leaves the others of its service.
+func TestIndexFollowsChanges(t *testing.T) {
+	net := func(e datastore.WorkloadEndpoint) string { return e.Labels["n"] }
+	ix := NewIndex(nil, net, "node00")
+	lbl := map[string]string{"n": "front"}
+	asker := datastore.WorkloadEndpoint{Node: "node00", Workload: "client", IPv4: "10.0.0.9", Labels: lbl}
+	ix.Set("k-client", asker)
+	ix.Set("k-a", datastore.WorkloadEndpoint{Node: "node01", Workload: "web-1", Aliases: []string{"web"}, IPv4: "10.0.1.1", Labels: lbl})
+	ix.Set("k-b", datastore.WorkloadEndpoint{Node: "node02", Workload: "web-2", Aliases: []string{"web"}, IPv4: "10.0.2.1", Labels: lbl})
+	a := netip.MustParseAddr("10.0.0.9")
+	look := func(q string) int { got, _ := ix.Lookup(a, q); return len(got) }
+	if look("web") != 2 || look("web-1") != 1 {
+		t.Fatalf("service web: %d answers, web-1: %d", look("web"), look("web-1"))
+	}
+	ix.Set("k-a", datastore.WorkloadEndpoint{Node: "node01", Workload: "web-9", Aliases: []string{"web"}, IPv4: "10.0.1.1", Labels: lbl})
+	if look("web-1") != 0 || look("web-9") != 1 || look("web") != 2 {
+		t.Fatalf("after a rename: web-1 %d, web-9 %d, web %d", look("web-1"), look("web-9"), look("web"))
+	}
+	ix.Delete("k-b")
+	ix.Delete("k-b")
+	if look("web") != 1 || look("web-2") != 0 {
+		t.Fatalf("after a replica went: web %d, web-2 %d", look("web"), look("web-2"))
+	}
+	ix.Delete("k-client")
+	if ix.Local(a) {
+		t.Fatal("a removed local endpoint still counts as this host's container")
+	}
+	if len(ix.byKey) != 1 || len(ix.nets) != 1 || len(ix.byName) != 2 {
+		t.Fatalf("entries left behind: %d endpoints, %d addresses, %d names", len(ix.byKey), len(ix.nets), len(ix.byName))
+	}
+}
