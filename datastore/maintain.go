@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,12 +40,14 @@ type DBStats struct {
 // DBStats asks each endpoint for its database's size; unreachable members
 // are left out, and none answering is an error.
 func (s *Store) DBStats(ctx context.Context) ([]DBStats, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	var out []DBStats
 	var errs []error
 	for _, ep := range s.cli.Endpoints() {
-		st, err := s.cli.Status(ctx, ep)
+		// Each member its own, short, deadline: a dead one would otherwise
+		// use up the others' time.
+		sctx, cancel := context.WithTimeout(ctx, min(s.timeout, time.Second))
+		st, err := s.cli.Status(sctx, ep)
+		cancel()
 		if err != nil {
 			errs = append(errs, err)
 			continue

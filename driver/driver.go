@@ -52,7 +52,7 @@ type Driver struct {
 	store *datastore.Store
 	// view is the daemon's copy of the cluster: loops and handlers read
 	// the records from it; only writes (and startup) go to etcd.
-	view    *datastore.View
+	view *datastore.View
 	// local holds where this host's endpoints joined (host-local facts);
 	// localKick wakes the policy sync when it changes.
 	local     *hostlocal.Store
@@ -60,10 +60,10 @@ type Driver struct {
 	// staleProfiles is since when each profile of no network has been
 	// seen so (RunNames' alone).
 	staleProfiles map[string]time.Time
-	node    string
-	dp      *dataplane.Dataplane
-	log     *slog.Logger
-	timeout time.Duration
+	node          string
+	dp            *dataplane.Dataplane
+	log           *slog.Logger
+	timeout       time.Duration
 	// joining serialises gateway choice among endpoints of one sandbox;
 	// joins into different sandboxes run side by side.
 	joining sandboxLocks

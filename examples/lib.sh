@@ -125,7 +125,7 @@ lab_tabby() {
 	local gw
 	gw=$(ip -n "tex-$name-$LAB_ID" route show default | awk '{print $3; exit}')
 	nsenter --net="/run/netns/tex-$name-$LAB_ID" env NODENAME="$name" ETCD_ENDPOINTS="$ETCD" TABBY_SOCKET="$dir/plugins/tabby.sock" \
-		TABBY_RUN_DIR="$dir/run" DOCKER_HOST="unix://$dir/docker.sock" TABBY_DNS_UPSTREAM="$gw:53" "$@" "$PWD/bin/tabby" daemon >>"$dir/tabby.log" 2>&1 &
+		TABBY_RUN_DIR="$dir/run" TABBY_DATA_DIR="$dir/tabbydata" DOCKER_HOST="unix://$dir/docker.sock" TABBY_DNS_UPSTREAM="$gw:53" "$@" "$PWD/bin/tabby" daemon >>"$dir/tabby.log" 2>&1 &
 	echo $! >"$dir/tabby.pid"
 	until [ -S "$dir/plugins/tabby.sock" ]; do
 		kill -0 "$(cat "$dir/tabby.pid")" 2>/dev/null || { echo "tabby on $name failed:" >&2; tail -5 "$dir/tabby.log" >&2; exit 1; }

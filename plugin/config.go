@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tabbynet/tabby/datastore"
 )
 
 // Config is every setting of the daemon and the CLI. Defaults live in
@@ -129,6 +131,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeName == "" {
 		bad("--nodename is empty: set NODENAME or give the host a hostname")
+	} else if !datastore.ValidName(c.NodeName) || strings.Trim(c.NodeName, ".") == "" {
+		// It names etcd keys, BGP sets and a directory of host-local state.
+		bad("--nodename %q: use letters, digits, '-', '.' and '_' only (not . or ..)", c.NodeName)
 	}
 	if c.IP != "autodetect" {
 		if a, err := netip.ParseAddr(c.IP); err != nil || !a.Is4() {
@@ -222,8 +227,10 @@ func (c *Config) ControlSocket() string { return filepath.Join(c.RunDir, "ctl.so
 // It is under the data directory, which a managed plugin keeps across
 // disable, enable and upgrade (its run directory it does not): a daemon
 // that lost it would take its running containers' interfaces for leaks.
-// Files of endpoints gone meanwhile (a reboot) go with their records.
-func (c *Config) LocalStateDir() string { return filepath.Join(c.DataDir, "endpoints") }
+// Files of endpoints gone meanwhile (a reboot) go with their records. Per
+// node name, so daemons that share a data directory (a lab, a renamed
+// host) never take each other's files for their own.
+func (c *Config) LocalStateDir() string { return filepath.Join(c.DataDir, "endpoints", c.NodeName) }
 
 // ManagedControlSockets is where a managed plugin's control socket is seen
 // from the host: Docker mounts <exec-root>/plugins/<plugin ID> at the

@@ -28,11 +28,12 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	cfg.LogLevel = "loud"
 	cfg.IPAMGCGrace = "soon"
 	cfg.EndpointToHost = "sometimes"
+	cfg.NodeName = "../etc"
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level", "--ipam-gc-grace", "--endpoint-to-host"} {
+	for _, want := range []string{"--socket", "--ip ", "--as", "--ipv4pool-ipip", "--log-level", "--ipam-gc-grace", "--endpoint-to-host", "--nodename"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error does not name %s:\n%v", want, err)
 		}

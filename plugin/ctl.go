@@ -61,4 +61,3 @@ func serveControl(path string, src statusSource) (*http.Server, error) {
 	go srv.Serve(ln)
 	return srv, nil
 }
-

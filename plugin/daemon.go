@@ -528,7 +528,6 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
-
 // ipipSupported checks this host's kernel for IPIP.
 func IPIPSupported() error {
 	dp, err := dataplane.New("")

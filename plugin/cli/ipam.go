@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/tabbynet/tabby/datastore"
-	"github.com/tabbynet/tabby/plugin"
 	"github.com/tabbynet/tabby/ipamdriver"
+	"github.com/tabbynet/tabby/plugin"
 )
 
 // ErrIPAMInconsistent makes `tabby ipam check` exit non-zero.

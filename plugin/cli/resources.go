@@ -16,9 +16,9 @@ import (
 
 	"github.com/tabbynet/tabby/bgp"
 	"github.com/tabbynet/tabby/datastore"
-	"github.com/tabbynet/tabby/plugin"
 	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
+	"github.com/tabbynet/tabby/plugin"
 	"sigs.k8s.io/yaml"
 )
 

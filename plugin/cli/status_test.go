@@ -31,4 +31,3 @@ No IPv6 peers found.
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
-

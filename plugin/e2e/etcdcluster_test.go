@@ -38,7 +38,7 @@ func TestReliabilityEtcdLeaderLoss(t *testing.T) {
 	// The election, seen from a client of the two left.
 	var election time.Duration
 	for election == 0 {
-		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if next, err := l.EtcdCluster.Leader(lctx); err == nil && next != leader {
 			election = time.Since(start) - killedAt
 		}
