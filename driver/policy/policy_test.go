@@ -342,3 +342,54 @@ func TestPublishRulesetLoads(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint coming or going elsewhere changes only set members: Apply
+// adds and deletes those elements instead of replacing the table, and the
+// kernel's sets match a full apply's; a change of structure (a new local
+// endpoint) replaces the table, and so does a table lost meanwhile.
+func TestMembersChangeWithoutReplacingTheTable(t *testing.T) {
+	host := "tpoli-" + needNftables(t)
+	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
+	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	profiles := map[string]datastore.Profile{"net1": profileOf("net1")}
+	local := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1")
+	apply := func(all ...Endpoint) {
+		t.Helper()
+		s, err := Compile(Input{Local: []Endpoint{local}, All: append([]Endpoint{local}, all...), Profiles: profiles})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := enf.Apply(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members := func() string {
+		out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "set", "inet", "tabby", "sel0_4").CombinedOutput()
+		return string(out)
+	}
+	apply(ep("", "10.0.1.2", "net1"), ep("", "10.0.1.3", "net1"))
+	apply(ep("", "10.0.1.3", "net1"), ep("", "10.0.1.4", "net1")) // .2 goes, .4 comes
+	if full, partial := enf.Applies(); full != 1 || partial != 1 {
+		t.Fatalf("applies: %d full, %d by elements; want 1 and 1", full, partial)
+	}
+	if m := members(); strings.Contains(m, "10.0.1.2") || !strings.Contains(m, "10.0.1.3") || !strings.Contains(m, "10.0.1.4") {
+		t.Fatalf("set after the element update:\n%s", m)
+	}
+	exec.Command("ip", "netns", "exec", host, "nft", "flush", "ruleset").Run()
+	apply(ep("", "10.0.1.4", "net1")) // the table is gone: elements alone cannot do
+	if m := members(); strings.Contains(m, "10.0.1.3") || !strings.Contains(m, "10.0.1.4") {
+		t.Fatalf("set after a flush and an apply:\n%s", m)
+	}
+	local = ep("calibbbbbbbbbbb", "10.0.0.2", "net1")
+	apply(ep("", "10.0.1.4", "net1"))
+	if full, partial := enf.Applies(); full != 3 || partial != 1 {
+		t.Fatalf("applies: %d full, %d by elements; want 3 and 1", full, partial)
+	}
+	t.Logf("REPORT\tpolicy\tan endpoint elsewhere comes and goes\tset elements updated, table kept\tpass")
+}
