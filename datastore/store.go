@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 var (
@@ -54,6 +55,8 @@ type Store struct {
 	later   later
 	log     *slog.Logger
 
+	requests *requestCounter
+
 	badMu sync.Mutex
 	bad   map[string]int64 // skipped record → the revision last warned about
 }
@@ -74,11 +77,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("etcd TLS files (ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE): %w", err)
 		}
 	}
+	requests := &requestCounter{}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.Timeout,
 		TLS:         tlsCfg,
 		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(requests.interceptor())},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w: %w", strings.Join(cfg.Endpoints, ","), ErrUnavailable, err)
@@ -86,7 +91,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s := &Store{cli: cli, timeout: cfg.Timeout, later: later{done: make(chan struct{})}, log: cfg.Log}
+	s := &Store{cli: cli, timeout: cfg.Timeout, later: later{done: make(chan struct{})}, log: cfg.Log, requests: requests}
 	if err := s.Ping(ctx); err != nil {
 		cli.Close()
 		return nil, err

@@ -90,3 +90,23 @@ func TestViewServesTheClusterFromOneWatch(t *testing.T) {
 		t.Fatalf("the view listed etcd %d times for a few changes", v.Lists())
 	}
 }
+
+// The store counts its etcd calls by method, as the daemon's metrics show.
+func TestStoreCountsItsRequests(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx := context.Background()
+	before := st.Requests()
+	if err := st.Put(ctx, datastore.Prefix+"counted", "1"); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	for i := 0; i < 3; i++ {
+		if _, err := st.Get(ctx, datastore.Prefix+"counted", &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := st.Requests()
+	if after["Txn"]-before["Txn"] != 1 || after["Range"]-before["Range"] != 3 {
+		t.Fatalf("one write and three reads counted as %v (before %v)", after, before)
+	}
+}

@@ -46,6 +46,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		regexp.MustCompile(`(?m)^tabby_datastore_db_size_bytes\{endpoint="[^"]+"\} [1-9]`),
 		regexp.MustCompile(`(?m)^tabby_datastore_db_full\{endpoint="[^"]+"\} 0$`),
 		regexp.MustCompile(`(?m)^tabby_datastore_lists_total 1$`),
+		regexp.MustCompile(`(?m)^tabby_datastore_requests_total\{method="Range"\} [1-9]`),
 	}
 	eventually(t, 15*time.Second, "every metric on node00", func() (string, bool) {
 		var err error

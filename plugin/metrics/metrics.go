@@ -98,6 +98,8 @@ var (
 		"What of each etcd member's database file holds data (the rest a defragmentation frees).", []string{"endpoint"}, nil)
 	descDBFull = prometheus.NewDesc("tabby_datastore_db_full",
 		"1 while an etcd member refuses writes because its database reached its quota.", []string{"endpoint"}, nil)
+	descRequests = prometheus.NewDesc("tabby_datastore_requests_total",
+		"etcd calls this daemon made, by method (Range, Txn, LeaseGrant, ...).", []string{"method"}, nil)
 	descLists = prometheus.NewDesc("tabby_datastore_lists_total",
 		"Times this daemon listed the whole cluster from etcd: once at start, again only after a compaction its watch could not bridge.", nil, nil)
 )
@@ -113,7 +115,7 @@ type stateCollector struct {
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEndpoints, descBlocks, descInUse, descPeers, descRoutes, descUp, descPending,
-		descDBSize, descDBInUse, descDBFull, descLists} {
+		descDBSize, descDBInUse, descDBFull, descLists, descRequests} {
 		ch <- d
 	}
 }
@@ -138,6 +140,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 0
 	}
 	ch <- prometheus.MustNewConstMetric(descLists, prometheus.CounterValue, float64(c.view.Lists()))
+	for method, n := range c.st.Requests() {
+		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(n), method)
+	}
 	ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(c.view.Keys(datastore.EndpointsOf(c.node)))))
 	var blocks []datastore.Block
 	for _, k := range c.view.Keys(datastore.AffinitiesOf(c.node)) {
