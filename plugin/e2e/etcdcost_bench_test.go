@@ -44,6 +44,21 @@ func readEtcd(b *testing.B, l *lab.Lab) etcdCounters {
 	return c
 }
 
+var daemonRanges = regexp.MustCompile(`(?m)^tabby_datastore_requests_total\{method="Range"\} (\S+)$`)
+
+// rangesByHost reads each daemon's own count of its etcd Range calls.
+func rangesByHost(l *lab.Lab) []float64 {
+	out := make([]float64, len(l.Hosts))
+	for i, h := range l.Hosts {
+		if m, err := fetch(h, "http://127.0.0.1:9091/metrics"); err == nil {
+			if g := daemonRanges.FindStringSubmatch(m); g != nil {
+				out[i], _ = strconv.ParseFloat(g[1], 64)
+			}
+		}
+	}
+	return out
+}
+
 func (c etcdCounters) minus(o etcdCounters) etcdCounters {
 	return etcdCounters{c.sent - o.sent, c.ranges - o.ranges, c.txns - o.txns}
 }
@@ -113,6 +128,7 @@ func etcdPerRun(b *testing.B, l *lab.Lab, h *lab.Host, tag string) (etcdCounters
 	var took []time.Duration
 	start := time.Now()
 	before := readEtcd(b, l)
+	hostsBefore := rangesByHost(l)
 	for i := 0; i < runs; i++ {
 		name := fmt.Sprintf("cost-%s-%d", tag, i)
 		t0 := time.Now()
@@ -127,6 +143,15 @@ func etcdPerRun(b *testing.B, l *lab.Lab, h *lab.Host, tag string) (etcdCounters
 	}
 	time.Sleep(settle)
 	busy := readEtcd(b, l).minus(before)
+	// Which daemons asked (their own counts, idle included): a figure that
+	// grows with the cluster shows here by host.
+	var per []string
+	for i, n := range rangesByHost(l) {
+		if d := n - hostsBefore[i]; d > 0 {
+			per = append(per, fmt.Sprintf("%s:%.0f", l.Hosts[i].Name, d))
+		}
+	}
+	b.Logf("%s: Range calls by daemon over %d runs: %s", tag, runs, strings.Join(per, " "))
 	window := time.Since(start)
 	idleStart := readEtcd(b, l)
 	time.Sleep(window)
