@@ -247,15 +247,7 @@ func TestSelectorTextStaysOutOfTheRuleset(t *testing.T) {
 // Repair puts the last rule set back once its table is gone, and does
 // nothing while it is there.
 func TestRepairReinstallsAFlushedTable(t *testing.T) {
-	host := "tpolr-" + needNftables(t)
-	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
-	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
-	if err != nil {
-		t.Fatal(err)
-	}
+	host, enf := enforcerIn(t, "tpolr-")
 	if did, err := enf.Repair(); did || err != nil {
 		t.Fatalf("repair before any apply: %v %v", did, err)
 	}
@@ -348,15 +340,7 @@ func TestPublishRulesetLoads(t *testing.T) {
 // kernel's sets match a full apply's; a change of structure (a new local
 // endpoint) replaces the table, and so does a table lost meanwhile.
 func TestMembersChangeWithoutReplacingTheTable(t *testing.T) {
-	host := "tpoli-" + needNftables(t)
-	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
-	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
-	if err != nil {
-		t.Fatal(err)
-	}
+	host, enf := enforcerIn(t, "tpoli-")
 	profiles := map[string]datastore.Profile{"net1": profileOf("net1")}
 	local := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1")
 	apply := func(all ...Endpoint) {
@@ -392,4 +376,20 @@ func TestMembersChangeWithoutReplacingTheTable(t *testing.T) {
 		t.Fatalf("applies: %d full, %d by elements; want 3 and 1", full, partial)
 	}
 	t.Logf("REPORT\tpolicy\tan endpoint elsewhere comes and goes\tset elements updated, table kept\tpass")
+}
+
+// enforcerIn returns a fresh namespace (removed when the test ends) and an
+// enforcer that programs it.
+func enforcerIn(t *testing.T, prefix string) (string, *Enforcer) {
+	t.Helper()
+	host := prefix + needNftables(t)
+	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
+	enf, err := NewEnforcer("ip", "netns", "exec", host, "nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, enf
 }
