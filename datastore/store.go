@@ -153,9 +153,9 @@ func (s *Store) Electing(err error) bool {
 	return leaderLost(err) || (len(s.cli.Endpoints()) > 1 && errors.Is(err, ErrUnavailable))
 }
 
-// again runs an idempotent request until it does not fail for an election,
-// for at most Settle.
-func (s *Store) again(ctx context.Context, fn func(ctx context.Context) error) error {
+// Again runs a request that is safe to send twice until it does not fail
+// for an election, for at most Settle, pausing briefly between tries.
+func (s *Store) Again(ctx context.Context, fn func(ctx context.Context) error) error {
 	deadline := time.Now().Add(Settle)
 	for {
 		err := fn(ctx)
@@ -170,16 +170,22 @@ func (s *Store) again(ctx context.Context, fn func(ctx context.Context) error) e
 	}
 }
 
-// Get reads one resource into v and returns its mod revision.
-func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
+// read is one range request, sent again through an election.
+func (s *Store) read(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	var resp *clientv3.GetResponse
-	err := s.again(ctx, func(ctx context.Context) error {
+	err := s.Again(ctx, func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, s.timeout)
 		defer cancel()
 		var err error
-		resp, err = s.cli.Get(ctx, key)
+		resp, err = s.cli.Get(ctx, key, opts...)
 		return s.wrap(err)
 	})
+	return resp, err
+}
+
+// Get reads one resource into v and returns its mod revision.
+func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
+	resp, err := s.read(ctx, key)
 	if err != nil {
 		return 0, err
 	}
@@ -204,14 +210,7 @@ type KV struct {
 
 // List returns every entry under a prefix.
 func (s *Store) List(ctx context.Context, prefix string) ([]KV, error) {
-	var resp *clientv3.GetResponse
-	err := s.again(ctx, func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, s.timeout)
-		defer cancel()
-		var err error
-		resp, err = s.cli.Get(ctx, prefix, clientv3.WithPrefix())
-		return s.wrap(err)
-	})
+	resp, err := s.read(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -367,12 +366,12 @@ func (s *Store) Create(ctx context.Context, key string, v any) error {
 // Put writes a resource unconditionally (sent again through an election:
 // the same write twice is one).
 func (s *Store) Put(ctx context.Context, key string, v any) error {
-	return s.again(ctx, func(ctx context.Context) error { return s.Commit(ctx, Op{Key: key, Value: v, Rev: Any}) })
+	return s.Again(ctx, func(ctx context.Context) error { return s.Commit(ctx, Op{Key: key, Value: v, Rev: Any}) })
 }
 
 // Delete removes a key; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	return s.again(ctx, func(ctx context.Context) error { return s.Commit(ctx, Op{Key: key, Rev: Any}) })
+	return s.Again(ctx, func(ctx context.Context) error { return s.Commit(ctx, Op{Key: key, Rev: Any}) })
 }
 
 // Update reads key into a fresh T, applies fn and writes it back with a CAS,
@@ -380,7 +379,12 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // exists=false. A value fn leaves as it was is not written: a no-op write
 // would wake every watcher in the cluster for nothing.
 func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exists bool) error) error {
-	start := time.Now()
+	// A write lost in an election is read again like a conflict: if it was
+	// applied, fn finds nothing left to change.
+	return s.Again(ctx, func(ctx context.Context) error { return update(ctx, s, key, fn) })
+}
+
+func update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exists bool) error) error {
 	for i := 0; i < MaxRetries; i++ {
 		var v T
 		rev, err := s.Get(ctx, key, &v)
@@ -396,18 +400,8 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(v *T, exis
 			return nil
 		}
 		err = s.Commit(ctx, Op{Key: key, Value: &v, Rev: rev})
-		if errors.Is(err, ErrConflict) {
-			continue
-		}
-		// A write lost in an election is read again like a conflict: if it
-		// was applied, fn finds nothing left to change.
-		if !s.Electing(err) || time.Since(start) > Settle {
+		if !errors.Is(err, ErrConflict) {
 			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("%s: %w after %d attempts", key, ErrConflict, MaxRetries)

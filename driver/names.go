@@ -86,8 +86,8 @@ func (d *Driver) ReconcileNames(ctx context.Context, grace time.Duration) error 
 	}
 	now := time.Now()
 	stale := map[string]time.Time{}
-	for _, kv := range d.view.List(datastore.ProfilesDir) {
-		p, rev, ok := datastore.ViewGet[datastore.Profile](d.view, kv.Key)
+	for _, key := range d.view.Keys(datastore.ProfilesDir) {
+		p, rev, ok := datastore.ViewGet[datastore.Profile](d.view, key)
 		if !ok || p.Network == "" || named[p.Name] {
 			continue // a user's profile, or in use
 		}
@@ -100,7 +100,7 @@ func (d *Driver) ReconcileNames(ctx context.Context, grace time.Duration) error 
 			continue
 		}
 		// Only as the view saw it: a profile made again since stays.
-		err := d.store.Commit(ctx, datastore.Op{Key: kv.Key, Rev: rev})
+		err := d.store.Commit(ctx, datastore.Op{Key: key, Rev: rev})
 		if err == nil {
 			d.log.Info("profile of no network removed", "profile", p.Name)
 		} else if !errors.Is(err, datastore.ErrConflict) {

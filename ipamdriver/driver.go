@@ -248,33 +248,28 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 	// Through an etcd election the request is made again, each time under
 	// a handle of its own: an attempt etcd may still apply is released
 	// later (undoLater), never mistaken for the one that answered.
-	deadline := time.Now().Add(datastore.Settle)
+	var addr netip.Addr
 	var tried []string
-	for {
-		addr, handle, err := d.assignOnce(ctx, within, fixed)
-		if err == nil {
-			return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
-		}
+	err = d.alloc.store.Again(ctx, func(ctx context.Context) error {
+		a, handle, err := d.assignOnce(ctx, within, fixed)
 		if errors.Is(err, ErrInUse) && len(tried) > 0 {
 			// An earlier attempt may hold --ip: it is ours, and unused.
 			for _, h := range tried {
 				if rerr := d.alloc.ReleaseHandle(ctx, h); rerr != nil {
-					return nil, err
+					return err
 				}
 			}
 			tried = nil
-			continue
-		}
-		if !d.alloc.store.Electing(err) || time.Now().After(deadline) {
-			return nil, err
+			a, handle, err = d.assignOnce(ctx, within, fixed)
 		}
 		tried = append(tried, handle)
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(200 * time.Millisecond):
-		}
+		addr = a
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(addr, addr.BitLen()).String()}, nil
 }
 
 // assignOnce takes fixed (when valid) or any address within, under a new
