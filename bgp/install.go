@@ -5,65 +5,7 @@ import (
 	"net/netip"
 
 	api "github.com/osrg/gobgp/v3/api"
-	"github.com/tabbynet/tabby/datastore"
 )
-
-// encap is what BGP must know of tunnelled (VXLAN, IPIP) pools: their
-// prefixes and modes, and this host's subnet (CrossSubnet tunnels only to
-// other subnets).
-type encap struct {
-	pools []datastore.IPPool
-	mine  netip.Prefix
-}
-
-// owns reports whether a tunnel (VXLAN or IPIP) carries prefix towards
-// next hop nh.
-func (e encap) owns(prefix netip.Prefix, nh netip.Addr) bool {
-	for _, p := range e.pools {
-		pr, err := netip.ParsePrefix(p.CIDR)
-		if err != nil || !pr.Contains(prefix.Addr()) {
-			continue
-		}
-		mode := p.VXLANMode
-		if datastore.Encapsulated(p.IPIPMode) {
-			mode = p.IPIPMode
-		}
-		return datastore.Tunnels(mode, e.mine, nh)
-	}
-	return false
-}
-
-// setEncap records the VXLAN pools and moves routes between the kernel and
-// the skipped set as they change hands with the VXLAN dataplane.
-func (s *Speaker) setEncap(pools []datastore.IPPool, nodes []datastore.Node) {
-	e := encap{}
-	for _, p := range pools {
-		if !p.Disabled && (datastore.Encapsulated(p.VXLANMode) || datastore.Encapsulated(p.IPIPMode)) {
-			e.pools = append(e.pools, p)
-		}
-	}
-	for _, n := range nodes {
-		if n.Name == s.cfg.Node {
-			e.mine, _ = netip.ParsePrefix(n.IPv4)
-		}
-	}
-	s.encap = e
-	for p, nh := range s.learned {
-		if e.owns(p, nh) {
-			_ = s.routes.DeleteVia(p)
-			delete(s.learned, p)
-			s.skipped[p] = nh
-		}
-	}
-	for p, nh := range s.skipped {
-		if !e.owns(p, nh) {
-			if err := s.routes.ReplaceVia(p, nh); err == nil {
-				s.learned[p] = nh
-				delete(s.skipped, p)
-			}
-		}
-	}
-}
 
 // onBest installs or removes the kernel route for one best-path change.
 // It decodes only the prefix and the next hop: this runs once per learned
@@ -189,7 +131,7 @@ func (s *Speaker) applyBatch(batch []install) {
 		if len(dst) == 0 {
 			return
 		}
-		if err := s.routes.ReplaceViaBatch(dst, gw); err != nil {
+		if err := s.routes.Learn(dst, gw); err != nil {
 			s.log.Warn("install learned routes failed", "routes", len(dst), "err", err)
 		}
 		for i := range dst {
@@ -198,7 +140,6 @@ func (s *Speaker) applyBatch(batch []install) {
 		dst, gw = dst[:0], gw[:0]
 	}
 	for _, in := range batch {
-		delete(s.skipped, in.prefix)
 		_, again := s.refused[in.prefix] // a retry: said once already
 		delete(s.refused, in.prefix)
 		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && in.nh != s.cfg.IPv6 {
@@ -220,11 +161,6 @@ func (s *Speaker) applyBatch(batch []install) {
 				in.withdraw = true
 			}
 		}
-		if !in.withdraw && in.nh.IsValid() && in.nh.Is4() && in.nh != s.cfg.RouterID && s.encap.owns(in.prefix, in.nh) {
-			// VXLAN routes this prefix: remember it, install nothing.
-			s.skipped[in.prefix] = in.nh
-			in.withdraw = true
-		}
 		if !in.withdraw && in.nh.IsValid() && in.nh != s.cfg.RouterID && in.nh != s.cfg.IPv6 {
 			dst, gw = append(dst, in.prefix), append(gw, in.nh)
 			continue
@@ -232,7 +168,7 @@ func (s *Speaker) applyBatch(batch []install) {
 		// Withdrawn, or our own path: no route via anyone for it.
 		flush()
 		if _, ok := s.learned[in.prefix]; ok {
-			if err := s.routes.DeleteVia(in.prefix); err != nil {
+			if err := s.routes.Unlearn(in.prefix); err != nil {
 				s.log.Warn("remove learned route failed", "prefix", in.prefix.String(), "err", err)
 			}
 			delete(s.learned, in.prefix)

@@ -5,12 +5,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"testing"
-
-	"github.com/tabbynet/tabby/datastore"
 )
 
-// fakeRoutes stands in for the kernel in unit tests of the install path;
-// the real dataplane is covered in driver/dataplane and end to end.
+// fakeRoutes stands in for the route table in unit tests of the install
+// path; the real table (which merges BGP's claims with the tunnels' and
+// repairs the kernel) is covered in driver/dataplane and end to end.
 type fakeRoutes struct {
 	table                map[netip.Prefix]netip.Addr
 	protected, endpoints []netip.Prefix
@@ -20,21 +19,19 @@ func (f *fakeRoutes) Protected() ([]netip.Prefix, []netip.Prefix, error) {
 	return f.protected, f.endpoints, nil
 }
 
-func (f *fakeRoutes) ReplaceVia(d netip.Prefix, g netip.Addr) error { f.table[d] = g; return nil }
-func (f *fakeRoutes) ReplaceViaBatch(d []netip.Prefix, g []netip.Addr) error {
+func (f *fakeRoutes) Learn(d []netip.Prefix, g []netip.Addr) error {
 	for i := range d {
 		f.table[d[i]] = g[i]
 	}
 	return nil
 }
-func (f *fakeRoutes) DeleteVia(d netip.Prefix) error { delete(f.table, d); return nil }
-func (f *fakeRoutes) ListVia() (map[netip.Prefix]netip.Addr, error) {
-	out := map[netip.Prefix]netip.Addr{}
-	for k, v := range f.table {
-		out[k] = v
+func (f *fakeRoutes) Unlearn(d ...netip.Prefix) error {
+	for _, p := range d {
+		delete(f.table, p)
 	}
-	return out, nil
+	return nil
 }
+func (f *fakeRoutes) LearnedSynced() error { return nil }
 
 func newTestSpeaker() (*Speaker, *fakeRoutes) {
 	r := &fakeRoutes{table: map[netip.Prefix]netip.Addr{}}
@@ -57,47 +54,6 @@ func TestInstallWithdrawOrderAndOwnPaths(t *testing.T) {
 	})
 	if len(r.table) != 1 || r.table[blockA] != addr("10.0.0.12") {
 		t.Fatalf("kernel = %v, want only %s via 10.0.0.12 (changes applied in order, own paths skipped)", r.table, blockA)
-	}
-}
-
-func TestRepairPutsBackMissingRoutes(t *testing.T) {
-	s, r := newTestSpeaker()
-	s.applyBatch([]install{{prefix: blockA, nh: addr("10.0.0.11")}})
-	delete(r.table, blockA) // deleted by hand, or an install that failed
-	s.repairRoutes()
-	if r.table[blockA] != addr("10.0.0.11") {
-		t.Fatalf("repair did not reinstall %s: %v", blockA, r.table)
-	}
-}
-
-func TestTunnelledPrefixesMoveBetweenBGPAndTunnels(t *testing.T) {
-	s, r := newTestSpeaker()
-	nodes := []datastore.Node{{Name: "node00", IPv4: "10.0.0.10/24"}}
-	vx := []datastore.IPPool{{Name: "vx", CIDR: "10.70.0.0/16", VXLANMode: datastore.ModeAlways}}
-	s.setEncap(vx, nodes)
-	s.applyBatch([]install{{prefix: blockA, nh: addr("10.0.0.11")}, {prefix: blockB, nh: addr("10.0.0.11")}})
-	if _, ok := r.table[blockB]; ok || r.table[blockA] != addr("10.0.0.11") {
-		t.Fatalf("a VXLAN pool's prefix must be left to the tunnel: %v", r.table)
-	}
-	vx[0].VXLANMode = datastore.ModeNever
-	s.setEncap(vx, nodes)
-	if r.table[blockB] != addr("10.0.0.11") {
-		t.Fatalf("once the pool stops tunnelling BGP must install its prefix: %v", r.table)
-	}
-	vx[0].VXLANMode = datastore.ModeCrossSubnet
-	s.setEncap(vx, nodes)
-	if r.table[blockB] != addr("10.0.0.11") {
-		t.Fatalf("CrossSubnet: a next hop on our subnet is routed directly: %v", r.table)
-	}
-	s.applyBatch([]install{{prefix: blockB, nh: addr("10.1.0.11")}})
-	if _, ok := r.table[blockB]; ok {
-		t.Fatalf("CrossSubnet: a next hop on another subnet goes through the tunnel: %v", r.table)
-	}
-	// A wider prefix of ours takes that next hop in: routed directly, as
-	// the driver decides too (datastore.Tunnels).
-	s.setEncap(vx, []datastore.Node{{Name: "node00", IPv4: "10.0.0.10/15"}})
-	if r.table[blockB] != addr("10.1.0.11") {
-		t.Fatalf("CrossSubnet from a /15: 10.1.0.11 is on our subnet and routed directly: %v", r.table)
 	}
 }
 

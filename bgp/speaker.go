@@ -19,13 +19,16 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 )
 
-// Routes programs the kernel routes BGP learns (a leaf helper shared with
-// the driver's dataplane; tests may fake it).
+// Routes is the host's route table as BGP sees it: BGP claims what it
+// learns, and the table (the driver's dataplane, its one writer) decides
+// what wins a destination (a tunnel the driver routes the block over does)
+// and puts back what was flushed. Tests may fake it.
 type Routes interface {
-	ReplaceVia(dst netip.Prefix, gw netip.Addr) error
-	ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error
-	DeleteVia(dst netip.Prefix) error
-	ListVia() (map[netip.Prefix]netip.Addr, error)
+	Learn(dst []netip.Prefix, gw []netip.Addr) error
+	Unlearn(dst ...netip.Prefix) error
+	// LearnedSynced: every learned route is claimed, so one a previous run
+	// learned that no peer announced again may go.
+	LearnedSynced() error
 	// Protected lists the routes a learned one must not cover or replace
 	// (noCover), or only not replace (noReplace).
 	Protected() (noCover, noReplace []netip.Prefix, err error)
@@ -65,10 +68,6 @@ type Speaker struct {
 	// installs carries best-path changes from GoBGP's callback to the
 	// kernel installer.
 	installs chan install
-	// encap says which learned prefixes a tunnel dataplane routes instead;
-	// skipped keeps them, to install if that stops.
-	encap   encap
-	skipped map[netip.Prefix]netip.Addr
 	// pools are the enabled pools' prefixes, the only ones nodes may
 	// announce; refused keeps learned routes the checks turned away, to
 	// try again when something changes.
@@ -118,7 +117,7 @@ func New(view *datastore.View, cfg Config, routes Routes, log *slog.Logger) *Spe
 	}
 	return &Speaker{view: view, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
-		skipped: map[netip.Prefix]netip.Addr{}, refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
+		refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
 		installs: make(chan install, 4096), own: newOwners(log), ownHave: map[string]map[netip.Prefix]bool{}}
 }
 
@@ -199,9 +198,10 @@ func (s *Speaker) Run(ctx context.Context) {
 		case <-s.own.changed:
 		case <-s.recheck:
 		case <-tick.C:
-			s.repairRoutes()
 		case <-sweep:
-			s.sweepStale()
+			if err := s.routes.LearnedSynced(); err != nil {
+				s.log.Warn("removing routes of a previous run failed", "err", err)
+			}
 		}
 	}
 }
@@ -218,7 +218,6 @@ func (s *Speaker) Sync(ctx context.Context) error {
 	pools := datastore.ViewList[datastore.IPPool](s.view, datastore.PoolsDir)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.setEncap(pools, nodes)
 	before := slices.Clone(s.pools)
 	s.pools = s.pools[:0]
 	for _, p := range pools {
@@ -437,49 +436,6 @@ func (s *Speaker) newPath(p netip.Prefix) (*api.Path, error) {
 		bgp.NewPathAttributeMpReachNLRI(s.cfg.IPv6.String(), []bgp.AddrPrefixInterface{nlri})}, time.Now())
 }
 
-// sweepStale removes gateway routes left by a previous run that no peer
-// has announced again since this one started.
-func (s *Speaker) sweepStale() {
-	have, err := s.routes.ListVia()
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for p := range have {
-		if _, ok := s.learned[p]; !ok {
-			_ = s.routes.DeleteVia(p)
-			s.log.Info("stale route removed", "prefix", p.String())
-		}
-	}
-}
-
-// repairRoutes puts back learned routes missing from the kernel (a failed
-// install, or one deleted by hand), without waiting for BGP to resend them.
-func (s *Speaker) repairRoutes() {
-	have, err := s.routes.ListVia()
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var dst []netip.Prefix
-	var gw []netip.Addr
-	for p, nh := range s.learned {
-		if have[p] != nh {
-			dst, gw = append(dst, p), append(gw, nh)
-		}
-	}
-	if len(dst) == 0 {
-		return
-	}
-	if err := s.routes.ReplaceViaBatch(dst, gw); err != nil {
-		s.log.Warn("repairing learned routes failed", "routes", len(dst), "err", err)
-		return
-	}
-	s.log.Info("learned routes repaired", "routes", len(dst))
-}
-
 // PeerStatus is one row of `tabby node status`.
 type PeerStatus struct {
 	Address string `json:"address"`
@@ -522,8 +478,8 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 	return out, err
 }
 
-// LearnedRoutes counts the routes learned from peers that are in the
-// kernel (the metrics).
+// LearnedRoutes counts the routes learned from peers and claimed in the
+// table (the metrics); a tunnel may carry some of them instead.
 func (s *Speaker) LearnedRoutes() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/dataplane"
 )
 
 // SyncIPIP makes tunl0 match etcd: while a pool uses IPIP and this node has
@@ -51,5 +52,5 @@ func (d *Driver) SyncIPIP(ctx context.Context, pools []datastore.IPPool) error {
 	if err != nil {
 		return err
 	}
-	return d.dp.SyncDeviceRoutes(idx, want)
+	return d.dp.Table().Sync(dataplane.KindIPIP, deviceRoutes(idx, want))
 }

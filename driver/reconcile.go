@@ -10,7 +10,6 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/dataplane"
 	"github.com/tabbynet/tabby/driver/hostlocal"
-	"golang.org/x/sys/unix"
 )
 
 // Reconcile makes the kernel match etcd for this host: routes and proxy ARP
@@ -64,6 +63,9 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := d.dp.Table().MarkSynced(dataplane.KindEndpoint); err != nil {
+		return err
+	}
 	d.reopenPorts(ctx, joined)
 	return d.SyncBlackholes(ctx)
 }
@@ -83,45 +85,19 @@ func (d *Driver) adoptRecordedJoins(eps []datastore.WorkloadEndpoint) {
 	}
 }
 
-// SyncBlackholes installs a blackhole for each block this host has affinity
-// for and removes tabby's blackholes for blocks it no longer owns. Routes
-// with a gateway belong to BGP and are left alone.
+// SyncBlackholes claims a blackhole for each block this host has affinity
+// for; the table removes those of blocks it no longer owns.
 func (d *Driver) SyncBlackholes(ctx context.Context) error {
 	if err := d.view.Wait(ctx, 0); err != nil {
 		return err
 	}
-	keys := d.view.Keys(datastore.AffinitiesOf(d.node))
-	want := map[netip.Prefix]bool{}
-	for _, k := range keys {
+	var want []dataplane.Route
+	for _, k := range d.view.Keys(datastore.AffinitiesOf(d.node)) {
 		if p, err := netip.ParsePrefix(datastore.KeyToCIDR(k[strings.LastIndex(k, "/")+1:])); err == nil {
-			want[p] = true
+			want = append(want, dataplane.Route{Dst: p})
 		}
 	}
-	routes, err := d.dp.Routes()
-	if err != nil {
-		return err
-	}
-	for _, r := range routes {
-		if r.Type != unix.RTN_BLACKHOLE || r.Dst == nil {
-			continue
-		}
-		p, ok := netip.AddrFromSlice(r.Dst.IP)
-		ones, _ := r.Dst.Mask.Size()
-		pfx := netip.PrefixFrom(p.Unmap(), ones)
-		if ok && want[pfx] {
-			delete(want, pfx)
-			continue
-		}
-		if err := d.dp.DeleteRoute(r); err != nil {
-			return err
-		}
-	}
-	for p := range want {
-		if err := d.dp.Blackhole(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.dp.Table().Sync(dataplane.KindBlackhole, want)
 }
 
 // RunBlackholes keeps blackholes current from changes to this host's
@@ -142,30 +118,11 @@ func (d *Driver) LocalEndpoints(ctx context.Context) (int, error) {
 
 // RemoveBlackholes deletes every blackhole tabby installed (uninstall).
 func (d *Driver) RemoveBlackholes() error {
-	routes, err := d.dp.Routes()
-	if err != nil {
-		return err
-	}
-	for _, r := range routes {
-		if r.Type == unix.RTN_BLACKHOLE {
-			if err := d.dp.DeleteRoute(r); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return d.dp.Table().RemoveAll(dataplane.KindBlackhole)
 }
 
 // RemoveTunnelsAndRoutes deletes vxlan.tabby, tabby's address and routes on
 // tunl0, and the routes learned from peers (uninstall).
 func (d *Driver) RemoveTunnelsAndRoutes() error {
-	errs := []error{d.dp.DeleteLink(dataplane.VXLANDevice), d.dp.ClearIPIP()}
-	if via, err := d.dp.ListVia(); err != nil {
-		errs = append(errs, err)
-	} else {
-		for p := range via {
-			errs = append(errs, d.dp.DeleteVia(p))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(d.dp.DeleteLink(dataplane.VXLANDevice), d.dp.ClearIPIP(), d.dp.Table().RemoveAll(dataplane.KindLearned))
 }

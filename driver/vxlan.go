@@ -74,7 +74,7 @@ func (d *Driver) SyncVXLAN(ctx context.Context, pools []datastore.IPPool) error 
 		}
 	}
 	if len(vx) == 0 || !ok {
-		return d.dp.DeleteLink(dataplane.VXLANDevice)
+		return errors.Join(d.dp.Table().Sync(dataplane.KindVXLAN, nil), d.dp.DeleteLink(dataplane.VXLANDevice))
 	}
 	return d.programVXLAN(ctx, self, mine, vx, nodes, byName)
 }
@@ -106,7 +106,16 @@ func (d *Driver) programVXLAN(ctx context.Context, self dataplane.VTEP, mine net
 	if err != nil {
 		return err
 	}
-	return d.dp.SyncDeviceRoutes(idx, want)
+	return d.dp.Table().Sync(dataplane.KindVXLAN, deviceRoutes(idx, want))
+}
+
+// deviceRoutes are the table's claims for blocks carried by one tunnel.
+func deviceRoutes(link int, want map[netip.Prefix]netip.Addr) []dataplane.Route {
+	out := make([]dataplane.Route, 0, len(want))
+	for dst, gw := range want {
+		out = append(out, dataplane.Route{Dst: dst, Gw: gw, Link: link})
+	}
+	return out
 }
 
 // tunnelledBlocks maps every other node's block that a tunnel carries (its

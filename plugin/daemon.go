@@ -108,7 +108,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	speaker, closeBGP, err := d.startBGP(bg, st, view, dp, host, m)
+	speaker, closeBGP, err := d.startBGP(bg, st, view, dp.Table(), host, m)
 	if err != nil {
 		return err
 	}
@@ -140,6 +140,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Rules that a flush removed come back by themselves, without an etcd
 	// change: a few checks every 3 s.
 	go every(bg, 3*time.Second, func() { d.repairRules(enf, fwd) })
+	go every(bg, 5*time.Second, func() { d.repairRoutes(dp.Table()) })
 	if dp.ForwardsPerLink() {
 		// Links made since (tunnels, a new uplink) forward too.
 		go every(bg, 30*time.Second, func() {
@@ -512,6 +513,16 @@ func (d *Daemon) collectIPAM(ctx context.Context, alloc *ipamdriver.Allocator, g
 // sweepInterval is four sweeps per grace period, at most one a minute.
 func sweepInterval(grace time.Duration) time.Duration {
 	return min(max(grace/4, time.Second), time.Minute)
+}
+
+// repairRoutes puts back tabby's routes that were flushed or edited.
+func (d *Daemon) repairRoutes(t *dataplane.Table) {
+	n, err := t.Repair()
+	if err != nil {
+		d.log.Warn("route repair failed", "routes", n, "err", err)
+	} else if n > 0 {
+		d.log.Info("routes repaired", "routes", n)
+	}
 }
 
 // every runs fn each interval until ctx ends.

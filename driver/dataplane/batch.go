@@ -3,7 +3,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
@@ -13,48 +12,99 @@ import (
 // batchSize bounds the route messages of one sendmsg (about 12 KiB).
 const batchSize = 256
 
-// ReplaceViaBatch installs `dst[i] via gw[i] proto 77` for every i. rtnetlink
-// handles each message of a buffer in turn and acknowledges each, so sending
-// a chunk of messages in one sendmsg and then reading their acks costs two
-// syscalls per chunk where one request at a time costs two per route. Every
-// route is attempted; the error lists the ones that failed.
-func (d *Dataplane) ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error {
-	if len(dst) != len(gw) {
-		return fmt.Errorf("ReplaceViaBatch: %d destinations, %d gateways", len(dst), len(gw))
+// op is one kernel change the table decided: write r, or remove whatever
+// tabby route r.Dst has.
+type op struct {
+	r   Route
+	del bool
+}
+
+func (o op) String() string {
+	if o.del {
+		return "remove route " + o.r.Dst.String()
+	}
+	return "route " + o.r.String()
+}
+
+// writeRoutes sends the table's changes. rtnetlink handles each message of
+// a buffer in turn and acknowledges each, so a chunk of messages in one
+// sendmsg and then their acks costs two syscalls per chunk where one request
+// at a time costs two per route. Every change is attempted; the error lists
+// the ones that failed. Removing a route that is already gone succeeds.
+func (d *Dataplane) writeRoutes(ops []op) error {
+	if len(ops) == 0 {
+		return nil
 	}
 	d.rawMu.Lock()
 	defer d.rawMu.Unlock()
 	var errs []error
-	for start := 0; start < len(dst); start += batchSize {
-		end := min(start+batchSize, len(dst))
-		if err := d.sendRoutes(dst[start:end], gw[start:end], &errs); err != nil {
+	for start := 0; start < len(ops); start += batchSize {
+		end := min(start+batchSize, len(ops))
+		if err := d.sendRoutes(ops[start:end], &errs); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// encode builds the rtnetlink message for one change.
+func encode(o op) (*nl.NetlinkRequest, error) {
+	r := o.r
+	v4 := r.Dst.Addr().Is4()
+	if !o.del {
+		if err := r.check(); err != nil {
+			return nil, err
+		}
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	msg := nl.NewRtMsg() // main table, scope universe, unicast
+	if o.del {
+		req = nl.NewNetlinkRequest(unix.RTM_DELROUTE, unix.NLM_F_ACK)
+		msg = nl.NewRtDelMsg()
+		msg.Type = unix.RTN_UNSPEC // whatever tabby route the destination has
+	}
+	msg.Family = unix.AF_INET6
+	if v4 {
+		msg.Family = unix.AF_INET
+	}
+	msg.Dst_len = uint8(r.Dst.Bits())
+	msg.Protocol = uint8(RouteProtocol)
+	if !o.del {
+		switch r.Kind {
+		case KindBlackhole:
+			msg.Type = unix.RTN_BLACKHOLE
+		case KindEndpoint:
+			if v4 {
+				msg.Scope = unix.RT_SCOPE_LINK
+			}
+		case KindVXLAN, KindIPIP:
+			msg.Flags |= unix.RTNH_F_ONLINK
+		}
+	}
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.RTA_DST, r.Dst.Addr().AsSlice()))
+	if !o.del {
+		if r.Gw.IsValid() {
+			req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, r.Gw.AsSlice()))
+		}
+		if r.Link != 0 {
+			req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(r.Link))))
+		}
+	}
+	return req, nil
+}
+
 // sendRoutes sends one chunk and collects the per-route errors in errs; its
 // own error means the socket failed and the chunk's outcome is unknown.
-func (d *Dataplane) sendRoutes(dst []netip.Prefix, gw []netip.Addr, errs *[]error) error {
+func (d *Dataplane) sendRoutes(ops []op, errs *[]error) error {
 	var buf []byte
 	pending := map[uint32]int{}
-	for i := range dst {
-		if !dst[i].IsValid() || dst[i].Addr().Is4() != gw[i].Is4() || gw[i].Is4In6() {
-			*errs = append(*errs, fmt.Errorf("route %s via %s: destination and gateway must be of one family", dst[i], gw[i]))
+	for i, o := range ops {
+		req, err := encode(o)
+		if err != nil {
+			*errs = append(*errs, err)
 			continue
 		}
-		req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
-		msg := nl.NewRtMsg()
-		msg.Family = unix.AF_INET
-		if gw[i].Is6() {
-			msg.Family = unix.AF_INET6
-		}
-		msg.Dst_len = uint8(dst[i].Bits())
-		msg.Protocol = uint8(RouteProtocol)
-		req.AddData(msg)
-		req.AddData(nl.NewRtAttr(unix.RTA_DST, dst[i].Addr().AsSlice()))
-		req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, gw[i].AsSlice()))
 		buf = append(buf, req.Serialize()...)
 		pending[req.Seq] = i
 	}
@@ -75,8 +125,9 @@ func (d *Dataplane) sendRoutes(dst []netip.Prefix, gw []netip.Addr, errs *[]erro
 				continue
 			}
 			delete(pending, m.Header.Seq)
-			if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
-				*errs = append(*errs, fmt.Errorf("route %s via %s: %w", dst[i], gw[i], syscall.Errno(-errno)))
+			errno := syscall.Errno(-int32(nl.NativeEndian().Uint32(m.Data[:4])))
+			if errno != 0 && !(ops[i].del && (errno == unix.ESRCH || errno == unix.ENOENT)) {
+				*errs = append(*errs, fmt.Errorf("%v: %w", ops[i], errno))
 			}
 		}
 	}

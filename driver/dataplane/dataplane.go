@@ -39,6 +39,8 @@ type Dataplane struct {
 	raw   *nl.SocketHandle
 	// forwardPerLink: forwarding is set on each link (ForwardPerLink).
 	forwardPerLink atomic.Bool
+	// table writes every tabby route of the main table.
+	table *Table
 }
 
 // New binds to the namespace at nsPath ("" for the daemon's own).
@@ -60,8 +62,14 @@ func New(nsPath string) (*Dataplane, error) {
 		h.Close()
 		return nil, fmt.Errorf("netlink socket in %q: %w", nsPath, err)
 	}
-	return &Dataplane{h: h, raw: &nl.SocketHandle{Socket: sock}}, nil
+	d := &Dataplane{h: h, raw: &nl.SocketHandle{Socket: sock}}
+	d.table = newTable(d)
+	return d, nil
 }
+
+// Table is the one writer of the namespace's tabby routes; the driver and
+// BGP claim routes through it.
+func (d *Dataplane) Table() *Table { return d.table }
 
 // Close releases the netlink handle.
 func (d *Dataplane) Close() {
@@ -147,24 +155,22 @@ func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
 	return d.RouteEndpoint(host, ep.IPv4, ep.IPv6)
 }
 
-// RouteEndpoint installs `IP dev caliX scope link proto 77` for each of
-// the endpoint's addresses and, for IPv6, the gateway address on caliX.
+// RouteEndpoint claims `IP dev caliX scope link proto 77` for each of
+// the endpoint's addresses and, for IPv6, puts the gateway address on caliX.
 func (d *Dataplane) RouteEndpoint(host netlink.Link, ips ...netip.Addr) error {
+	var rs []Route
 	for _, ip := range ips {
 		if !ip.IsValid() {
 			continue
 		}
-		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostNet(ip), Protocol: RouteProtocol}
-		if ip.Is4() {
-			r.Scope = netlink.SCOPE_LINK
-		} else if err := d.gatewayV6(host); err != nil {
-			return err
+		if ip.Is6() {
+			if err := d.gatewayV6(host); err != nil {
+				return err
+			}
 		}
-		if err := d.h.RouteReplace(r); err != nil {
-			return fmt.Errorf("route %s: %w", ip, err)
-		}
+		rs = append(rs, Route{Kind: KindEndpoint, Dst: netip.PrefixFrom(ip, ip.BitLen()), Link: host.Attrs().Index})
 	}
-	return nil
+	return d.table.Set(rs...)
 }
 
 // RepairEndpoint restores proxy ARP, the gateway address and the routes
@@ -194,7 +200,8 @@ func (d *Dataplane) gatewayV6(host netlink.Link) error {
 }
 
 // DeleteLink removes a link by name; a missing link is fine. Deleting the
-// host side of a veth removes its peer and its routes with it.
+// host side of a veth removes its peer and its routes with it, and the
+// table lets go of them.
 func (d *Dataplane) DeleteLink(name string) error {
 	l, err := d.h.LinkByName(name)
 	if err != nil {
@@ -207,7 +214,7 @@ func (d *Dataplane) DeleteLink(name string) error {
 	if err := d.h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
-	return nil
+	return d.table.forgetLink(l.Attrs().Index)
 }
 
 // LinkIndex returns the index of a link, or 0 when it does not exist.
@@ -234,16 +241,6 @@ func (d *Dataplane) HostLinks() ([]string, error) {
 	return out, nil
 }
 
-// Blackhole installs `blackhole BLOCK proto 77` for a block this host owns,
-// so addresses of the block that are not in use go nowhere.
-func (d *Dataplane) Blackhole(block netip.Prefix) error {
-	r := &netlink.Route{Dst: prefixNet(block), Type: unix.RTN_BLACKHOLE, Protocol: RouteProtocol}
-	if err := d.h.RouteReplace(r); err != nil {
-		return fmt.Errorf("blackhole %s: %w", block, err)
-	}
-	return nil
-}
-
 // Routes lists the IPv4 and IPv6 routes of the main table that carry
 // tabby's tag.
 func (d *Dataplane) Routes() ([]netlink.Route, error) {
@@ -253,14 +250,6 @@ func (d *Dataplane) Routes() ([]netlink.Route, error) {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	return rs, nil
-}
-
-// DeleteRoute removes one route; a missing route is fine.
-func (d *Dataplane) DeleteRoute(r netlink.Route) error {
-	if err := d.h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete route %s: %w", r.Dst, err)
-	}
-	return nil
 }
 
 // IPv4 devconf indexes (include/uapi/linux/ip.h).
@@ -369,34 +358,6 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// ReplaceVia installs `dst via gw proto 77`, the route to a block another
-// host owns; the kernel picks the interface that reaches gw.
-func (d *Dataplane) ReplaceVia(dst netip.Prefix, gw netip.Addr) error {
-	r := &netlink.Route{Dst: prefixNet(dst), Gw: gw.AsSlice(), Protocol: RouteProtocol}
-	if err := d.h.RouteReplace(r); err != nil {
-		return fmt.Errorf("route %s via %s: %w", dst, gw, err)
-	}
-	return nil
-}
-
-// DeleteVia removes tabby's gateway route to dst; a missing one is fine.
-// Routes over the tunnel devices belong to their dataplanes and are left alone.
-func (d *Dataplane) DeleteVia(dst netip.Prefix) error {
-	rs, err := d.Routes()
-	if err != nil {
-		return err
-	}
-	tun := d.tunnelLinks()
-	for _, r := range rs {
-		if r.Gw != nil && r.Dst != nil && r.Dst.String() == dst.String() && !tun[r.LinkIndex] {
-			if err := d.DeleteRoute(r); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // ListVia returns the destinations of tabby's gateway routes, but for
 // those over vxlan.tabby or tunl0, which belong to the tunnel dataplanes.
 func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
@@ -404,10 +365,10 @@ func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	tun := d.tunnelLinks()
+	tun := d.tunnelKinds()
 	out := map[netip.Prefix]netip.Addr{}
 	for _, r := range rs {
-		if r.Gw == nil || r.Dst == nil || tun[r.LinkIndex] {
+		if r.Gw == nil || r.Dst == nil || tun[r.LinkIndex] != 0 {
 			continue
 		}
 		p, err := netip.ParsePrefix(r.Dst.String())
@@ -419,12 +380,12 @@ func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 	return out, nil
 }
 
-// tunnelLinks returns the indexes of the tunnel devices present.
-func (d *Dataplane) tunnelLinks() map[int]bool {
-	out := map[int]bool{}
-	for _, name := range []string{VXLANDevice, IPIPDevice} {
+// tunnelKinds maps the tunnel devices present to the kind of their routes.
+func (d *Dataplane) tunnelKinds() map[int]Kind {
+	out := map[int]Kind{}
+	for name, k := range map[string]Kind{VXLANDevice: KindVXLAN, IPIPDevice: KindIPIP} {
 		if i := d.LinkIndex(name); i != 0 {
-			out[i] = true
+			out[i] = k
 		}
 	}
 	return out

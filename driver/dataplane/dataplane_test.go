@@ -155,24 +155,24 @@ func TestBlackholeAndRouteListing(t *testing.T) {
 	ns := testNS(t)
 	d := newDP(t, ns)
 	block := netip.MustParsePrefix("192.168.18.64/26")
-	if err := d.Blackhole(block); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Blackhole(block); err != nil {
-		t.Fatalf("installing a blackhole twice must succeed: %v", err)
+	for i := 0; i < 2; i++ { // claiming twice changes nothing
+		if err := d.Table().Sync(KindBlackhole, []Route{{Dst: block}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if out := inNS(t, ns, "ip", "route", "show", "proto", "77"); out != "blackhole 192.168.18.64/26" {
 		t.Fatalf("routes = %q, want the block's blackhole", out)
 	}
-	rs, err := d.Routes()
-	if err != nil || len(rs) != 1 {
+	if rs, err := d.Routes(); err != nil || len(rs) != 1 {
 		t.Fatalf("Routes() = %v, %v; want the one blackhole", rs, err)
 	}
-	if err := d.DeleteRoute(rs[0]); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 2; i++ { // removing what is gone succeeds
+		if err := d.Table().RemoveAll(KindBlackhole); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := d.DeleteRoute(rs[0]); err != nil {
-		t.Fatalf("deleting a gone route must succeed: %v", err)
+	if out := inNS(t, ns, "ip", "route", "show", "proto", "77"); out != "" {
+		t.Fatalf("routes after RemoveAll = %q", out)
 	}
 }
 
@@ -238,13 +238,10 @@ func TestForwardingRules(t *testing.T) {
 	}
 }
 
-func TestReplaceViaBatch(t *testing.T) {
+func TestLearnInBatches(t *testing.T) {
 	ns := testNS(t)
 	d := newDP(t, ns)
-	inNS(t, ns, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp")
-	inNS(t, ns, "ip", "addr", "add", "10.2.0.1/24", "dev", "uplink")
-	inNS(t, ns, "ip", "link", "set", "uplinkp", "up")
-	inNS(t, ns, "ip", "link", "set", "uplink", "up")
+	uplink(t, ns)
 	var dst []netip.Prefix
 	var gw []netip.Addr
 	for i := 0; i < 600; i++ { // more than two sendmsg chunks
@@ -254,8 +251,8 @@ func TestReplaceViaBatch(t *testing.T) {
 	// One route whose gateway is unreachable fails alone, named in the error.
 	dst = append(dst, netip.MustParsePrefix("10.9.9.0/24"))
 	gw = append(gw, netip.MustParseAddr("10.3.0.2"))
-	err := d.ReplaceViaBatch(dst, gw)
-	if err == nil || !strings.Contains(err.Error(), "10.9.9.0/24 via 10.3.0.2") {
+	err := d.Table().Learn(dst, gw)
+	if err == nil || !strings.Contains(err.Error(), "learned 10.9.9.0/24 via 10.3.0.2") {
 		t.Fatalf("the unreachable gateway must be reported: %v", err)
 	}
 	got, err := d.ListVia()
@@ -268,31 +265,36 @@ func TestReplaceViaBatch(t *testing.T) {
 	if out := inNS(t, ns, "ip", "route", "show", "10.128.0.64/26"); out != "10.128.0.64/26 via 10.2.0.2 dev uplink proto 77" {
 		t.Fatalf("route as ip shows it: %q", out)
 	}
-	// Replacing again is idempotent.
-	if err := d.ReplaceViaBatch(dst[:600], gw[:600]); err != nil {
-		t.Fatal(err)
+	if err := d.Table().Learn(dst[:600], gw[:600]); err != nil {
+		t.Fatalf("learning again must succeed: %v", err)
 	}
-	// IPv6 blocks go in the same batch; ListVia and DeleteVia see them.
+	// IPv6 blocks go in the same batch.
 	inNS(t, ns, "ip", "addr", "add", "fd00:2::1/64", "dev", "uplink", "nodad")
 	v6 := netip.MustParsePrefix("fd00:192:168::40/122")
-	if err := d.ReplaceViaBatch([]netip.Prefix{v6, dst[0]}, []netip.Addr{netip.MustParseAddr("fd00:2::2"), gw[0]}); err != nil {
+	if err := d.Table().Learn([]netip.Prefix{v6, dst[0]}, []netip.Addr{netip.MustParseAddr("fd00:2::2"), gw[0]}); err != nil {
 		t.Fatal(err)
 	}
 	if out := inNS(t, ns, "ip", "-6", "route", "show", v6.String()); !strings.HasPrefix(out, "fd00:192:168::40/122 via fd00:2::2 dev uplink proto 77") {
 		t.Fatalf("IPv6 route as ip shows it: %q", out)
 	}
-	if got, _ := d.ListVia(); got[v6] != netip.MustParseAddr("fd00:2::2") {
-		t.Fatalf("ListVia lacks the IPv6 route: %v", got[v6])
-	}
-	if err := d.ReplaceViaBatch([]netip.Prefix{v6}, []netip.Addr{gw[0]}); err == nil || !strings.Contains(err.Error(), "one family") {
+	if err := d.Table().Learn([]netip.Prefix{v6}, []netip.Addr{gw[0]}); err == nil || !strings.Contains(err.Error(), "one family") {
 		t.Fatalf("mixed families must be refused: %v", err)
 	}
-	if err := d.DeleteVia(v6); err != nil {
+	if err := d.Table().Unlearn(v6); err != nil {
 		t.Fatal(err)
 	}
 	if out := inNS(t, ns, "ip", "-6", "route", "show", v6.String()); out != "" {
-		t.Fatalf("IPv6 route left after DeleteVia: %q", out)
+		t.Fatalf("IPv6 route left after Unlearn: %q", out)
 	}
+}
+
+// uplink gives ns a link with 10.2.0.1/24, 10.2.0.2 a next hop on it.
+func uplink(t *testing.T, ns string) {
+	t.Helper()
+	inNS(t, ns, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp")
+	inNS(t, ns, "ip", "addr", "add", "10.2.0.1/24", "dev", "uplink")
+	inNS(t, ns, "ip", "link", "set", "uplinkp", "up")
+	inNS(t, ns, "ip", "link", "set", "uplink", "up")
 }
 
 // kernelHasIPIP asks iproute2, independently of tabby, whether this
@@ -393,7 +395,7 @@ func TestVXLANDevicePeersAndRoutes(t *testing.T) {
 		t.Fatalf("FDB entry missing: %s", f)
 	}
 	block := netip.MustParsePrefix("10.244.9.0/26")
-	if err := d.SyncDeviceRoutes(idx, map[netip.Prefix]netip.Addr{block: peer.TunnelIP}); err != nil {
+	if err := d.Table().Sync(KindVXLAN, []Route{{Dst: block, Gw: peer.TunnelIP, Link: idx}}); err != nil {
 		t.Fatal(err)
 	}
 	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); !strings.Contains(r, "10.244.9.0/26 via 192.168.9.0 dev vxlan.tabby onlink") {
@@ -405,7 +407,7 @@ func TestVXLANDevicePeersAndRoutes(t *testing.T) {
 	if err := d.SyncVXLANPeers(idx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SyncDeviceRoutes(idx, map[netip.Prefix]netip.Addr{}); err != nil {
+	if err := d.Table().Sync(KindVXLAN, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := inNS(t, ns, "ip", "neigh", "show", "dev", VXLANDevice); n != "" {
@@ -437,7 +439,7 @@ func TestIPIPDevice(t *testing.T) {
 		t.Fatalf("tunl0: %s", l)
 	}
 	block := netip.MustParsePrefix("10.244.9.0/26")
-	if err := d.SyncDeviceRoutes(idx, map[netip.Prefix]netip.Addr{block: netip.MustParseAddr("10.2.0.2")}); err != nil {
+	if err := d.Table().Sync(KindIPIP, []Route{{Dst: block, Gw: netip.MustParseAddr("10.2.0.2"), Link: idx}}); err != nil {
 		t.Fatal(err)
 	}
 	if r := inNS(t, ns, "ip", "route", "show", "proto", "77"); !strings.Contains(r, "10.244.9.0/26 via 10.2.0.2 dev tunl0 onlink") {

@@ -60,12 +60,12 @@ func (d *Dataplane) EnsureIPIP(tunnelIP netip.Addr, mtu int) (int, error) {
 // ClearIPIP removes tabby's routes and addresses from tunl0 (the device
 // itself belongs to the kernel); without tunl0 there is nothing to do.
 func (d *Dataplane) ClearIPIP() error {
+	if err := d.table.Sync(KindIPIP, nil); err != nil {
+		return err
+	}
 	link, err := d.h.LinkByName(IPIPDevice)
 	if err != nil {
 		return nil
-	}
-	if err := d.SyncDeviceRoutes(link.Attrs().Index, map[netip.Prefix]netip.Addr{}); err != nil {
-		return err
 	}
 	addrs, err := d.h.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {

@@ -103,34 +103,3 @@ func (d *Dataplane) SyncVXLANPeers(index int, peers []VTEP) error {
 	}
 	return errors.Join(errs...)
 }
-
-// SyncDeviceRoutes makes tabby's routes over one tunnel device exactly want
-// (`BLOCK via GW dev DEV onlink proto 77`).
-func (d *Dataplane) SyncDeviceRoutes(index int, want map[netip.Prefix]netip.Addr) error {
-	rs, err := d.Routes()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, r := range rs {
-		if r.LinkIndex != index || r.Dst == nil {
-			continue
-		}
-		p, _ := netip.ParsePrefix(r.Dst.String())
-		gw, _ := netip.AddrFromSlice(r.Gw)
-		if w, ok := want[p]; ok && w == gw.Unmap() {
-			delete(want, p)
-			continue
-		}
-		if err := d.DeleteRoute(r); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for p, gw := range want {
-		r := &netlink.Route{LinkIndex: index, Dst: prefixNet(p), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol}
-		if err := d.h.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("route %s via %s (link %d): %w", p, gw, index, err))
-		}
-	}
-	return errors.Join(errs...)
-}

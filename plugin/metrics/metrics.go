@@ -266,9 +266,9 @@ type TimedRoutes struct {
 	M *Metrics
 }
 
-// ReplaceViaBatch installs and times a batch of routes.
-func (t TimedRoutes) ReplaceViaBatch(dst []netip.Prefix, gw []netip.Addr) error {
-	return t.M.timed("routes", func() error { return t.Routes.ReplaceViaBatch(dst, gw) })
+// Learn installs and times a batch of routes.
+func (t TimedRoutes) Learn(dst []netip.Prefix, gw []netip.Addr) error {
+	return t.M.timed("routes", func() error { return t.Routes.Learn(dst, gw) })
 }
 
 // GCReleased counts addresses the IPAM collector released.
