@@ -71,6 +71,8 @@ type Driver struct {
 	hostMTU int
 	// hostAccess is what containers may reach on this host (policy input).
 	hostAccess policy.HostAccess
+	// pol is the policy loop's state between runs.
+	pol *policyState
 	// sandboxPaths lists where a sandbox key may be opened from here.
 	sandboxPaths func(key string) []string
 	// ports holds this host's published ports.
@@ -84,7 +86,7 @@ var _ network.Driver = (*Driver)(nil)
 
 // New returns the driver of node, programming the kernel through dp.
 func New(store *datastore.Store, view *datastore.View, local *hostlocal.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
-	return &Driver{store: store, view: view, local: local, localKick: make(chan struct{}, 1), node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log),
+	return &Driver{store: store, view: view, local: local, localKick: make(chan struct{}, 1), node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log), pol: newPolicyState(),
 		sandboxPaths: func(key string) []string { return []string{key} }}
 }
 

@@ -4,28 +4,133 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/policy"
 )
 
-// PolicyApplier installs a compiled rule set (policy.Enforcer).
+// PolicyApplier installs a compiled rule set, or only set element changes
+// (policy.Enforcer).
 type PolicyApplier interface {
 	Apply(script string) (bool, error)
+	ApplyElements(delta map[string]policy.SetChange) (bool, error)
 }
 
 // LabelPrefix marks the container labels that become endpoint labels
 // (`tabby.label.role=db` gives the endpoint `role=db`).
 const LabelPrefix = "tabby.label."
 
-// SyncPolicy compiles profiles and policies for this host's endpoints, with
-// selector sets over every endpoint of the cluster, and applies the result.
+// policyState is what the policy loop keeps between runs: the selector
+// sets' members, followed one endpoint change at a time, and what changed.
+type policyState struct {
+	run     sync.Mutex      // one SyncPolicy at a time
+	mu      sync.Mutex      // what the subscribers write
+	primed  bool            // subscribed to the view
+	dirty   map[string]bool // endpoint keys changed since the last run
+	rebuild bool            // something besides other hosts' set members changed
+	members *policy.Members
+	// remote are other hosts' endpoints published on every host.
+	remote map[string]policy.Endpoint
+}
+
+func newPolicyState() *policyState {
+	return &policyState{dirty: map[string]bool{}, rebuild: true, members: policy.NewMembers(), remote: map[string]policy.Endpoint{}}
+}
+
+// endpointChanged and structureChanged are the view's subscribers: they
+// only take note (the view's goroutine must not block).
+func (p *policyState) endpointChanged(ch datastore.Change) {
+	p.mu.Lock()
+	p.dirty[ch.Key] = true
+	p.mu.Unlock()
+}
+
+func (p *policyState) structureChanged(datastore.Change) {
+	p.mu.Lock()
+	p.rebuild = true
+	p.mu.Unlock()
+}
+
+// SyncPolicy brings enforcement up to date. When only other hosts'
+// endpoints changed it updates the sets' elements (work in proportion to
+// the change); otherwise it compiles this host's chains again, with the sets
+// from the index, and the enforcer sends the difference.
 func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
-	eps, err := fromView[datastore.WorkloadEndpoint](ctx, d, datastore.EndpointsDir)
+	if err := d.view.Wait(ctx, 0); err != nil {
+		return err
+	}
+	p := d.pol
+	p.run.Lock()
+	defer p.run.Unlock()
+	if !p.primed {
+		// Subscribing hands over every endpoint the view holds, as changes.
+		d.view.Subscribe(datastore.EndpointsDir, p.endpointChanged)
+		for _, dir := range []string{datastore.ProfilesDir, datastore.PoliciesDir, datastore.NodesDir} {
+			d.view.Subscribe(dir, p.structureChanged)
+		}
+		p.primed = true
+	}
+	p.mu.Lock()
+	dirty, rebuild := p.dirty, p.rebuild
+	p.dirty, p.rebuild = map[string]bool{}, false
+	p.mu.Unlock()
+	if d.takeEndpoints(dirty) || len(dirty) == 0 {
+		rebuild = true // a local change, or a resync
+	}
+	if !rebuild {
+		delta := p.members.Delta()
+		if len(delta) == 0 {
+			return nil
+		}
+		_, err := a.ApplyElements(delta)
+		if err == nil {
+			return nil
+		}
+		d.log.Debug("policy: element update failed, compiling again", "err", err)
+	}
+	err := d.compilePolicy(ctx, a)
+	p.members.Delta() // what the compile wrote is the sets' whole content
+	if err != nil {
+		p.mu.Lock()
+		p.rebuild = true
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// takeEndpoints moves changed endpoint records into the index and reports
+// whether the rule set's structure may have changed (an endpoint of this
+// host, or one published everywhere).
+func (d *Driver) takeEndpoints(keys map[string]bool) (structural bool) {
+	p, mine := d.pol, datastore.EndpointsOf(d.node)
+	for key := range keys {
+		_, wasRemote := p.remote[key]
+		delete(p.remote, key)
+		e, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](d.view, key)
+		structural = structural || wasRemote || strings.HasPrefix(key, mine)
+		if !ok {
+			p.members.Delete(key)
+			continue
+		}
+		p.members.Put(key, policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()})
+		if e.Node != d.node && e.PublishEverywhere && len(e.Ports) > 0 {
+			p.remote[key] = policy.Endpoint{Addrs: e.Addrs(), Ports: e.Ports}
+			structural = true
+		}
+	}
+	return structural
+}
+
+// compilePolicy compiles profiles and policies for this host's endpoints,
+// with selector sets from the index, and applies the result.
+func (d *Driver) compilePolicy(ctx context.Context, a PolicyApplier) error {
+	eps, err := fromView[datastore.WorkloadEndpoint](ctx, d, datastore.EndpointsOf(d.node))
 	if err != nil {
 		return err
 	}
@@ -39,7 +144,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	}
 	// A resource written past the CLI's validation must not hold every
 	// other change back: it is left out, loudly.
-	in := policy.Input{Profiles: map[string]datastore.Profile{}, Host: d.hostAccess}
+	in := policy.Input{Profiles: map[string]datastore.Profile{}, Host: d.hostAccess, Members: d.pol.members}
 	for _, p := range pols {
 		if err := policy.Validate(p); err != nil {
 			d.log.Warn("NetworkPolicy ignored", "err", err)
@@ -54,6 +159,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		}
 		in.Profiles[p.Name] = p
 	}
+	d.pol.members.SetProfiles(in.Profiles)
 	// This host's joined endpoints are those of the host-local state.
 	joined := d.local.All()
 	sandbox := map[string][]netip.Addr{}
@@ -63,22 +169,21 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		}
 	}
 	for _, e := range eps {
-		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()}
-		in.All = append(in.All, pe)
-		if j, ok := joined[e.EndpointID]; ok && e.Node == d.node {
-			pe.Iface, pe.Ports, pe.Internal, pe.Everywhere = e.Interface, e.Ports, e.Internal, e.PublishEverywhere
-			for _, a := range sandbox[j.SandboxKey] {
-				if !slices.Contains(pe.Addrs, a) {
-					pe.Sandbox = append(pe.Sandbox, a)
-				}
+		j, ok := joined[e.EndpointID]
+		if !ok || e.Node != d.node {
+			continue
+		}
+		pe := policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs(),
+			Iface: e.Interface, Ports: e.Ports, Internal: e.Internal, Everywhere: e.PublishEverywhere}
+		for _, a := range sandbox[j.SandboxKey] {
+			if !slices.Contains(pe.Addrs, a) {
+				pe.Sandbox = append(pe.Sandbox, a)
 			}
-			in.Local = append(in.Local, pe)
 		}
+		in.Local = append(in.Local, pe)
 	}
-	for _, e := range eps {
-		if e.Node != d.node && e.PublishEverywhere && len(e.Ports) > 0 {
-			in.Remote = append(in.Remote, policy.Endpoint{Addrs: e.Addrs(), Ports: e.Ports})
-		}
+	for _, key := range slices.Sorted(maps.Keys(d.pol.remote)) {
+		in.Remote = append(in.Remote, d.pol.remote[key])
 	}
 	if len(in.Remote) > 0 || slices.ContainsFunc(in.Local, func(e policy.Endpoint) bool { return e.Everywhere }) {
 		in.Nodes = d.nodeAddrs(ctx)

@@ -2,20 +2,32 @@ package driver
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/driver/hostlocal"
+	"github.com/tabbynet/tabby/driver/policy"
 )
 
-type scriptCatcher struct{ script string }
+type scriptCatcher struct {
+	script string
+	full   int
+	deltas []map[string]policy.SetChange
+}
 
 func (s *scriptCatcher) Apply(script string) (bool, error) {
 	changed := script != s.script
 	s.script = script
+	s.full++
 	return changed, nil
+}
+
+func (s *scriptCatcher) ApplyElements(d map[string]policy.SetChange) (bool, error) {
+	s.deltas = append(s.deltas, d)
+	return true, nil
 }
 
 // SyncPolicy compiles from etcd: this host's joined endpoints get chains,
@@ -60,6 +72,39 @@ func TestSyncPolicyFromEtcd(t *testing.T) {
 		if strings.Contains(c.script, not) {
 			t.Errorf("script has chains for %s, which is not joined here:\n%s", not, c.script)
 		}
+	}
+	// Another host's endpoint comes and goes: element updates of the
+	// sets that select it, no compile.
+	set := policy.SetName(LabelNetwork+" == 'net1'", false)
+	put(datastore.EndpointKey("node01", "e4"), &datastore.WorkloadEndpoint{Node: "node01", EndpointID: "e4", Interface: "cali4444444444a",
+		IPv4: "192.168.0.88", Labels: net1, Profiles: []string{"net1"}})
+	f.caughtUp(t)
+	if err := f.d.SyncPolicy(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.full != 1 || len(c.deltas) != 1 || fmt.Sprint(c.deltas[0][set]) != "{[192.168.0.88] []}" {
+		t.Fatalf("another host's new endpoint: %d compiles, deltas %v; want 1 and %s gaining 192.168.0.88", c.full, c.deltas, set)
+	}
+	if err := f.st.Delete(ctx, datastore.EndpointKey("node01", "e4")); err != nil {
+		t.Fatal(err)
+	}
+	f.caughtUp(t)
+	if err := f.d.SyncPolicy(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.full != 1 || len(c.deltas) != 2 || fmt.Sprint(c.deltas[1][set]) != "{[] [192.168.0.88]}" {
+		t.Fatalf("another host's endpoint gone: %d compiles, deltas %v", c.full, c.deltas)
+	}
+	// This host's endpoint changes: a compile, whose sets agree with the
+	// index.
+	put(datastore.EndpointKey("node00", "e2"), &datastore.WorkloadEndpoint{Node: "node00", EndpointID: "e2", Interface: "cali2222222222a",
+		IPv4: "192.168.0.3", Labels: net1, Profiles: []string{"net1"}})
+	f.caughtUp(t)
+	if err := f.d.SyncPolicy(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.full != 2 || !strings.Contains(c.script, "192.168.0.1, 192.168.0.3, 192.168.0.77 }") {
+		t.Fatalf("a local endpoint's change must compile (%d compiles), with the sets current:\n%s", c.full, c.script)
 	}
 }
 

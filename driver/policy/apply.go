@@ -5,23 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 )
 
 // Enforcer swaps compiled rule sets into the kernel with the nft binary;
 // one `nft -f` file is one transaction, so the table is never half-built.
+// After the first, a rule set is applied as its difference from the last:
+// set elements added and deleted, chains added, rewritten or deleted one by
+// one (felix's incremental dataplane); the whole table is replaced only when
+// that cannot be done (the table went, a chain's hook changed).
 type Enforcer struct {
 	// nft is the command that runs nft (a prefix such as `ip netns exec NS
 	// nft` in tests).
-	nft  []string
-	mu   sync.Mutex
-	last string
-	// lastStructure and lastSets are last split: a script that differs
-	// from it only in set elements is applied as element updates.
-	lastStructure string
-	lastSets      map[string][]string
+	nft []string
+	mu  sync.Mutex
+	// cur is what the kernel holds (nil: unknown); last is the script it
+	// came from, or "" after element updates moved it on.
+	cur           *ruleset
+	last          string
 	full, partial int
 }
 
@@ -49,102 +52,93 @@ func (e *Enforcer) run(stdin string, args ...string) error {
 }
 
 // Apply installs script (from Compile) unless it is what is installed.
-// When only the sets' members changed (an endpoint came or went anywhere
-// in the cluster), it adds and deletes those elements in one transaction
-// instead of replacing the table: the kernel's work is the change's.
+// It sends only the difference from what is installed, in one transaction;
+// when that fails (the table may have gone meanwhile) it replaces the table.
 func (e *Enforcer) Apply(script string) (changed bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if script == e.last {
+	if script == e.last && e.cur != nil {
 		return false, nil
 	}
-	structure, sets := splitSets(script)
-	if e.last != "" && structure == e.lastStructure {
-		if cmd := elementDiff(e.lastSets, sets); cmd != "" && e.run(cmd, "-f", "-") == nil {
-			e.last, e.lastSets = script, sets
-			e.partial++
-			return true, nil
+	rs := parse(script)
+	if e.cur != nil {
+		if cmd, ok := diff(e.cur, rs); ok {
+			if cmd == "" {
+				e.cur, e.last = rs, script
+				return false, nil
+			}
+			if e.run(cmd, "-f", "-") == nil {
+				e.cur, e.last = rs, script
+				e.partial++
+				return true, nil
+			}
 		}
-		// The table may have gone meanwhile: all of it, below.
 	}
 	if err := e.run(script, "-f", "-"); err != nil {
-		e.last, e.lastStructure, e.lastSets = "", "", nil
+		e.cur, e.last = nil, ""
 		return false, err
 	}
-	e.last, e.lastStructure, e.lastSets = script, structure, sets
+	e.cur, e.last = rs, script
 	e.full++
 	return true, nil
 }
 
+// ErrNotInstalled: element updates need a rule set Apply installed.
+var ErrNotInstalled = errors.New("no rule set installed yet")
+
+// ApplyElements adds and deletes set elements (Members.Delta) in one
+// transaction: an endpoint elsewhere in the cluster costs what it changes.
+func (e *Enforcer) ApplyElements(delta map[string]SetChange) (changed bool, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur == nil {
+		return false, ErrNotInstalled
+	}
+	var b strings.Builder
+	for name, c := range delta {
+		set, ok := e.cur.sets[name]
+		if !ok {
+			return false, fmt.Errorf("set %s is not in the installed rule set: %w", name, ErrNotInstalled)
+		}
+		// nft fails a whole transaction on deleting an absent element.
+		writeElements(&b, "delete", name, slices.DeleteFunc(slices.Clone(c.Del), func(x string) bool { _, has := set.elems[x]; return !has }))
+		writeElements(&b, "add", name, slices.DeleteFunc(slices.Clone(c.Add), func(x string) bool { _, has := set.elems[x]; return has }))
+	}
+	if b.Len() == 0 {
+		return false, nil
+	}
+	if err := e.run(b.String(), "-f", "-"); err != nil {
+		return false, err
+	}
+	for name, c := range delta {
+		set := e.cur.sets[name]
+		for _, x := range c.Del {
+			delete(set.elems, x)
+		}
+		for _, x := range c.Add {
+			set.elems[x] = struct{}{}
+		}
+	}
+	e.last = ""
+	e.partial++
+	return true, nil
+}
+
 // Applies says how often Apply replaced the whole table and how often it
-// updated set elements only.
+// sent a difference.
 func (e *Enforcer) Applies() (full, partial int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.full, e.partial
 }
 
-// splitSets separates a compiled script into its structure (every line
-// but the sets' elements) and each set's elements, as Compile writes them.
-func splitSets(script string) (string, map[string][]string) {
-	var b strings.Builder
-	sets := map[string][]string{}
-	set := ""
-	for _, line := range strings.SplitAfter(script, "\n") {
-		switch {
-		case strings.HasPrefix(line, "\tset ") && strings.HasSuffix(line, " {\n"):
-			set = strings.TrimSuffix(strings.TrimPrefix(line, "\tset "), " {\n")
-			sets[set] = nil
-		case set != "" && strings.HasPrefix(line, "\t\telements = { "):
-			elems := strings.TrimSuffix(strings.TrimPrefix(line, "\t\telements = { "), " }\n")
-			sets[set] = strings.Split(elems, ", ")
-			continue
-		case line == "\t}\n":
-			set = ""
-		}
-		b.WriteString(line)
-	}
-	return b.String(), sets
-}
-
-// elementDiff is the nft commands that turn the sets old into new (the
-// same sets, by structure).
-func elementDiff(old, new map[string][]string) string {
-	var b strings.Builder
-	for name, elems := range new {
-		had := map[string]bool{}
-		for _, x := range old[name] {
-			had[x] = true
-		}
-		var add []string
-		for _, x := range elems {
-			if !had[x] {
-				add = append(add, x)
-			}
-			delete(had, x)
-		}
-		var del []string
-		for x := range had {
-			del = append(del, x)
-		}
-		sort.Strings(del)
-		if len(del) > 0 {
-			fmt.Fprintf(&b, "delete element inet %s %s { %s }\n", Table, name, strings.Join(del, ", "))
-		}
-		if len(add) > 0 {
-			fmt.Fprintf(&b, "add element inet %s %s { %s }\n", Table, name, strings.Join(add, ", "))
-		}
-	}
-	return b.String()
-}
-
-// Repair reinstalls the last applied rule set when its table is gone (nft
+// Repair reinstalls the installed rule set when its table is gone (nft
 // flush ruleset, nft delete table inet tabby), reading nothing from etcd;
 // it reports whether it did. One `nft list tables` when nothing is missing.
 func (e *Enforcer) Repair() (bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.last == "" {
+	if e.cur == nil {
 		return false, nil
 	}
 	cmd := exec.Command(e.nft[0], append(append([]string{}, e.nft[1:]...), "list", "tables")...)
@@ -157,7 +151,7 @@ func (e *Enforcer) Repair() (bool, error) {
 			return false, nil
 		}
 	}
-	if err := e.run(e.last, "-f", "-"); err != nil {
+	if err := e.run(render(e.cur), "-f", "-"); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -167,7 +161,7 @@ func (e *Enforcer) Repair() (bool, error) {
 func (e *Enforcer) Remove() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.last = ""
+	e.cur, e.last = nil, ""
 	err := e.run(fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-")
 	if err != nil && !errors.Is(err, exec.ErrNotFound) {
 		return err

@@ -49,6 +49,9 @@ type Input struct {
 	// host (with their Ports); Nodes are the tabby hosts' addresses.
 	Remote []Endpoint
 	Nodes  []netip.Addr
+	// Members, when set, gives the selector sets' members and All is not
+	// read: the daemon keeps it current one endpoint change at a time.
+	Members *Members
 }
 
 // HostAccess is what a host's containers may send to the host itself.
@@ -66,9 +69,10 @@ type HostAccess struct {
 
 // compiler accumulates the named sets that selectors need.
 type compiler struct {
-	in    Input
-	sets  map[string]int // selector -> set index
-	order []string
+	in      Input
+	members *Members
+	sets    map[string]bool // selectors with a set
+	order   []string
 }
 
 // Compile returns the nftables script that replaces tabby's table with the
@@ -77,7 +81,10 @@ type compiler struct {
 // ingress rules, each made of the policies that select it (by order, first
 // match decides) and then its profiles; no match drops.
 func Compile(in Input) (string, error) {
-	c := &compiler{in: in, sets: map[string]int{}}
+	c := &compiler{in: in, members: in.Members, sets: map[string]bool{}}
+	if c.members == nil {
+		c.members = membersOf(in.All, in.Profiles)
+	}
 	pols := append([]datastore.NetworkPolicy(nil), in.Policies...)
 	sort.Slice(pols, func(i, j int) bool {
 		if pols[i].Order != pols[j].Order {
@@ -113,6 +120,9 @@ func Compile(in Input) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {}\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
 	c.writeSets(&b)
+	if in.Members != nil {
+		in.Members.Retain(c.order) // the index follows what the rules use
+	}
 	b.WriteString("\tchain antispoof {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
 	for _, l := range spoof {
 		fmt.Fprintf(&b, "\t\t%s\n", l)
@@ -202,8 +212,8 @@ func (c *compiler) endpointRules(e Endpoint, labels map[string]string, pols []da
 	var out []string
 	if dir == "egress" && e.Internal {
 		// An --internal network reaches the cluster's endpoints only.
-		all := c.setFor("all()")
-		out = append(out, fmt.Sprintf("ip daddr != @sel%d_4 drop", all), fmt.Sprintf("ip6 daddr != @sel%d_6 drop", all))
+		c.setFor("all()")
+		out = append(out, fmt.Sprintf("ip daddr != @%s drop", SetName("all()", false)), fmt.Sprintf("ip6 daddr != @%s drop", SetName("all()", true)))
 	}
 	add := func(rules []datastore.Rule, owner string) error {
 		for i, r := range rules {
@@ -344,9 +354,9 @@ func (c *compiler) addrMatch(t datastore.RuleTarget, dir string) (map[int][]stri
 		if _, err := ParseSelector(t.Selector); err != nil {
 			return nil, err
 		}
-		i := c.setFor(t.Selector)
-		out[4] = append(out[4], fmt.Sprintf("ip %s @sel%d_4", dir, i))
-		out[6] = append(out[6], fmt.Sprintf("ip6 %s @sel%d_6", dir, i))
+		c.setFor(t.Selector)
+		out[4] = append(out[4], fmt.Sprintf("ip %s @%s", dir, SetName(t.Selector, false)))
+		out[6] = append(out[6], fmt.Sprintf("ip6 %s @%s", dir, SetName(t.Selector, true)))
 	}
 	if len(t.Nets) > 0 {
 		nets := map[int][]netip.Prefix{}
@@ -435,50 +445,30 @@ func portList(ports []datastore.Port) (string, error) {
 	return strings.Join(out, ", "), nil
 }
 
-// setFor returns the index of the named sets for a selector.
-func (c *compiler) setFor(sel string) int {
-	if i, ok := c.sets[sel]; ok {
-		return i
+// setFor notes that a selector needs its sets.
+func (c *compiler) setFor(sel string) {
+	if !c.sets[sel] {
+		c.sets[sel] = true
+		c.order = append(c.order, sel)
 	}
-	c.sets[sel] = len(c.order)
-	c.order = append(c.order, sel)
-	return c.sets[sel]
 }
 
 // writeSets writes, per selector, the sets of the addresses of every
 // endpoint in the cluster that it selects.
 func (c *compiler) writeSets(b *strings.Builder) {
-	for i, src := range c.order {
-		sel, _ := ParseSelector(src) // parsed before it got a set
-		members := map[int]map[string]bool{4: {}, 6: {}}
-		for _, e := range c.in.All {
-			if !sel.Matches(c.labelsOf(e)) {
-				continue
-			}
-			for _, a := range e.Addrs {
-				fam := 4
-				if a.Is6() {
-					fam = 6
-				}
-				members[fam][a.String()] = true
-			}
-		}
-		for _, fam := range []int{4, 6} {
-			typ := "ipv4_addr"
-			if fam == 6 {
-				typ = "ipv6_addr"
-			}
+	for _, src := range c.order {
+		v4, v6 := c.members.Of(src)
+		for _, fam := range []struct {
+			typ   string
+			v6    bool
+			elems []string
+		}{{"ipv4_addr", false, v4}, {"ipv6_addr", true, v6}} {
 			// The comment names the selector by hash: no user text enters
 			// the ruleset (a newline in a label value would end the
 			// statement; nft refuses comments past 128 bytes).
-			fmt.Fprintf(b, "\tset sel%d_%d {\n\t\ttype %s\n\t\tcomment \"selector %s\"\n", i, fam, typ, SelectorDigest(src))
-			if len(members[fam]) > 0 {
-				elems := make([]string, 0, len(members[fam]))
-				for a := range members[fam] {
-					elems = append(elems, a)
-				}
-				sort.Strings(elems)
-				fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+			fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n\t\tcomment \"selector %s\"\n", SetName(src, fam.v6), fam.typ, SelectorDigest(src))
+			if len(fam.elems) > 0 {
+				fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(fam.elems, ", "))
 			}
 			b.WriteString("\t}\n")
 		}
@@ -502,7 +492,7 @@ func Validate(p datastore.NetworkPolicy) error {
 
 // ValidateRules checks ingress and egress rules of a policy or profile.
 func ValidateRules(owner string, ingress, egress []datastore.Rule) error {
-	c := &compiler{sets: map[string]int{}}
+	c := &compiler{sets: map[string]bool{}}
 	for dir, rules := range map[string][]datastore.Rule{"ingress": ingress, "egress": egress} {
 		for i, r := range rules {
 			if _, err := c.rule(r, "accept"); err != nil {

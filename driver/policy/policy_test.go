@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestCompileRulesAndSets(t *testing.T) {
 	}
 	for _, want := range []string{
 		"elements = { 10.0.0.1, 10.0.9.9 }", // net1 members on every host
-		"ip saddr @sel0_4 meta l4proto tcp th dport { 8080 } accept",
+		"ip saddr @" + SetName("tabby.network == 'net2'", false) + " meta l4proto tcp th dport { 8080 } accept",
 		`iifname "caliaaaaaaaaaaa" ip saddr != { 10.0.0.1 } drop`,
 		`iifname vmap { "caliaaaaaaaaaaa" : goto eg-caliaaaaaaaaaaa, "caliccccccccccc" : goto eg-caliccccccccccc }`,
 	} {
@@ -335,47 +336,114 @@ func TestPublishRulesetLoads(t *testing.T) {
 	}
 }
 
-// An endpoint coming or going elsewhere changes only set members: Apply
-// adds and deletes those elements instead of replacing the table, and the
-// kernel's sets match a full apply's; a change of structure (a new local
-// endpoint) replaces the table, and so does a table lost meanwhile.
-func TestMembersChangeWithoutReplacingTheTable(t *testing.T) {
+// After the first rule set, Apply sends differences only (set elements,
+// chains added, refilled or deleted one by one, sets added and deleted),
+// and ApplyElements sends a Members delta alone: at every step the
+// kernel's table is what a whole replacement in a fresh namespace makes.
+// A table lost meanwhile is replaced whole.
+func TestIncrementalApplyMatchesAFullOne(t *testing.T) {
 	host, enf := enforcerIn(t, "tpoli-")
-	profiles := map[string]datastore.Profile{"net1": profileOf("net1")}
-	local := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1")
-	apply := func(all ...Endpoint) {
+	profiles := map[string]datastore.Profile{"net1": profileOf("net1"), "net2": profileOf("net2")}
+	a, b := ep("caliaaaaaaaaaaa", "10.0.0.1", "net1"), ep("calibbbbbbbbbbb", "10.0.0.2", "net2")
+	web := datastore.NetworkPolicy{Name: "web", Selector: "tabby.network == 'net2'", Ingress: []datastore.Rule{{
+		Action: "Allow", Protocol: "TCP", Source: datastore.RuleTarget{Selector: "role == 'lb'"}}}}
+	lb := ep("", "10.0.1.9", "net1")
+	lb.Labels = map[string]string{"tabby.network": "net1", "role": "lb"}
+	members := NewMembers()
+	members.SetProfiles(profiles)
+	remote := map[string]Endpoint{"r1": ep("", "10.0.1.2", "net1"), "r2": ep("", "10.0.1.3", "net1")}
+	step := func(what string, local []Endpoint, pols []datastore.NetworkPolicy) {
 		t.Helper()
-		s, err := Compile(Input{Local: []Endpoint{local}, All: append([]Endpoint{local}, all...), Profiles: profiles})
+		for k, e := range remote {
+			members.Put(k, e)
+		}
+		for _, e := range local {
+			members.Put(e.Iface, e)
+		}
+		in := Input{Local: local, Profiles: profiles, Policies: pols, Members: members}
+		s, err := Compile(in)
 		if err != nil {
 			t.Fatal(err)
 		}
+		members.Delta()
 		if _, err := enf.Apply(s); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", what, err)
 		}
+		sameAsFull(t, what, host, s)
 	}
-	members := func() string {
-		out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "set", "inet", "tabby", "sel0_4").CombinedOutput()
-		return string(out)
+	step("first", []Endpoint{a}, nil)
+	remote["r3"] = ep("", "10.0.1.4", "net1")
+	delete(remote, "r1")
+	members.Delete("r1")
+	step("an endpoint elsewhere comes and another goes", []Endpoint{a}, nil)
+	step("a new local endpoint", []Endpoint{a, b}, nil)
+	remote["lb"] = lb
+	step("a policy with a new selector", []Endpoint{a, b}, []datastore.NetworkPolicy{web})
+	members.Delete("caliaaaaaaaaaaa")
+	step("a local endpoint and the policy go", []Endpoint{b}, nil)
+	if full, partial := enf.Applies(); full != 1 || partial != 4 {
+		t.Fatalf("applies: %d whole, %d differences; want 1 and 4", full, partial)
 	}
-	apply(ep("", "10.0.1.2", "net1"), ep("", "10.0.1.3", "net1"))
-	apply(ep("", "10.0.1.3", "net1"), ep("", "10.0.1.4", "net1")) // .2 goes, .4 comes
-	if full, partial := enf.Applies(); full != 1 || partial != 1 {
-		t.Fatalf("applies: %d full, %d by elements; want 1 and 1", full, partial)
+	// Elements alone, from the index.
+	members.Put("r4", ep("", "10.0.1.5", "net1"))
+	members.Delete("r2")
+	delete(remote, "r2")
+	remote["r4"] = ep("", "10.0.1.5", "net1")
+	delta := members.Delta()
+	if _, err := enf.ApplyElements(delta); err != nil {
+		t.Fatal(err)
 	}
-	if m := members(); strings.Contains(m, "10.0.1.2") || !strings.Contains(m, "10.0.1.3") || !strings.Contains(m, "10.0.1.4") {
-		t.Fatalf("set after the element update:\n%s", m)
+	s, _ := Compile(Input{Local: []Endpoint{b}, Profiles: profiles, Members: members})
+	sameAsFull(t, "element update from the index", host, s)
+	if _, err := enf.ApplyElements(delta); err != nil {
+		t.Fatalf("the same delta again (elements already there or gone) must succeed: %v", err)
 	}
 	exec.Command("ip", "netns", "exec", host, "nft", "flush", "ruleset").Run()
-	apply(ep("", "10.0.1.4", "net1")) // the table is gone: elements alone cannot do
-	if m := members(); strings.Contains(m, "10.0.1.3") || !strings.Contains(m, "10.0.1.4") {
-		t.Fatalf("set after a flush and an apply:\n%s", m)
+	remote["r5"] = ep("", "10.0.1.6", "net2") // a member of a set b needs
+	step("after the table was lost", []Endpoint{b}, nil)
+	if full, _ := enf.Applies(); full != 2 {
+		t.Fatalf("a lost table must be replaced whole: %d whole applies", full)
 	}
-	local = ep("calibbbbbbbbbbb", "10.0.0.2", "net1")
-	apply(ep("", "10.0.1.4", "net1"))
-	if full, partial := enf.Applies(); full != 3 || partial != 1 {
-		t.Fatalf("applies: %d full, %d by elements; want 3 and 1", full, partial)
+	t.Logf("REPORT\tpolicy\tchanges after the first rule set\tsent as differences; table equal to a whole replacement\tpass")
+}
+
+// sameAsFull checks host's table against script applied whole in a fresh
+// namespace (sets' elements and blocks compared unordered).
+func sameAsFull(t *testing.T, what, host, script string) {
+	t.Helper()
+	fresh, enf := enforcerIn(t, "tpolf-")
+	if _, err := enf.Apply(script); err != nil {
+		t.Fatalf("%s: whole apply: %v", what, err)
 	}
-	t.Logf("REPORT\tpolicy\tan endpoint elsewhere comes and goes\tset elements updated, table kept\tpass")
+	list := func(ns string) string {
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "inet", Table).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v %s", what, err, out)
+		}
+		return normalTable(string(out))
+	}
+	if got, want := list(host), list(fresh); got != want {
+		t.Fatalf("%s: the incremental table differs from a whole apply:\n%s\nwant\n%s", what, got, want)
+	}
+	exec.Command("ip", "netns", "del", fresh).Run()
+}
+
+// normalTable sorts what nft may list in any order: set elements, blocks.
+func normalTable(listing string) string {
+	flat := strings.Join(strings.Fields(listing), " ")
+	flat = regexp.MustCompile(`elements = \{[^}]*\}`).ReplaceAllStringFunc(flat, func(m string) string {
+		items := strings.Split(strings.TrimSuffix(strings.TrimPrefix(m, "elements = { "), " }"), ", ")
+		slices.Sort(items)
+		return "elements = { " + strings.Join(items, ", ") + " }"
+	})
+	blocks := regexp.MustCompile(`(set|chain) \S+ \{`).Split(flat, -1)
+	names := regexp.MustCompile(`(set|chain) \S+ \{`).FindAllString(flat, -1)
+	var out []string
+	for i, n := range names {
+		out = append(out, n+blocks[i+1])
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
 }
 
 // enforcerIn returns a fresh namespace (removed when the test ends) and an

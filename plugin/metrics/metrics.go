@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tabbynet/tabby/bgp"
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/driver/policy"
 	"github.com/tabbynet/tabby/ipamdriver"
 )
 
@@ -248,13 +249,25 @@ func Serve(ctx context.Context, addr string, m *Metrics, h *Health, log *slog.Lo
 // TimedApplier times policy applies.
 type TimedApplier struct {
 	M  *Metrics
-	To interface{ Apply(string) (bool, error) }
+	To interface {
+		Apply(string) (bool, error)
+		ApplyElements(map[string]policy.SetChange) (bool, error)
+	}
 }
 
 // Apply applies and times script.
 func (t TimedApplier) Apply(script string) (changed bool, err error) {
 	err = t.M.timed("policy", func() error {
 		changed, err = t.To.Apply(script)
+		return err
+	})
+	return changed, err
+}
+
+// ApplyElements applies and times a set element update.
+func (t TimedApplier) ApplyElements(delta map[string]policy.SetChange) (changed bool, err error) {
+	err = t.M.timed("policy", func() error {
+		changed, err = t.To.ApplyElements(delta)
 		return err
 	})
 	return changed, err

@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/tabbynet/tabby/datastore"
+)
+
+// Members keeps, per selector, the addresses of the cluster's endpoints it
+// selects, one endpoint change at a time (felix's incremental ipsets): an
+// endpoint coming or going costs one match per selector, not a pass over
+// the cluster. It records what changed since the last Delta, so the kernel's
+// sets can follow by elements alone.
+type Members struct {
+	mu       sync.Mutex
+	profiles map[string]map[string]string // profile -> its labels
+	eps      map[string]member
+	sels     map[string]*selMembers // selector source -> members
+}
+
+type member struct {
+	labels   map[string]string // the endpoint's own
+	profiles []string
+	addrs    []netip.Addr
+}
+
+type selMembers struct {
+	sel   Selector
+	addrs map[netip.Addr]int      // -> endpoints holding it (an address moves between two)
+	delta map[netip.Addr]struct{} // changed since the last Delta
+}
+
+// NewMembers starts an empty index.
+func NewMembers() *Members {
+	return &Members{profiles: map[string]map[string]string{}, eps: map[string]member{}, sels: map[string]*selMembers{}}
+}
+
+// membersOf indexes a fixed list of endpoints (Compile's input without an
+// index).
+func membersOf(all []Endpoint, profiles map[string]datastore.Profile) *Members {
+	m := NewMembers()
+	m.SetProfiles(profiles)
+	for i, e := range all {
+		m.Put(strconv.Itoa(i), e)
+	}
+	return m
+}
+
+// effective is an endpoint's labels over those of its profiles.
+func (m *Members) effective(e member) map[string]string {
+	if len(e.profiles) == 0 {
+		return e.labels
+	}
+	out := map[string]string{}
+	for _, p := range e.profiles {
+		maps.Copy(out, m.profiles[p])
+	}
+	maps.Copy(out, e.labels)
+	return out
+}
+
+// Put records the endpoint under key (a record's key), replacing what was
+// there.
+func (m *Members) Put(key string, e Endpoint) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.remove(key)
+	ne := member{labels: e.Labels, profiles: e.Profiles, addrs: e.Addrs}
+	m.eps[key] = ne
+	m.add(ne)
+}
+
+// Delete forgets the endpoint under key; a missing one is fine.
+func (m *Members) Delete(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.remove(key)
+}
+
+func (m *Members) remove(key string) {
+	old, ok := m.eps[key]
+	if !ok {
+		return
+	}
+	delete(m.eps, key)
+	labels := m.effective(old)
+	for _, s := range m.sels {
+		if s.sel.Matches(labels) {
+			s.change(old.addrs, -1)
+		}
+	}
+}
+
+func (m *Members) add(e member) {
+	labels := m.effective(e)
+	for _, s := range m.sels {
+		if s.sel.Matches(labels) {
+			s.change(e.addrs, +1)
+		}
+	}
+}
+
+// change counts addresses in or out, noting those whose membership flips.
+func (s *selMembers) change(addrs []netip.Addr, by int) {
+	for _, a := range addrs {
+		before := s.addrs[a] > 0
+		s.addrs[a] += by
+		if s.addrs[a] <= 0 {
+			delete(s.addrs, a)
+		}
+		if before != (s.addrs[a] > 0) {
+			s.delta[a] = struct{}{}
+		}
+	}
+}
+
+// SetProfiles records the profiles' labels; endpoints of a profile whose
+// labels changed are matched again.
+func (m *Members) SetProfiles(profiles map[string]datastore.Profile) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := map[string]bool{}
+	for name, p := range profiles {
+		if !maps.Equal(m.profiles[name], p.Labels) {
+			changed[name] = true
+		}
+	}
+	for name := range m.profiles {
+		if _, ok := profiles[name]; !ok {
+			changed[name] = true
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	var again []string
+	for key, e := range m.eps {
+		if slices.ContainsFunc(e.profiles, func(p string) bool { return changed[p] }) {
+			again = append(again, key)
+		}
+	}
+	saved := map[string]member{}
+	for _, key := range again {
+		saved[key] = m.eps[key]
+		m.remove(key)
+	}
+	m.profiles = map[string]map[string]string{}
+	for name, p := range profiles {
+		m.profiles[name] = p.Labels
+	}
+	for key, e := range saved {
+		m.eps[key] = e
+		m.add(e)
+	}
+}
+
+// Of returns the addresses a selector selects, IPv4 then IPv6, each
+// sorted. A selector seen for the first time is matched against every
+// endpoint once, and followed from then on.
+func (m *Members) Of(src string) (v4, v6 []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sels[src]
+	if s == nil {
+		sel, err := ParseSelector(src)
+		if err != nil {
+			return nil, nil
+		}
+		s = &selMembers{sel: sel, addrs: map[netip.Addr]int{}, delta: map[netip.Addr]struct{}{}}
+		for _, e := range m.eps {
+			if sel.Matches(m.effective(e)) {
+				s.change(e.addrs, +1)
+			}
+		}
+		clear(s.delta) // the first listing is the set's whole content
+		m.sels[src] = s
+	}
+	for _, a := range slices.SortedFunc(maps.Keys(s.addrs), netip.Addr.Compare) {
+		if a.Is4() {
+			v4 = append(v4, a.String())
+		} else {
+			v6 = append(v6, a.String())
+		}
+	}
+	return v4, v6
+}
+
+// Retain stops following the selectors not in srcs (no rule uses them).
+func (m *Members) Retain(srcs []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for src := range m.sels {
+		if !slices.Contains(srcs, src) {
+			delete(m.sels, src)
+		}
+	}
+}
+
+// SetChange is what one named set gains and loses.
+type SetChange struct{ Add, Del []string }
+
+// Delta returns, by set name, the elements added and removed since the
+// last Delta (or since a selector was first listed), and starts afresh.
+func (m *Members) Delta() map[string]SetChange {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]SetChange{}
+	for src, s := range m.sels {
+		for a := range s.delta {
+			name := SetName(src, a.Is6())
+			c := out[name]
+			if s.addrs[a] > 0 {
+				c.Add = append(c.Add, a.String())
+			} else {
+				c.Del = append(c.Del, a.String())
+			}
+			out[name] = c
+		}
+		clear(s.delta)
+	}
+	return out
+}
+
+// SetName names a selector's set of one family in the ruleset: by digest,
+// so no user text enters it and the name stays the same across compiles.
+func SetName(src string, v6 bool) string {
+	if v6 {
+		return "sel_" + SelectorDigest(src) + "_6"
+	}
+	return "sel_" + SelectorDigest(src) + "_4"
+}
