@@ -70,7 +70,7 @@ func TestCompileRulesAndSets(t *testing.T) {
 // not, a policy opens exactly one port, and a forged source is dropped.
 // needNftables skips a test that needs root and the nft command, and
 // returns a random id for the namespaces it makes.
-func needNftables(t *testing.T) string {
+func needNftables(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
@@ -448,7 +448,7 @@ func normalTable(listing string) string {
 
 // enforcerIn returns a fresh namespace (removed when the test ends) and an
 // enforcer that programs it.
-func enforcerIn(t *testing.T, prefix string) (string, *Enforcer) {
+func enforcerIn(t testing.TB, prefix string) (string, *Enforcer) {
 	t.Helper()
 	host := prefix + needNftables(t)
 	if out, err := exec.Command("ip", "netns", "add", host).CombinedOutput(); err != nil {
