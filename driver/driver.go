@@ -120,6 +120,20 @@ func fromView[T any](ctx context.Context, d *Driver, prefix string) ([]T, error)
 	return datastore.ViewList[T](d.view, prefix), nil
 }
 
+// recordOf reads one record from the view, or from etcd while the view
+// does not hold it yet (this host wrote it a few milliseconds ago). What it
+// returns may be shared with the view: never modify it.
+func recordOf[T any](ctx context.Context, d *Driver, key string) (T, error) {
+	if err := d.view.Wait(ctx, 0); err == nil {
+		if v, _, ok := datastore.ViewGet[T](d.view, key); ok {
+			return v, nil
+		}
+	}
+	var v T
+	_, err := d.store.Get(ctx, key, &v)
+	return v, err
+}
+
 // GetCapabilities: scope local, since Docker refuses global without swarm;
 // tabby makes networks cluster-wide itself.
 func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
@@ -315,8 +329,8 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	var n datastore.Network
-	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); err != nil {
+	n, err := recordOf[datastore.Network](ctx, d, datastore.NetworkKey(req.NetworkID))
+	if err != nil {
 		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
 	}
 	if !ip4.IsValid() && !n.NoIPv4 {
@@ -395,8 +409,8 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	var ep datastore.WorkloadEndpoint
-	if _, err := d.store.Get(ctx, datastore.EndpointKey(d.node, req.EndpointID), &ep); err != nil {
+	ep, err := recordOf[datastore.WorkloadEndpoint](ctx, d, datastore.EndpointKey(d.node, req.EndpointID))
+	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
 	}
 	v := map[string]string{"ifname": ep.Interface, "ip": ep.IPv4, "mac": ep.MAC}
@@ -413,9 +427,8 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	defer d.joining.lock(req.SandboxKey)()
 	ctx, cancel := d.ctx() // after the lock: waiting for it is not the store's time
 	defer cancel()
-	key := datastore.EndpointKey(d.node, req.EndpointID)
-	var ep datastore.WorkloadEndpoint
-	if _, err := d.store.Get(ctx, key, &ep); err != nil {
+	ep, err := recordOf[datastore.WorkloadEndpoint](ctx, d, datastore.EndpointKey(d.node, req.EndpointID))
+	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
 	}
 	peers := d.sandboxPeers(req.SandboxKey, ep.EndpointID)

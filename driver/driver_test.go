@@ -172,6 +172,25 @@ func TestJoinTwoNetworksPicksDistinctGatewaysAndDeletesAreIdempotent(t *testing.
 	}
 }
 
+// Once the view holds the endpoint, docker run's reads (endpoint info,
+// join) cost etcd nothing.
+func TestJoinReadsTheView(t *testing.T) {
+	f := newFixture(t)
+	f.network(t, net1)
+	f.endpoint(t, net1, ep1, "192.168.1.1")
+	f.caughtUp(t)
+	before := f.st.Requests()
+	if _, err := f.d.EndpointInfo(&network.InfoRequest{NetworkID: net1, EndpointID: ep1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.d.Join(&network.JoinRequest{NetworkID: net1, EndpointID: ep1, SandboxKey: "/var/run/docker/netns/x"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := f.st.Requests(); after["Range"] != before["Range"] || after["Txn"] != before["Txn"] {
+		t.Fatalf("endpoint info and join went to etcd: %v, before %v", after, before)
+	}
+}
+
 // A --subnet network's Join routes its subnet by the endpoint's own
 // gateway; a network drawing from the whole pool gets no such route.
 func TestJoinRoutesOwnSubnetByItsInterface(t *testing.T) {

@@ -79,8 +79,8 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	var ep datastore.WorkloadEndpoint
-	if _, err := d.store.Get(ctx, datastore.EndpointKey(d.node, req.EndpointID), &ep); err != nil {
+	ep, err := recordOf[datastore.WorkloadEndpoint](ctx, d, datastore.EndpointKey(d.node, req.EndpointID))
+	if err != nil {
 		return fmt.Errorf("publish ports of endpoint %s: %w", short(req.EndpointID), err)
 	}
 	if ep.Internal {
