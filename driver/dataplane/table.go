@@ -49,11 +49,15 @@ func (r Route) String() string {
 	return s
 }
 
-// claims holds what each kind wants for one destination.
-type claims [nKinds]*Route
+// claims holds what each kind wants for one destination, and when (the
+// table's generation) that last changed.
+type claims struct {
+	by  [nKinds]*Route
+	gen uint64
+}
 
 func (c *claims) winner() (Route, bool) {
-	for _, r := range c {
+	for _, r := range c.by {
 		if r != nil {
 			return *r, true
 		}
@@ -72,6 +76,9 @@ type Table struct {
 	// synced: the kind's claims are complete (its owner has caught up
 	// after a start), so a route of that kind nobody claims is stale.
 	synced [nKinds]bool
+	// gen counts changes: Repair leaves alone what changed after it listed
+	// the kernel (written meanwhile, so missing from its listing).
+	gen uint64
 }
 
 func newTable(dp *Dataplane) *Table {
@@ -90,7 +97,7 @@ func (t *Table) Set(rs ...Route) error {
 			continue
 		}
 		r.Dst = r.Dst.Masked()
-		ops = t.change(ops, r.Dst, func(c *claims) { c[r.Kind] = &r })
+		ops = t.change(ops, r.Dst, func(c *claims) { c.by[r.Kind] = &r })
 	}
 	return errors.Join(append(errs, t.dp.writeRoutes(ops))...)
 }
@@ -117,7 +124,7 @@ func (t *Table) Unset(kind Kind, dsts ...netip.Prefix) error {
 	defer t.mu.Unlock()
 	var ops []op
 	for _, d := range dsts {
-		ops = t.change(ops, d.Masked(), func(c *claims) { c[kind] = nil })
+		ops = t.change(ops, d.Masked(), func(c *claims) { c.by[kind] = nil })
 	}
 	return t.dp.writeRoutes(ops)
 }
@@ -139,13 +146,13 @@ func (t *Table) Sync(kind Kind, want []Route) error {
 	}
 	var ops []op
 	for dst, c := range t.claims {
-		if _, ok := keep[dst]; !ok && c[kind] != nil {
-			ops = t.change(ops, dst, func(c *claims) { c[kind] = nil })
+		if _, ok := keep[dst]; !ok && c.by[kind] != nil {
+			ops = t.change(ops, dst, func(c *claims) { c.by[kind] = nil })
 		}
 	}
 	for dst, r := range keep {
-		if old := t.claims[dst]; old == nil || old[kind] == nil || *old[kind] != r {
-			ops = t.change(ops, dst, func(c *claims) { c[kind] = &r })
+		if old := t.claims[dst]; old == nil || old.by[kind] == nil || *old.by[kind] != r {
+			ops = t.change(ops, dst, func(c *claims) { c.by[kind] = &r })
 		}
 	}
 	first := !t.synced[kind]
@@ -183,6 +190,8 @@ func (t *Table) change(ops []op, dst netip.Prefix, edit func(*claims)) []op {
 	}
 	before, had := c.winner()
 	edit(c)
+	t.gen++
+	c.gen = t.gen
 	after, has := c.winner()
 	switch {
 	case !has:
@@ -204,14 +213,16 @@ func (t *Table) forgetLink(index int) error {
 	var ops []op
 	for dst, c := range t.claims {
 		before, _ := c.winner()
-		for k, r := range c {
+		for k, r := range c.by {
 			if r != nil && r.Link == index {
-				c[k] = nil
+				c.by[k] = nil
 			}
 		}
 		if w, ok := c.winner(); !ok {
 			delete(t.claims, dst)
 		} else if w != before {
+			t.gen++
+			c.gen = t.gen
 			ops = append(ops, op{r: w})
 		}
 	}
@@ -224,8 +235,8 @@ func (t *Table) Claimed(kind Kind) map[netip.Prefix]netip.Addr {
 	defer t.mu.Unlock()
 	out := map[netip.Prefix]netip.Addr{}
 	for dst, c := range t.claims {
-		if c[kind] != nil {
-			out[dst] = c[kind].Gw
+		if c.by[kind] != nil {
+			out[dst] = c.by[kind].Gw
 		}
 	}
 	return out
@@ -235,6 +246,9 @@ func (t *Table) Claimed(kind Kind) map[netip.Prefix]netip.Addr {
 // missing or changed one is written again, one nobody claims is removed
 // once its kind is complete. It returns how many routes it wrote or removed.
 func (t *Table) Repair() (int, error) {
+	t.mu.Lock()
+	listed := t.gen
+	t.mu.Unlock()
 	have, err := t.dp.Routes()
 	if err != nil {
 		return 0, err
@@ -253,7 +267,7 @@ func (t *Table) Repair() (int, error) {
 		}
 		seen[dst] = true
 		if c := t.claims[dst]; c != nil {
-			if w, _ := c.winner(); !matches(r, w, tun) {
+			if w, _ := c.winner(); c.gen <= listed && !matches(r, w, tun) {
 				ops = append(ops, op{r: w})
 			}
 			continue
@@ -263,7 +277,7 @@ func (t *Table) Repair() (int, error) {
 		}
 	}
 	for dst, c := range t.claims {
-		if w, ok := c.winner(); ok && !seen[dst] {
+		if w, ok := c.winner(); ok && !seen[dst] && c.gen <= listed {
 			ops = append(ops, op{r: w})
 		}
 	}
@@ -279,8 +293,8 @@ func (t *Table) RemoveAll(kind Kind) error {
 	t.mu.Lock()
 	var ops []op
 	for dst, c := range t.claims {
-		if c[kind] != nil {
-			ops = t.change(ops, dst, func(c *claims) { c[kind] = nil })
+		if c.by[kind] != nil {
+			ops = t.change(ops, dst, func(c *claims) { c.by[kind] = nil })
 		}
 	}
 	err := t.dp.writeRoutes(ops)
