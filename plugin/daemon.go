@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -130,35 +131,42 @@ func (d *Daemon) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	go speaker.Run(bg)
-	go drv.RunBlackholes(bg, 30*time.Second)
-	go drv.RunNAT(bg, fwd, 30*time.Second)
-	go drv.RunPolicy(bg, pol, 30*time.Second)
-	go drv.RunNames(bg, 30*time.Second, 30*time.Second)
-	go keepTunnel(bg, st, view, ipd.Allocator(), cfg.NodeName, d.log)
-	go drv.RunTunnels(bg, 30*time.Second)
+	// The loops that write kernel state are waited for at stop: one still
+	// repairing a rule while the uninstall removes it left a chain behind.
+	var loops sync.WaitGroup
+	loops.Go(func() { speaker.Run(bg) })
+	loops.Go(func() { drv.RunBlackholes(bg, 30*time.Second) })
+	loops.Go(func() { drv.RunNAT(bg, fwd, 30*time.Second) })
+	loops.Go(func() { drv.RunPolicy(bg, pol, 30*time.Second) })
+	loops.Go(func() { drv.RunNames(bg, 30*time.Second, 30*time.Second) })
+	loops.Go(func() { keepTunnel(bg, st, view, ipd.Allocator(), cfg.NodeName, d.log) })
+	loops.Go(func() { drv.RunTunnels(bg, 30*time.Second) })
 	// Rules that a flush removed come back by themselves, without an etcd
 	// change: a few checks every 3 s.
-	go every(bg, 3*time.Second, func() { d.repairRules(enf, fwd) })
-	go every(bg, 5*time.Second, func() { d.repairRoutes(dp.Table()) })
+	loops.Go(func() { every(bg, 3*time.Second, func() { d.repairRules(enf, fwd) }) })
+	loops.Go(func() { every(bg, 5*time.Second, func() { d.repairRoutes(dp.Table()) }) })
 	if dp.ForwardsPerLink() {
 		// Links made since (tunnels, a new uplink) forward too.
-		go every(bg, 30*time.Second, func() {
-			if err := dp.ForwardPerLink(); err != nil {
-				d.log.Warn("forwarding link by link", "err", err)
-			}
+		loops.Go(func() {
+			every(bg, 30*time.Second, func() {
+				if err := dp.ForwardPerLink(); err != nil {
+					d.log.Warn("forwarding link by link", "err", err)
+				}
+			})
 		})
 	}
-	go dockersync.SyncNames(bg, docker, drv, d.log)
-	go dockersync.SyncLabels(bg, docker, drv, d.log)
-	go dockersync.Replicate(bg, docker, view, cfg.NodeName, d.log)
-	go d.keepNode(bg, st, host)
+	loops.Go(func() { dockersync.SyncNames(bg, docker, drv, d.log) })
+	loops.Go(func() { dockersync.SyncLabels(bg, docker, drv, d.log) })
+	loops.Go(func() { dockersync.Replicate(bg, docker, view, cfg.NodeName, d.log) })
+	loops.Go(func() { d.keepNode(bg, st, host) })
 	if len(cfg.EtcdEndpoints) == 0 {
-		go every(bg, time.Minute, func() { d.maintainEtcd(bg, st) })
+		loops.Go(func() { every(bg, time.Minute, func() { d.maintainEtcd(bg, st) }) })
 	}
 	if grace, _ := cfg.GCGrace(); grace > 0 {
-		go d.collectIPAM(bg, ipd.Allocator(), grace, m)
-		go dockersync.SweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, sweepInterval(grace), d.log)
+		loops.Go(func() { d.collectIPAM(bg, ipd.Allocator(), grace, m) })
+		loops.Go(func() {
+			dockersync.SweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, sweepInterval(grace), d.log)
+		})
 	}
 	d.startDNS(bg, view, host)
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
@@ -172,6 +180,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
+	stopped := make(chan struct{})
+	go func() { loops.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		d.log.Warn("background loops still running at stop")
+	}
 	os.Remove(cfg.Socket)
 	return d.uninstallIfIdle(sctx, drv, fwd, enf)
 }
