@@ -371,9 +371,9 @@ func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 		if r.Gw == nil || r.Dst == nil || tun[r.LinkIndex] != 0 {
 			continue
 		}
-		p, err := netip.ParsePrefix(r.Dst.String())
-		gw, ok := netip.AddrFromSlice(r.Gw)
-		if err == nil && ok {
+		p, ok := prefixOf(r)
+		gw, gwOK := netip.AddrFromSlice(r.Gw)
+		if ok && gwOK {
 			out[p] = gw.Unmap()
 		}
 	}

@@ -155,15 +155,9 @@ func (t *Table) Sync(kind Kind, want []Route) error {
 			ops = t.change(ops, dst, func(c *claims) { c.by[kind] = &r })
 		}
 	}
-	first := !t.synced[kind]
-	t.synced[kind] = true
 	err := errors.Join(append(errs, t.dp.writeRoutes(ops))...)
 	t.mu.Unlock()
-	if first {
-		_, rerr := t.Repair()
-		err = errors.Join(err, rerr)
-	}
-	return err
+	return errors.Join(err, t.MarkSynced(kind))
 }
 
 // MarkSynced says kind's claims are complete without changing them (BGP,
@@ -229,19 +223,6 @@ func (t *Table) forgetLink(index int) error {
 	return t.dp.writeRoutes(ops)
 }
 
-// Claimed returns the destinations kind claims, with their gateways.
-func (t *Table) Claimed(kind Kind) map[netip.Prefix]netip.Addr {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := map[netip.Prefix]netip.Addr{}
-	for dst, c := range t.claims {
-		if c.by[kind] != nil {
-			out[dst] = c.by[kind].Gw
-		}
-	}
-	return out
-}
-
 // Repair makes the kernel's tabby routes match the winning claims: a
 // missing or changed one is written again, one nobody claims is removed
 // once its kind is complete. It returns how many routes it wrote or removed.
@@ -258,11 +239,8 @@ func (t *Table) Repair() (int, error) {
 	var ops []op
 	seen := map[netip.Prefix]bool{}
 	for _, r := range have {
-		if r.Dst == nil || r.Table != unix.RT_TABLE_MAIN {
-			continue
-		}
 		dst, ok := prefixOf(r)
-		if !ok {
+		if !ok || r.Table != unix.RT_TABLE_MAIN {
 			continue
 		}
 		seen[dst] = true
@@ -306,7 +284,7 @@ func (t *Table) RemoveAll(kind Kind) error {
 	tun := t.dp.tunnelKinds()
 	ops = ops[:0]
 	for _, r := range have {
-		if dst, ok := prefixOf(r); ok && r.Dst != nil && classify(r, tun) == kind {
+		if dst, ok := prefixOf(r); ok && classify(r, tun) == kind {
 			ops = append(ops, op{r: Route{Kind: kind, Dst: dst}, del: true})
 		}
 	}

@@ -188,7 +188,10 @@ func TestTableUnderConcurrentClaims(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	if got, want := len(tb.Claimed(KindLearned)), 100; got != want {
+	tb.mu.Lock()
+	got, want := len(tb.claims), 100
+	tb.mu.Unlock()
+	if got != want {
 		t.Fatalf("claims = %d, want %d", got, want)
 	}
 	if via, _ := d.ListVia(); len(via) != 100 {
