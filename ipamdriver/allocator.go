@@ -50,11 +50,14 @@ type Allocator struct {
 	qmu     sync.Mutex
 	queue   []*autoReq
 	leading bool
+	// txn sends one transaction to etcd (store.CommitRev; a test puts a
+	// link that loses or delays transactions here).
+	txn func(ctx context.Context, ops ...datastore.Op) (int64, error)
 }
 
 // NewAllocator returns the allocator of one node.
 func NewAllocator(store *datastore.Store, node string) *Allocator {
-	return &Allocator{store: store, node: node}
+	return &Allocator{store: store, node: node, txn: store.CommitRev}
 }
 
 // NewHandle returns a fresh allocation handle ID.
@@ -144,6 +147,9 @@ func (a *Allocator) Assign(ctx context.Context, addr netip.Addr, handle string) 
 			return fmt.Errorf("address %s is already in use: pick another --ip or let tabby choose one: %w", addr, ErrInUse)
 		}
 		err = a.commitAlloc(ctx, b, rev, handle, rev == 0)
+		if errors.Is(err, datastore.ErrUnavailable) {
+			a.fenceLater(unsure{blocks: map[netip.Prefix]string{bp: pool.Name}, addrs: map[netip.Addr]string{addr: handle}})
+		}
 		if !errors.Is(err, datastore.ErrConflict) {
 			return err
 		}
@@ -304,26 +310,35 @@ func (a *Allocator) commitAlloc(ctx context.Context, b *block, rev int64, handle
 
 // commitRelease writes the block and takes n addresses off the handle.
 func (a *Allocator) commitRelease(ctx context.Context, b *block, rev int64, handle string, n int) error {
-	ops := []datastore.Op{{Key: datastore.BlockKey(b.CIDR), Value: b.Block, Rev: rev}}
+	op, err := a.handleRelease(ctx, handle, b.CIDR, n)
+	if err != nil {
+		return err
+	}
+	ops := append([]datastore.Op{{Key: datastore.BlockKey(b.CIDR), Value: b.Block, Rev: rev}}, op...)
+	_, err = a.commit(ctx, ops...)
+	return err
+}
+
+// handleRelease returns the write that takes n addresses of block cidr off
+// handle's record (none when the record is gone), deleting it when it
+// holds nothing more.
+func (a *Allocator) handleRelease(ctx context.Context, handle, cidr string, n int) ([]datastore.Op, error) {
 	var h datastore.Handle
 	hrev, err := a.store.Get(ctx, datastore.HandleKey(handle), &h)
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
+		return nil, nil
 	case err != nil:
-		return err
-	default:
-		h.Blocks[b.CIDR] -= n
-		if h.Blocks[b.CIDR] <= 0 {
-			delete(h.Blocks, b.CIDR)
-		}
-		if len(h.Blocks) == 0 {
-			ops = append(ops, datastore.Op{Key: datastore.HandleKey(handle), Rev: hrev})
-		} else {
-			ops = append(ops, datastore.Op{Key: datastore.HandleKey(handle), Value: &h, Rev: hrev})
-		}
+		return nil, err
 	}
-	_, err = a.commit(ctx, ops...)
-	return err
+	h.Blocks[cidr] -= n
+	if h.Blocks[cidr] <= 0 {
+		delete(h.Blocks, cidr)
+	}
+	if len(h.Blocks) == 0 {
+		return []datastore.Op{{Key: datastore.HandleKey(handle), Rev: hrev}}, nil
+	}
+	return []datastore.Op{{Key: datastore.HandleKey(handle), Value: &h, Rev: hrev}}, nil
 }
 
 // affineBlocks lists the blocks a node holds affinity for.

@@ -97,7 +97,9 @@ func (a *Allocator) runBatch(ctx context.Context, reqs []*autoReq) {
 			}
 		}
 		if err == nil {
-			err = bt.commit(ctx)
+			if err = bt.commit(ctx); errors.Is(err, datastore.ErrUnavailable) {
+				a.fenceLater(bt.unsure(reqs))
+			}
 		}
 		if err == nil {
 			for _, r := range reqs {

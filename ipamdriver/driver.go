@@ -246,8 +246,8 @@ func (d *Driver) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestA
 	ctx, cancel := d.ctx()
 	defer cancel()
 	// Through an etcd election the request is made again, each time under
-	// a handle of its own: an attempt etcd may still apply is released
-	// later (undoLater), never mistaken for the one that answered.
+	// a handle of its own: an attempt etcd may still apply is undone by
+	// the allocator (fence.go), never mistaken for the one that answered.
 	var addr netip.Addr
 	var tried []string
 	err = d.alloc.store.Again(ctx, func(ctx context.Context) error {
@@ -283,21 +283,7 @@ func (d *Driver) assignOnce(ctx context.Context, within netip.Prefix, fixed neti
 	} else {
 		addr, err = d.alloc.AutoAssign(ctx, within, handle)
 	}
-	if err != nil {
-		d.undoLater(handle, err)
-	}
 	return addr, handle, err
-}
-
-// undoLater releases handle once etcd answers again, when a request failed
-// because etcd did not answer in time: the transaction may still have been
-// applied after the client gave up, and Docker, told it failed, will never
-// use or release that address. The handle is this request's alone.
-func (d *Driver) undoLater(handle string, err error) {
-	if !errors.Is(err, datastore.ErrUnavailable) {
-		return
-	}
-	d.alloc.store.Later(func(ctx context.Context) error { return d.alloc.ReleaseHandle(ctx, handle) })
 }
 
 // ReleaseAddress frees an address; releasing a free one succeeds. While

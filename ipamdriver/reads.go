@@ -78,7 +78,7 @@ func (a *Allocator) catchUp(ctx context.Context) bool {
 // read waits for the view to hold it; a lost CAS makes the next read wait
 // for all of etcd.
 func (a *Allocator) commit(ctx context.Context, ops ...datastore.Op) (int64, error) {
-	rev, err := a.store.CommitRev(ctx, ops...)
+	rev, err := a.txn(ctx, ops...)
 	if err == nil {
 		a.seen(rev)
 	} else if errors.Is(err, datastore.ErrConflict) {
