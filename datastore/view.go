@@ -215,6 +215,32 @@ func ViewGet[T any](v *View, key string) (t T, rev int64, ok bool) {
 	return t, r.rev, ok
 }
 
+// ViewDecode is ViewGet for a reader that keeps what it needs of the
+// record itself (the policy index, of every endpoint of the cluster): the
+// decoded value is not kept in the view, so the cluster's records are not
+// held twice.
+func ViewDecode[T any](v *View, key string) (t T, ok bool) {
+	v.mu.Lock()
+	r, found := v.recs.Get(&viewRec{key: key})
+	var val any
+	if found {
+		val = r.val // r's raw never changes: a change is a new record
+	}
+	v.mu.Unlock()
+	if !found {
+		return t, false
+	}
+	if t, ok := val.(T); ok {
+		return t, true
+	}
+	t, err := Decode[T](r.key, r.raw)
+	if err != nil {
+		v.store.skipped(KV{Key: r.key, Rev: r.rev}, err)
+		return t, false
+	}
+	return t, true
+}
+
 // List returns the raw records under prefix with their mod revisions, as
 // Store.List does, for a reader that compares revisions in a transaction.
 func (v *View) List(prefix string) []KV {

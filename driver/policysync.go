@@ -112,7 +112,7 @@ func (d *Driver) takeEndpoints(keys map[string]bool) (structural bool) {
 	for key := range keys {
 		_, wasRemote := p.remote[key]
 		delete(p.remote, key)
-		e, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](d.view, key)
+		e, ok := datastore.ViewDecode[datastore.WorkloadEndpoint](d.view, key)
 		structural = structural || wasRemote || strings.HasPrefix(key, mine)
 		if !ok {
 			p.members.Delete(key)

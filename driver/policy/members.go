@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/tabbynet/tabby/datastore"
@@ -20,12 +21,58 @@ type Members struct {
 	profiles map[string]map[string]string // profile -> its labels
 	eps      map[string]member
 	sels     map[string]*selMembers // selector source -> members
+	attrs    map[string]*attrs      // by attrsKey: shared among endpoints
 }
 
 type member struct {
+	*attrs
+	addrs []netip.Addr
+}
+
+// attrs are labels and profiles, held once for every endpoint that has
+// them (the replicas of a service): the index holds the whole cluster, and
+// one small map per endpoint would be most of it.
+type attrs struct {
+	key      string
 	labels   map[string]string // the endpoint's own
 	profiles []string
-	addrs    []netip.Addr
+	refs     int
+}
+
+// attrsKey is one string per distinct labels and profiles.
+func attrsKey(labels map[string]string, profiles []string) string {
+	var b strings.Builder
+	for _, p := range profiles {
+		b.WriteString(p)
+		b.WriteByte(0)
+	}
+	b.WriteByte(1)
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// hold returns the shared attrs equal to labels and profiles, counting
+// one more holder; the caller must not change either afterwards.
+func (m *Members) hold(labels map[string]string, profiles []string) *attrs {
+	k := attrsKey(labels, profiles)
+	a := m.attrs[k]
+	if a == nil {
+		a = &attrs{key: k, labels: labels, profiles: profiles}
+		m.attrs[k] = a
+	}
+	a.refs++
+	return a
+}
+
+func (m *Members) drop(a *attrs) {
+	if a.refs--; a.refs <= 0 {
+		delete(m.attrs, a.key)
+	}
 }
 
 type selMembers struct {
@@ -36,7 +83,8 @@ type selMembers struct {
 
 // NewMembers starts an empty index.
 func NewMembers() *Members {
-	return &Members{profiles: map[string]map[string]string{}, eps: map[string]member{}, sels: map[string]*selMembers{}}
+	return &Members{profiles: map[string]map[string]string{}, eps: map[string]member{},
+		sels: map[string]*selMembers{}, attrs: map[string]*attrs{}}
 }
 
 // membersOf indexes a fixed list of endpoints (Compile's input without an
@@ -69,7 +117,7 @@ func (m *Members) Put(key string, e Endpoint) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.remove(key)
-	ne := member{labels: e.Labels, profiles: e.Profiles, addrs: e.Addrs}
+	ne := member{attrs: m.hold(e.Labels, e.Profiles), addrs: e.Addrs}
 	m.eps[key] = ne
 	m.add(ne)
 }
@@ -93,6 +141,7 @@ func (m *Members) remove(key string) {
 			s.change(old.addrs, -1)
 		}
 	}
+	m.drop(old.attrs)
 }
 
 func (m *Members) add(e member) {
@@ -146,6 +195,7 @@ func (m *Members) SetProfiles(profiles map[string]datastore.Profile) {
 	saved := map[string]member{}
 	for _, key := range again {
 		saved[key] = m.eps[key]
+		saved[key].refs++ // kept through the remove
 		m.remove(key)
 	}
 	m.profiles = map[string]map[string]string{}
