@@ -145,6 +145,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// change: a few checks every 3 s.
 	loops.Go(func() { every(bg, 3*time.Second, func() { d.repairRules(enf, fwd) }) })
 	loops.Go(func() { every(bg, 5*time.Second, func() { d.repairRoutes(dp.Table()) }) })
+	loops.Go(func() {
+		dp.Table().Follow(bg, func(err error) {
+			d.log.Warn("following the host's routes stopped; learned routes are checked against a listing until it resumes", "err", err)
+		})
+	})
 	if dp.ForwardsPerLink() {
 		// Links made since (tunnels, a new uplink) forward too.
 		loops.Go(func() {

@@ -41,6 +41,8 @@ type Dataplane struct {
 	forwardPerLink atomic.Bool
 	// table writes every tabby route of the main table.
 	table *Table
+	// nsPath is the namespace bound to ("" for the daemon's own).
+	nsPath string
 }
 
 // New binds to the namespace at nsPath ("" for the daemon's own).
@@ -62,7 +64,7 @@ func New(nsPath string) (*Dataplane, error) {
 		h.Close()
 		return nil, fmt.Errorf("netlink socket in %q: %w", nsPath, err)
 	}
-	d := &Dataplane{h: h, raw: &nl.SocketHandle{Socket: sock}}
+	d := &Dataplane{h: h, raw: &nl.SocketHandle{Socket: sock}, nsPath: nsPath}
 	d.table = newTable(d)
 	return d, nil
 }
@@ -252,6 +254,15 @@ func (d *Dataplane) Routes() ([]netlink.Route, error) {
 	return rs, nil
 }
 
+// mainRoutes lists every route of the main table, IPv4 and IPv6.
+func (d *Dataplane) mainRoutes() ([]netlink.Route, error) {
+	rs, err := d.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	return rs, nil
+}
+
 // IPv4 devconf indexes (include/uapi/linux/ip.h).
 const (
 	devconfForwarding = 1
@@ -398,9 +409,9 @@ func (d *Dataplane) tunnelKinds() map[int]Kind {
 // when an address of it was borrowed). tabby's own gateway routes are in
 // neither. A default route reads as 0.0.0.0/0 (::/0).
 func (d *Dataplane) Protected() (noCover, noReplace []netip.Prefix, err error) {
-	rs, err := d.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	rs, err := d.mainRoutes()
 	if err != nil {
-		return nil, nil, fmt.Errorf("list routes: %w", err)
+		return nil, nil, err
 	}
 	for _, r := range rs {
 		if r.Protocol == RouteProtocol && r.Gw != nil {

@@ -79,6 +79,8 @@ type Table struct {
 	// gen counts changes: Repair leaves alone what changed after it listed
 	// the kernel (written meanwhile, so missing from its listing).
 	gen uint64
+	// others are the routes of other protocols, once Follow runs.
+	others others
 }
 
 func newTable(dp *Dataplane) *Table {
@@ -291,9 +293,29 @@ func (t *Table) RemoveAll(kind Kind) error {
 	return errors.Join(err, t.dp.writeRoutes(ops))
 }
 
-// Protected lists what a learned route must not cover or replace.
+// Protected lists what a learned route must not cover (other protocols'
+// routes, tabby's blackholes) or replace (endpoint routes, which a block of
+// another host legitimately covers when an address of it was borrowed):
+// from the claims and the followed routes, or, before Follow follows, from
+// the kernel (Dataplane.Protected).
 func (t *Table) Protected() (noCover, noReplace []netip.Prefix, err error) {
-	return t.dp.Protected()
+	noCover, ok := t.others.prefixes()
+	if !ok {
+		return t.dp.Protected()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for dst, c := range t.claims {
+		w, ok := c.winner()
+		switch {
+		case !ok:
+		case w.Kind == KindEndpoint:
+			noReplace = append(noReplace, dst)
+		case w.Kind == KindBlackhole:
+			noCover = append(noCover, dst)
+		}
+	}
+	return noCover, noReplace, nil
 }
 
 // prefixOf reads a kernel route's destination.
