@@ -215,6 +215,22 @@ func ViewGet[T any](v *View, key string) (t T, rev int64, ok bool) {
 	return t, r.rev, ok
 }
 
+// ViewListUnchecked is ListAsUnchecked from the view: every record under
+// prefix decoded, checked or not (a reader that must act on a record even
+// when it would not be used, as the start-up reconcile keeps its interface);
+// one that does not decode at all is an error.
+func ViewListUnchecked[T any](v *View, prefix string) ([]T, error) {
+	var out []T
+	for _, kv := range v.List(prefix) {
+		var t T
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("decode %s: %w: %v", kv.Key, ErrInvalid, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
 // ViewDecode is ViewGet for a reader that keeps what it needs of the
 // record itself (the policy index, of every endpoint of the cluster): the
 // decoded value is not kept in the view, so the cluster's records are not

@@ -268,8 +268,8 @@ func (d *Driver) checkTabbyPool(ctx context.Context, subnet string) error {
 func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	var n datastore.Network
-	if _, err := d.store.Get(ctx, datastore.NetworkKey(req.NetworkID), &n); errors.Is(err, datastore.ErrNotFound) {
+	n, err := recordOf[datastore.Network](ctx, d, datastore.NetworkKey(req.NetworkID))
+	if errors.Is(err, datastore.ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -188,6 +189,29 @@ func TestJoinReadsTheView(t *testing.T) {
 	}
 	if after := f.st.Requests(); after["Range"] != before["Range"] || after["Txn"] != before["Txn"] {
 		t.Fatalf("endpoint info and join went to etcd: %v, before %v", after, before)
+	}
+}
+
+// DeleteNetwork reads the network from the view; deleting it again, once
+// it is gone, succeeds.
+func TestDeleteNetworkReadsTheView(t *testing.T) {
+	f := newFixture(t)
+	f.network(t, net1)
+	f.caughtUp(t)
+	before := f.st.Requests()
+	if err := f.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: net1}); err != nil {
+		t.Fatal(err)
+	}
+	if after := f.st.Requests(); after["Range"] != before["Range"] {
+		t.Fatalf("delete network read etcd: %v, before %v", after, before)
+	}
+	var n datastore.Network
+	if _, err := f.st.Get(context.Background(), datastore.NetworkKey(net1), &n); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("the network's record after DeleteNetwork: %+v, %v", n, err)
+	}
+	f.caughtUp(t)
+	if err := f.d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: net1}); err != nil {
+		t.Fatalf("deleting a deleted network: %v", err)
 	}
 }
 

@@ -19,8 +19,12 @@ import (
 // serves, so no request races it.
 func (d *Driver) Reconcile(ctx context.Context) error {
 	// Unchecked: a record that would not be used still keeps its
-	// interface; only links that exist are acted on.
-	eps, err := datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.store, datastore.EndpointsOf(d.node))
+	// interface; only links that exist are acted on. From the view, once
+	// it holds everything written before.
+	if err := d.view.CatchUp(ctx); err != nil {
+		return err
+	}
+	eps, err := datastore.ViewListUnchecked[datastore.WorkloadEndpoint](d.view, datastore.EndpointsOf(d.node))
 	if err != nil {
 		return err
 	}

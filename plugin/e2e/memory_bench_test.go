@@ -79,6 +79,16 @@ func BenchmarkDaemonMemory(b *testing.B) {
 	}
 	time.Sleep(3 * time.Second) // a resync period with everything in place
 	peak, now := memMB(b, n0.TabbyPID())
+	// Where the memory is: the Go heap in use and the collector's goal
+	// (twice the live heap, at GOGC=100), from the daemon's /metrics.
+	if out, err := fetch(n0, "http://127.0.0.1:9091/metrics"); err == nil {
+		for name, unit := range map[string]string{"go_memstats_heap_inuse_bytes": "heap-inuse-MB", "go_memstats_next_gc_bytes": "heap-goal-MB"} {
+			if m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(out); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				b.ReportMetric(v/(1<<20), unit)
+			}
+		}
+	}
 	b.ReportMetric(idlePeak, "idle-peak-MB")
 	b.ReportMetric(idleNow, "idle-rss-MB")
 	b.ReportMetric(peak, "loaded-peak-MB(target<80)")
