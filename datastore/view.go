@@ -215,6 +215,17 @@ func ViewGet[T any](v *View, key string) (t T, rev int64, ok bool) {
 	return t, r.rev, ok
 }
 
+// Raw returns the record at key as etcd holds it, with its mod revision.
+func (v *View) Raw(key string) (KV, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r, ok := v.recs.Get(&viewRec{key: key})
+	if !ok {
+		return KV{}, false
+	}
+	return KV{Key: r.key, Value: r.raw, Rev: r.rev}, true
+}
+
 // ViewListUnchecked is ListAsUnchecked from the view: every record under
 // prefix decoded, checked or not (a reader that must act on a record even
 // when it would not be used, as the start-up reconcile keeps its interface);

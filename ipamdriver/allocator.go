@@ -199,8 +199,8 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) error {
 	defer a.mu.Unlock()
 	a.invalidate() // this write moves revisions the batch cache holds
 	for i := 0; i < datastore.MaxRetries; i++ {
-		var h datastore.Handle
-		if _, err := a.store.Get(ctx, datastore.HandleKey(handle), &h); errors.Is(err, datastore.ErrNotFound) {
+		h, _, err := get[datastore.Handle](ctx, a, datastore.HandleKey(handle))
+		if errors.Is(err, datastore.ErrNotFound) {
 			return nil
 		} else if err != nil {
 			return err
@@ -253,8 +253,7 @@ func (a *Allocator) poolOfOnce(ctx context.Context, addr netip.Addr, disabled bo
 }
 
 func (a *Allocator) readBlock(ctx context.Context, p netip.Prefix) (*block, int64, error) {
-	var sb datastore.Block
-	rev, err := a.store.Get(ctx, datastore.BlockKey(p.String()), &sb)
+	sb, rev, err := get[datastore.Block](ctx, a, datastore.BlockKey(p.String()))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -288,8 +287,7 @@ func (a *Allocator) unclaimedBlock(pool datastore.IPPool, existing map[netip.Pre
 // commitAlloc writes the block (CAS on rev; 0 = new block with our
 // affinity) and adds one address to the handle, atomically.
 func (a *Allocator) commitAlloc(ctx context.Context, b *block, rev int64, handle string, claim bool) error {
-	var h datastore.Handle
-	hrev, err := a.store.Get(ctx, datastore.HandleKey(handle), &h)
+	h, hrev, err := get[datastore.Handle](ctx, a, datastore.HandleKey(handle))
 	if errors.Is(err, datastore.ErrNotFound) {
 		h, hrev = datastore.Handle{ID: handle, Node: a.node, Blocks: map[string]int{}}, 0
 	} else if err != nil {
@@ -323,8 +321,7 @@ func (a *Allocator) commitRelease(ctx context.Context, b *block, rev int64, hand
 // handle's record (none when the record is gone), deleting it when it
 // holds nothing more.
 func (a *Allocator) handleRelease(ctx context.Context, handle, cidr string, n int) ([]datastore.Op, error) {
-	var h datastore.Handle
-	hrev, err := a.store.Get(ctx, datastore.HandleKey(handle), &h)
+	h, hrev, err := get[datastore.Handle](ctx, a, datastore.HandleKey(handle))
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
 		return nil, nil

@@ -321,16 +321,17 @@ func (d *Driver) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 // addr. When etcd cannot say, it does: a release kept is collected later,
 // a release done wrongly cuts a container off.
 func (d *Driver) endpointUses(ctx context.Context, handle string, addr netip.Addr) bool {
-	var h datastore.Handle
-	if _, err := d.alloc.store.Get(ctx, datastore.HandleKey(handle), &h); err != nil {
+	v := d.alloc.view
+	// All of etcd up to now: an endpoint recorded a moment ago counts.
+	if v != nil && v.CatchUp(ctx) != nil {
+		return true
+	}
+	h, _, err := get[datastore.Handle](ctx, d.alloc, datastore.HandleKey(handle))
+	if err != nil {
 		return !errors.Is(err, datastore.ErrNotFound)
 	}
 	var eps []datastore.WorkloadEndpoint
-	if v := d.alloc.view; v != nil {
-		// All of etcd up to now: an endpoint recorded a moment ago counts.
-		if err := v.CatchUp(ctx); err != nil {
-			return true
-		}
+	if v != nil {
 		for _, kv := range v.List(datastore.EndpointsOf(h.Node)) {
 			var e datastore.WorkloadEndpoint
 			if jsonDecode(kv.Value, &e) != nil {
@@ -339,7 +340,6 @@ func (d *Driver) endpointUses(ctx context.Context, handle string, addr netip.Add
 			eps = append(eps, e)
 		}
 	} else {
-		var err error
 		if eps, err = datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node)); err != nil {
 			return true
 		}

@@ -3,17 +3,18 @@ package ipamdriver
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/tabbynet/tabby/datastore"
 )
 
-// The allocator reads pools, affinities and which blocks exist from the
+// The allocator reads pools, affinities, blocks and handles from the
 // daemon's cluster view when it has one (etcd itself for the CLI), so a
-// request lists nothing. Blocks themselves are read from etcd: every write
-// is a CAS on one, and the view may lag. What the view may lack is made
-// harmless twice: the allocator waits for the view to hold its own last
-// write before reading, and after a lost CAS it waits for everything etcd
-// had, so the retry sees what beat it.
+// request reads nothing from etcd. The view may lag, which is harmless:
+// every block and handle read is written back with a CAS on the revision
+// read, the allocator waits for the view to hold its own last write before
+// reading, and after a lost CAS it waits for everything etcd had, so the
+// retry sees what beat it.
 
 // UseView makes the allocator read from v (the daemon's).
 func (a *Allocator) UseView(v *datastore.View) { a.view = v }
@@ -57,6 +58,27 @@ func (a *Allocator) poolList(ctx context.Context) ([]datastore.IPPool, error) {
 		return nil, err
 	}
 	return datastore.ViewList[datastore.IPPool](a.view, datastore.PoolsDir), nil
+}
+
+// get reads one record and its mod revision, from the view (decoded
+// afresh: the caller may change it) or etcd. Every record read so is then
+// written with a CAS on that revision, so a view that lags costs one lost
+// CAS, after which the view has caught up.
+func get[T any](ctx context.Context, a *Allocator, key string) (T, int64, error) {
+	var t T
+	if a.view == nil {
+		rev, err := a.store.Get(ctx, key, &t)
+		return t, rev, err
+	}
+	if err := a.fresh(ctx); err != nil {
+		return t, 0, err
+	}
+	kv, ok := a.view.Raw(key)
+	if !ok {
+		return t, 0, fmt.Errorf("%s: %w", key, datastore.ErrNotFound)
+	}
+	t, err := datastore.Decode[T](key, kv.Value)
+	return t, kv.Rev, err
 }
 
 // catchUp makes the next read wait for everything etcd holds now; it
