@@ -74,19 +74,23 @@ func (o *others) note(u netlink.RouteUpdate) {
 }
 
 // reset replaces what is followed with a listing of the main table.
-func (o *others) reset(rs []netlink.Route) {
+func (o *others) reset(d *Dataplane) error {
 	m := map[routeKey]bool{}
-	for _, r := range rs {
+	err := d.eachMainRoute(func(r netlink.Route) {
 		if r.Protocol == RouteProtocol || r.Table != unix.RT_TABLE_MAIN {
-			continue
+			return
 		}
 		if k, ok := keyOf(r); ok {
 			m[k] = true
 		}
+	})
+	if err != nil {
+		return err
 	}
 	o.mu.Lock()
 	o.routes, o.live = m, true
 	o.mu.Unlock()
+	return nil
 }
 
 func (o *others) stop() {
@@ -142,7 +146,7 @@ func (t *Table) followOnce(ctx context.Context) error {
 		}
 		defer ns.Close()
 	}
-	ch := make(chan netlink.RouteUpdate, 4096)
+	ch := make(chan netlink.RouteUpdate, 256) // the socket buffer holds the burst
 	done := make(chan struct{})
 	defer close(done)
 	// Subscribed before the listing: a change made meanwhile is applied
@@ -157,11 +161,9 @@ func (t *Table) followOnce(ctx context.Context) error {
 	refresh := time.NewTicker(othersRefresh)
 	defer refresh.Stop()
 	for {
-		rs, err := t.dp.mainRoutes()
-		if err != nil {
+		if err := t.others.reset(t.dp); err != nil {
 			return err
 		}
-		t.others.reset(rs)
 	events:
 		for {
 			select {

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Kind says who wants a route. Where several want one destination, the
@@ -232,19 +231,16 @@ func (t *Table) Repair() (int, error) {
 	t.mu.Lock()
 	listed := t.gen
 	t.mu.Unlock()
-	have, err := t.dp.Routes()
+	have, err := t.dp.tabbyRoutes()
 	if err != nil {
 		return 0, err
 	}
 	tun := t.dp.tunnelKinds()
 	t.mu.Lock()
 	var ops []op
-	seen := map[netip.Prefix]bool{}
+	seen := make(map[netip.Prefix]bool, len(have))
 	for _, r := range have {
-		dst, ok := prefixOf(r)
-		if !ok || r.Table != unix.RT_TABLE_MAIN {
-			continue
-		}
+		dst := r.dst
 		seen[dst] = true
 		if c := t.claims[dst]; c != nil {
 			if w, _ := c.winner(); c.gen <= listed && !matches(r, w, tun) {
@@ -279,15 +275,15 @@ func (t *Table) RemoveAll(kind Kind) error {
 	}
 	err := t.dp.writeRoutes(ops)
 	t.mu.Unlock()
-	have, lerr := t.dp.Routes()
+	have, lerr := t.dp.tabbyRoutes()
 	if lerr != nil {
 		return errors.Join(err, lerr)
 	}
 	tun := t.dp.tunnelKinds()
 	ops = ops[:0]
 	for _, r := range have {
-		if dst, ok := prefixOf(r); ok && classify(r, tun) == kind {
-			ops = append(ops, op{r: Route{Kind: kind, Dst: dst}, del: true})
+		if classify(r, tun) == kind {
+			ops = append(ops, op{r: Route{Kind: kind, Dst: r.dst}, del: true})
 		}
 	}
 	return errors.Join(err, t.dp.writeRoutes(ops))
@@ -332,33 +328,32 @@ func prefixOf(r netlink.Route) (netip.Prefix, bool) {
 }
 
 // classify says which kind wrote a tabby route found in the kernel.
-func classify(r netlink.Route, tun map[int]Kind) Kind {
+func classify(r kroute, tun map[int]Kind) Kind {
 	switch {
-	case r.Type == unix.RTN_BLACKHOLE:
+	case r.blackhole:
 		return KindBlackhole
-	case tun[r.LinkIndex] != 0:
-		return tun[r.LinkIndex]
-	case r.Gw != nil:
+	case tun[r.link] != 0:
+		return tun[r.link]
+	case r.gw.IsValid():
 		return KindLearned
 	}
 	return KindEndpoint
 }
 
 // matches reports whether the kernel's route is what claim w asks for.
-func matches(r netlink.Route, w Route, tun map[int]Kind) bool {
+func matches(r kroute, w Route, tun map[int]Kind) bool {
 	if classify(r, tun) != w.Kind {
 		return false
 	}
-	gw, _ := netip.AddrFromSlice(r.Gw)
 	switch w.Kind {
 	case KindBlackhole:
 		return true
 	case KindEndpoint:
-		return r.LinkIndex == w.Link && r.Gw == nil
+		return r.link == w.Link && !r.gw.IsValid()
 	case KindLearned:
-		return gw.Unmap() == w.Gw
+		return r.gw == w.Gw
 	}
-	return r.LinkIndex == w.Link && gw.Unmap() == w.Gw
+	return r.link == w.Link && r.gw == w.Gw
 }
 
 // Learn claims BGP's routes dst[i] via gw[i] (bgp.Routes).
