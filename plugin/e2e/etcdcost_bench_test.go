@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,6 +69,44 @@ func (c etcdCounters) minus(o etcdCounters) etcdCounters {
 	return etcdCounters{sent: c.sent - o.sent, ranges: c.ranges - o.ranges, txns: c.txns - o.txns}
 }
 
+// cpuIdle returns the machine's idle share over the next second.
+func cpuIdle(b *testing.B) float64 {
+	b.Helper()
+	read := func() (idle, total float64) {
+		data, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])[1:]
+		for i, v := range f {
+			n, _ := strconv.ParseFloat(v, 64)
+			total += n
+			if i == 3 || i == 4 { // idle, iowait
+				idle += n
+			}
+		}
+		return idle, total
+	}
+	i0, t0 := read()
+	time.Sleep(time.Second)
+	i1, t1 := read()
+	return (i1 - i0) / max(t1-t0, 1)
+}
+
+// waitQuiet waits atLeast, then until the machine is about as idle as it
+// was before (idle, less 0.1), or until atMost, saying so.
+func waitQuiet(b *testing.B, idle float64, atLeast, atMost time.Duration) {
+	b.Helper()
+	time.Sleep(atLeast)
+	deadline := time.Now().Add(atMost - atLeast)
+	for cpuIdle(b) < idle-0.1 {
+		if time.Now().After(deadline) {
+			b.Logf("the machine is still busy after %s: timing anyway", atMost)
+			return
+		}
+	}
+}
+
 // plantEndpoints writes n valid endpoint records of hosts that do not
 // exist (100 per transaction), as a big cluster has them.
 func plantEndpoints(b *testing.B, st *datastore.Store, n int) {
@@ -110,9 +149,13 @@ func BenchmarkEtcdPerRun(b *testing.B) {
 			}
 			defer st.Close()
 			plantEndpoints(b, st, 10)
+			idle := cpuIdle(b)
 			small, smallRun := etcdPerRun(b, l, h, "small")
 			plantEndpoints(b, st, 20000)
-			time.Sleep(5 * time.Second) // every daemon has taken the planted records in
+			// Every daemon takes the planted records in (at 50 hosts, tens of
+			// seconds of CPU on this machine's two cores): runs timed during
+			// that would measure the intake, not the cluster's size.
+			waitQuiet(b, idle, 5*time.Second, 2*time.Minute)
 			large, largeRun := etcdPerRun(b, l, h, "large")
 			perHost := func(v float64) float64 { return v / float64(hosts) }
 			b.ReportMetric(perHost(small.sent), "bytes/run/host@10")
