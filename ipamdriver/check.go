@@ -1,9 +1,13 @@
 package ipamdriver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -51,15 +55,50 @@ func ReadState(ctx context.Context, st *datastore.Store) (State, error) {
 	return s, err
 }
 
-// ReadStateFrom reads the same from the daemon's view, in the same order
-// (the view only moves forward between the reads), unchecked likewise.
-func ReadStateFrom(v *datastore.View) (State, error) {
+// NodeStateFrom is what one node's collector judges, from the view: only
+// the addresses its own Docker handles hold (the handles' records name the
+// node and their blocks), its own endpoints, and every network and node. A
+// sweep then costs the node's share of the cluster, not the cluster. Read
+// in ReadState's order: handles, blocks, then endpoints, so an address
+// assigned during the read is not judged.
+func NodeStateFrom(v *datastore.View, node string) (State, error) {
 	var s State
-	var err error
-	if s.Blocks, err = decodeAll[datastore.Block](v.List(datastore.BlocksDir)); err != nil {
-		return s, err
+	nodeJSON, _ := json.Marshal(node)
+	marker := append([]byte(`"node":`), nodeJSON...)
+	own := map[string]bool{}
+	blocks := map[string]bool{}
+	for _, kv := range v.List(datastore.HandlesDir) {
+		// Most handles are other nodes': skip them without decoding.
+		if !strings.HasPrefix(kv.Key, datastore.HandleKey(dockerHandlePrefix)) || !bytes.Contains(kv.Value, marker) {
+			continue
+		}
+		var h datastore.Handle
+		if jsonDecode(kv.Value, &h) != nil || h.Node != node {
+			continue // unreadable: its addresses are kept, never collected
+		}
+		own[h.ID] = true
+		for cidr := range h.Blocks {
+			blocks[cidr] = true
+		}
 	}
-	if s.Endpoints, err = decodeAll[datastore.WorkloadEndpoint](v.List(datastore.EndpointsDir)); err != nil {
+	for _, cidr := range slices.Sorted(maps.Keys(blocks)) {
+		kv, ok := v.Raw(datastore.BlockKey(cidr))
+		if !ok {
+			continue
+		}
+		var b datastore.Block
+		if err := jsonDecode(kv.Value, &b); err != nil {
+			return s, fmt.Errorf("decode %s: %w: %v", kv.Key, datastore.ErrInvalid, err)
+		}
+		for i, h := range b.Allocations {
+			if !own[h] {
+				b.Allocations[i] = "" // another's: not this node's to judge
+			}
+		}
+		s.Blocks = append(s.Blocks, b)
+	}
+	var err error
+	if s.Endpoints, err = decodeAll[datastore.WorkloadEndpoint](v.List(datastore.EndpointsOf(node))); err != nil {
 		return s, err
 	}
 	if s.Networks, err = decodeAll[datastore.Network](v.List(datastore.NetworksDir)); err != nil {

@@ -41,6 +41,11 @@ func testCollector(t *testing.T, withView bool) {
 	aux := assign(a, "docker-aux")
 	tunnel := assign(a, "vxlan-tunnel-addr-nodeA")
 	theirs := assign(other, "docker-theirs")
+	// nodeB's address inside nodeA's block: nodeB's to judge, not nodeA's.
+	borrowed := used.Next().Next().Next().Next().Next()
+	if err := other.Assign(ctx, borrowed, "docker-borrowed"); err != nil {
+		t.Fatal(err)
+	}
 	ep := datastore.WorkloadEndpoint{Node: "nodeA", EndpointID: "e1", IPv4: used.String()}
 	if err := st.Put(ctx, datastore.EndpointKey("nodeA", "e1"), &ep); err != nil {
 		t.Fatal(err)
@@ -78,9 +83,9 @@ func testCollector(t *testing.T, withView bool) {
 		t.Fatalf("after the grace period the sweep released %v, want only %s", got, leak)
 	}
 	now := assigned(t, st)
-	for _, ip := range []netip.Addr{used, aux, tunnel, theirs, late} {
+	for _, ip := range []netip.Addr{used, aux, tunnel, theirs, borrowed, late} {
 		if now[ip] == "" {
-			t.Errorf("%s was released; it is in use, reserved, a tunnel's, another node's, or not leaked long enough", ip)
+			t.Errorf("%s was released; it is in use, reserved, a tunnel's, another node's (in its own block or in this node's), or not leaked long enough", ip)
 		}
 	}
 	if now[leak] != "" {

@@ -20,6 +20,9 @@ type etcdCounters struct {
 	// hostRanges and otherRanges are per run, the container's host's own
 	// Range calls and the most any other daemon made (idle taken off).
 	hostRanges, otherRanges float64
+	// hostCPU and othersCPU are the daemons' CPU per run in ms (idle taken
+	// off): the container's host's, and every other daemon's together.
+	hostCPU, othersCPU float64
 }
 
 var grpcHandled = regexp.MustCompile(`(?m)^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$`)
@@ -60,6 +63,25 @@ func rangesByHost(l *lab.Lab) []float64 {
 			if g := daemonRanges.FindStringSubmatch(m); g != nil {
 				out[i], _ = strconv.ParseFloat(g[1], 64)
 			}
+		}
+	}
+	return out
+}
+
+// cpuByHost returns each host's tabby daemon's CPU time so far, in ms.
+func cpuByHost(l *lab.Lab) []float64 {
+	out := make([]float64, len(l.Hosts))
+	for i, h := range l.Hosts {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.TabbyPID()))
+		if err != nil {
+			continue
+		}
+		// After "(comm)": state is field 3, utime and stime 14 and 15.
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseFloat(f[11], 64)
+			st, _ := strconv.ParseFloat(f[12], 64)
+			out[i] = (u + st) * 10 // USER_HZ is 100
 		}
 	}
 	return out
@@ -170,6 +192,10 @@ func BenchmarkEtcdPerRun(b *testing.B) {
 			b.ReportMetric(large.hostRanges, "host-ranges/run@20k")
 			b.ReportMetric(large.otherRanges, "other-host-ranges/run@20k")
 			b.ReportMetric(large.hostRanges/max(small.hostRanges, 0.1), "host-ranges-ratio(target<=1.2)")
+			b.ReportMetric(small.hostCPU, "host-cpu-ms/run@10")
+			b.ReportMetric(large.hostCPU, "host-cpu-ms/run@20k")
+			b.ReportMetric(small.othersCPU, "others-cpu-ms/run@10")
+			b.ReportMetric(large.othersCPU, "others-cpu-ms/run@20k")
 		})
 	}
 }
@@ -183,6 +209,7 @@ func etcdPerRun(b *testing.B, l *lab.Lab, h *lab.Host, tag string) (etcdCounters
 	start := time.Now()
 	before := readEtcd(b, l)
 	hostsBefore := rangesByHost(l)
+	cpuBefore := cpuByHost(l)
 	for i := 0; i < runs; i++ {
 		name := fmt.Sprintf("cost-%s-%d", tag, i)
 		t0 := time.Now()
@@ -207,6 +234,7 @@ func etcdPerRun(b *testing.B, l *lab.Lab, h *lab.Host, tag string) (etcdCounters
 	}
 	b.Logf("%s: Range calls by daemon over %d runs: %s", tag, runs, strings.Join(per, " "))
 	hostsBusy := rangesByHost(l)
+	cpuBusy := cpuByHost(l)
 	window := time.Since(start)
 	idleStart := readEtcd(b, l)
 	time.Sleep(window)
@@ -222,5 +250,11 @@ func etcdPerRun(b *testing.B, l *lab.Lab, h *lab.Host, tag string) (etcdCounters
 	for i := 1; i < len(l.Hosts); i++ {
 		other = max(other, own(i))
 	}
-	return etcdCounters{c.sent / runs, c.ranges / runs, c.txns / runs, own(0), other}, median(took)
+	cpuAfter := cpuByHost(l)
+	cpu := func(i int) float64 { return ((cpuBusy[i] - cpuBefore[i]) - (cpuAfter[i] - cpuBusy[i])) / runs }
+	others := 0.0
+	for i := 1; i < len(l.Hosts); i++ {
+		others += cpu(i)
+	}
+	return etcdCounters{c.sent / runs, c.ranges / runs, c.txns / runs, own(0), other, cpu(0), others}, median(took)
 }
