@@ -164,18 +164,21 @@ func decode[T any](v *View, r *viewRec) (T, bool) {
 	if t, ok := r.val.(T); ok {
 		return t, true
 	}
-	var t T
-	err := json.Unmarshal(r.raw, &t)
-	if err != nil {
-		err = fmt.Errorf("decode %s: %w: %v", r.key, ErrInvalid, err)
-	} else {
-		err = checkRecord(r.key, &t)
+	t, ok := decodeRaw[T](v, r)
+	if ok {
+		r.val = t
 	}
+	return t, ok
+}
+
+// decodeRaw decodes and checks r's stored bytes; a bad record is skipped
+// with one warning per revision.
+func decodeRaw[T any](v *View, r *viewRec) (T, bool) {
+	t, err := Decode[T](r.key, r.raw)
 	if err != nil {
 		v.store.skipped(KV{Key: r.key, Rev: r.rev}, err)
 		return t, false
 	}
-	r.val = t
 	return t, true
 }
 
@@ -260,12 +263,7 @@ func ViewDecode[T any](v *View, key string) (t T, ok bool) {
 	if t, ok := val.(T); ok {
 		return t, true
 	}
-	t, err := Decode[T](r.key, r.raw)
-	if err != nil {
-		v.store.skipped(KV{Key: r.key, Rev: r.rev}, err)
-		return t, false
-	}
-	return t, true
+	return decodeRaw[T](v, r)
 }
 
 // List returns the raw records under prefix with their mod revisions, as
