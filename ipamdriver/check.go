@@ -98,26 +98,14 @@ func NodeStateFrom(v *datastore.View, node string) (State, error) {
 		s.Blocks = append(s.Blocks, b)
 	}
 	var err error
-	if s.Endpoints, err = decodeAll[datastore.WorkloadEndpoint](v.List(datastore.EndpointsOf(node))); err != nil {
+	if s.Endpoints, err = datastore.ViewListUnchecked[datastore.WorkloadEndpoint](v, datastore.EndpointsOf(node)); err != nil {
 		return s, err
 	}
-	if s.Networks, err = decodeAll[datastore.Network](v.List(datastore.NetworksDir)); err != nil {
+	if s.Networks, err = datastore.ViewListUnchecked[datastore.Network](v, datastore.NetworksDir); err != nil {
 		return s, err
 	}
-	s.Nodes, err = decodeAll[datastore.Node](v.List(datastore.NodesDir))
+	s.Nodes, err = datastore.ViewListUnchecked[datastore.Node](v, datastore.NodesDir)
 	return s, err
-}
-
-func decodeAll[T any](kvs []datastore.KV) ([]T, error) {
-	out := make([]T, 0, len(kvs))
-	for _, kv := range kvs {
-		var t T
-		if err := jsonDecode(kv.Value, &t); err != nil {
-			return nil, fmt.Errorf("decode %s: %w: %v", kv.Key, datastore.ErrInvalid, err)
-		}
-		out = append(out, t)
-	}
-	return out, nil
 }
 
 // Check compares the addresses assigned in the blocks with the endpoints,

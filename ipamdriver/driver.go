@@ -332,17 +332,12 @@ func (d *Driver) endpointUses(ctx context.Context, handle string, addr netip.Add
 	}
 	var eps []datastore.WorkloadEndpoint
 	if v != nil {
-		for _, kv := range v.List(datastore.EndpointsOf(h.Node)) {
-			var e datastore.WorkloadEndpoint
-			if jsonDecode(kv.Value, &e) != nil {
-				return true // unreadable: it may hold addr
-			}
-			eps = append(eps, e)
-		}
+		eps, err = datastore.ViewListUnchecked[datastore.WorkloadEndpoint](v, datastore.EndpointsOf(h.Node))
 	} else {
-		if eps, err = datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node)); err != nil {
-			return true
-		}
+		eps, err = datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node))
+	}
+	if err != nil {
+		return true // unreadable: one of them may hold addr
 	}
 	for _, e := range eps {
 		if slices.Contains(e.Addrs(), addr) {
