@@ -243,17 +243,6 @@ func (d *Dataplane) HostLinks() ([]string, error) {
 	return out, nil
 }
 
-// Routes lists the IPv4 and IPv6 routes of the main table that carry
-// tabby's tag.
-func (d *Dataplane) Routes() ([]netlink.Route, error) {
-	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-	rs, err := d.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	return rs, nil
-}
-
 // kroute is what the table needs of one of tabby's routes in the kernel:
 // a tenth of a netlink.Route, which matters when 10,000 of them are listed
 // every 5 s.
@@ -264,7 +253,8 @@ type kroute struct {
 	blackhole bool
 }
 
-// tabbyRoutes lists Routes compactly, one route at a time.
+// tabbyRoutes lists the IPv4 and IPv6 routes of the main table that carry
+// tabby's tag, compactly, one route at a time.
 func (d *Dataplane) tabbyRoutes() ([]kroute, error) {
 	var out []kroute
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}

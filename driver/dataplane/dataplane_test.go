@@ -163,8 +163,8 @@ func TestBlackholeAndRouteListing(t *testing.T) {
 	if out := inNS(t, ns, "ip", "route", "show", "proto", "77"); out != "blackhole 192.168.18.64/26" {
 		t.Fatalf("routes = %q, want the block's blackhole", out)
 	}
-	if rs, err := d.Routes(); err != nil || len(rs) != 1 {
-		t.Fatalf("Routes() = %v, %v; want the one blackhole", rs, err)
+	if rs, err := d.tabbyRoutes(); err != nil || len(rs) != 1 || !rs[0].blackhole || rs[0].dst != block {
+		t.Fatalf("tabbyRoutes() = %v, %v; want the one blackhole", rs, err)
 	}
 	for i := 0; i < 2; i++ { // removing what is gone succeeds
 		if err := d.Table().RemoveAll(KindBlackhole); err != nil {
