@@ -146,7 +146,10 @@ lab_stop_tabby() {
 wait_for() {
 	local desc=$1 i
 	shift
-	for i in $(seq 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+	# 30 s; five times that in make test-kernel's emulated guest.
+	local n=150
+	[ -z "${TABBY_GUEST:-}" ] || n=750
+	for i in $(seq $n); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
 	echo "timed out waiting for: $desc" >&2
 	return 1
 }

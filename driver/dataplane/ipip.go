@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -21,8 +22,14 @@ func (d *Dataplane) IPIPSupported() error {
 	if _, err := d.h.LinkByName("tunl0"); err == nil {
 		return nil
 	}
-	probe := &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: ipipProbe}}
+	// Endpoints of its own: a tunnel without them is the fallback tunl0's
+	// twin, refused (EEXIST) once the request has loaded the module.
+	probe := &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: ipipProbe},
+		Local: net.IPv4(192, 0, 2, 1), Remote: net.IPv4(192, 0, 2, 2)}
 	if err := d.h.LinkAdd(probe); err != nil {
+		if _, err2 := d.h.LinkByName("tunl0"); err2 == nil {
+			return nil // loaded by this very request
+		}
 		return fmt.Errorf("%w (%v): use vxlanMode instead of ipipMode, or load the ipip module", ErrNoIPIP, err)
 	}
 	return d.DeleteLink(ipipProbe)

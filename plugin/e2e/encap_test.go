@@ -72,7 +72,9 @@ func TestOutgoingNATMTUAndIPIPCheck(t *testing.T) {
 // kernelHasIPIP asks iproute2, independently of tabby, whether the host's
 // kernel makes ipip tunnels.
 func kernelHasIPIP(h *lab.Host) bool {
-	_, err := h.Exec("ip", "link", "add", "oracle0", "type", "ipip")
+	// Addresses of its own: an ipip link without them collides with the
+	// fallback tunl0 (EEXIST) where the module is loaded.
+	_, err := h.Exec("ip", "link", "add", "oracle0", "type", "ipip", "local", "192.0.2.1", "remote", "192.0.2.2")
 	h.Exec("ip", "link", "del", "oracle0")
 	return err == nil
 }

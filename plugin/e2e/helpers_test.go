@@ -97,6 +97,7 @@ func mustPing(t *testing.T, h *lab.Host, ctr, ip string) {
 // eventually polls cond for up to d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (string, bool)) {
 	t.Helper()
+	d = lab.Slow(d)
 	deadline := time.Now().Add(d)
 	var last string
 	for {

@@ -128,37 +128,3 @@ func TestVXLANCrossSubnet(t *testing.T) {
 		t.Fatalf("tabby's routes left after uninstall:\n%s", r)
 	}
 }
-
-// IPIP (seed 000's second table): routes to other hosts' blocks go via the
-// host address over tunl0. The test kernel of this project has no ipip
-// module: there the test skips, and TestOutgoingNATMTUAndIPIPCheck checks
-// that tabby refuses IPIP pools naming the missing module.
-func TestIPIP(t *testing.T) {
-	l := lab.New(t, lab.Options{Hosts: 2})
-	n0, n1 := l.Hosts[0], l.Hosts[1]
-	if !kernelHasIPIP(n0) {
-		t.Skip("this kernel has no ipip module (ip link add type ipip fails); IPIP needs a kernel with it")
-	}
-	applyYAML(t, l, n0, "ipip.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: tun}\nspec: {cidr: 10.80.0.0/16, ipipMode: Always}\n")
-	createEverywhere(t, l, n0, "ipnet", "--subnet", "10.80.0.0/16")
-	must(t, n0, "run", "--net", "ipnet", "--name", "containerA", "-tid", "busybox")
-	must(t, n1, "run", "--net", "ipnet", "--name", "containerC", "-tid", "busybox")
-	ipC := ipOf(t, n1, "containerC", "ipnet")
-	want := blockOf(ipC) + " via " + n1.Addr + " dev tunl0 proto 77 onlink"
-	eventually(t, 30*time.Second, "node00 routes node01's block over tunl0", func() (string, bool) {
-		r, _ := n0.Exec("ip", "route")
-		return r, strings.Contains(r, want)
-	})
-	if c := must(t, n0, "exec", "containerA", "ip", "link", "show", "cali0"); !strings.Contains(c, "mtu 1480") {
-		t.Fatalf("container MTU should leave room for IPIP:\n%s", c)
-	}
-	mustPing(t, n0, "containerA", ipC)
-
-	// IPIP -> VXLAN while containers run: the routes move to vxlan.tabby.
-	applyYAML(t, l, n0, "ipip.yaml", "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: tun}\nspec: {cidr: 10.80.0.0/16, vxlanMode: Always}\n")
-	eventually(t, 30*time.Second, "node00 routes node01's block over vxlan.tabby, not tunl0", func() (string, bool) {
-		r, _ := n0.Exec("ip", "route")
-		return r, regexp.MustCompile(regexp.QuoteMeta(blockOf(ipC))+` via 10\.80\.\S+ dev vxlan\.tabby`).MatchString(r) && !strings.Contains(r, "tunl0")
-	})
-	mustPing(t, n0, "containerA", ipC)
-}

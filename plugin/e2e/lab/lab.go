@@ -125,6 +125,26 @@ func Requirements() string {
 	return ""
 }
 
+// Slow stretches a deadline in the guest of make test-kernel, where QEMU
+// emulates the CPU (no KVM here) and everything takes several times longer.
+func Slow(d time.Duration) time.Duration {
+	if os.Getenv("TABBY_GUEST") != "" {
+		return 5 * d
+	}
+	return d
+}
+
+// SkipForKernel skips a test that needs what this kernel lacks (a module):
+// on this project's machine such tests run in the guest (make test-kernel),
+// where TABBY_GUEST=1 turns the skip into a failure.
+func SkipForKernel(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("TABBY_GUEST") != "" {
+		t.Fatal("the guest kernel must have what this test needs: " + why)
+	}
+	t.Skip(why + " (make test-kernel runs it on a kernel that has it)")
+}
+
 // New builds a lab; t.Cleanup tears it down.
 func New(t testing.TB, opt Options) *Lab {
 	t.Helper()
@@ -517,6 +537,7 @@ func (h *Host) signalTabby(sig syscall.Signal) {
 }
 
 func (h *Host) waitFor(what string, d time.Duration, ok func() bool) {
+	d = Slow(d)
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if ok() {
