@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/tabbynet/tabby/plugin.Version=$(VERSION)
 PKGS    := ./...
-DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd iperf3 nftables docker-registry
+DEB     := docker.io etcd-server busybox-static iproute2 iptables gobgpd iperf3 nftables docker-registry tcpdump
 export CGO_ENABLED ?= 0
 
 # Docker Engine 29 (dockerd, docker-proxy, runc), built once from the Go
@@ -26,7 +26,7 @@ run: build
 
 # Install what the tests need from Debian (skipped when already there).
 deps:
-	@missing=""; for b in dockerd etcd busybox ip iptables gobgpd iperf3 nft docker-registry; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in dockerd etcd busybox ip iptables gobgpd iperf3 nft docker-registry tcpdump; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB); \
 	fi

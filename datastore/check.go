@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -83,7 +84,8 @@ func (n Node) Check(key string) error {
 			return err
 		}
 	}
-	for field, s := range map[string]string{"vxlanTunnelAddress": n.VXLANTunnelAddress, "ipv4IPIPTunnelAddr": n.IPIPTunnelAddress} {
+	for field, s := range map[string]string{"vxlanTunnelAddress": n.VXLANTunnelAddress, "ipv4IPIPTunnelAddr": n.IPIPTunnelAddress,
+		"ipv4WireguardInterfaceAddr": n.WireguardInterfaceAddr} {
 		if err := optAddr(field, s, false); err != nil {
 			return err
 		}
@@ -93,7 +95,20 @@ func (n Node) Check(key string) error {
 			return fmt.Errorf("vxlanTunnelMAC %q", n.VXLANTunnelMAC)
 		}
 	}
+	if k := n.WireguardPublicKey; k != "" {
+		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != 32 {
+			return fmt.Errorf("wireguardPublicKey %q: not a WireGuard key (32 bytes in base64)", k)
+		}
+	}
 	return nil
+}
+
+// Check implements Checked.
+func (c FelixConfiguration) Check(key string) error {
+	if c.Name != "default" && !(strings.HasPrefix(c.Name, "node.") && ValidName(strings.TrimPrefix(c.Name, "node."))) {
+		return fmt.Errorf("FelixConfiguration %q: metadata.name must be default or node.NODENAME", c.Name)
+	}
+	return keyNames(key, FelixConfigKey(c.Name))
 }
 
 // Check implements Checked; it names the bad field as `tabby apply` shows

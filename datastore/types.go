@@ -55,6 +55,13 @@ type Node struct {
 	VXLANTunnelMAC     string `json:"vxlanTunnelMAC,omitempty"`
 	// IPIP tunnel address on tunl0: an address from the node's block.
 	IPIPTunnelAddress string `json:"ipv4IPIPTunnelAddr,omitempty"`
+	// WireguardPublicKey is the public key of the node's wireguard.tabby
+	// (its private key never leaves the host); empty while the node does
+	// not encrypt.
+	WireguardPublicKey string `json:"wireguardPublicKey,omitempty"`
+	// WireguardInterfaceAddr is wireguard.tabby's address, from the node's
+	// block: the source of the host's own traffic to other hosts' blocks.
+	WireguardInterfaceAddr string `json:"ipv4WireguardInterfaceAddr,omitempty"`
 }
 
 // Network is a Docker network of driver tabby, keyed by Docker's network ID.
@@ -224,6 +231,33 @@ type BGPConfiguration struct {
 	HoldTime uint32 `json:"holdTime,omitempty"`
 }
 
+// FelixConfiguration holds dataplane settings, as Calico's resource of the
+// name: "default" for the cluster, "node.NAME" for one node (its fields
+// override the default's).
+type FelixConfiguration struct {
+	Name string `json:"name"`
+	// WireguardEnabled encrypts container traffic between hosts that both
+	// have it on.
+	WireguardEnabled *bool `json:"wireguardEnabled,omitempty"`
+}
+
+// WireGuardFor tells whether node encrypts: its own setting, else the
+// cluster's, else off.
+func WireGuardFor(node string, configs []FelixConfiguration) bool {
+	on := false
+	for _, c := range configs {
+		if c.Name == "default" && c.WireguardEnabled != nil {
+			on = *c.WireguardEnabled
+		}
+	}
+	for _, c := range configs {
+		if c.Name == "node."+node && c.WireguardEnabled != nil {
+			on = *c.WireguardEnabled
+		}
+	}
+	return on
+}
+
 // DefaultHoldTime is BGP's customary hold time.
 const DefaultHoldTime = 90
 
@@ -345,6 +379,7 @@ func AffinityKey(node, cidr string) string { return affinitiesDir + node + "/" +
 func AffinitiesOf(node string) string      { return affinitiesDir + node + "/" }
 func HandleKey(id string) string           { return handlesDir + id }
 func BGPConfigKey() string                 { return bgpConfigKey }
+func FelixConfigKey(name string) string    { return FelixConfigDir + name }
 func BGPPeerKey(name string) string        { return bgpPeersDir + name }
 func BGPFilterKey(name string) string      { return BGPFiltersDir + name }
 func PolicyKey(name string) string         { return policiesDir + name }
@@ -352,17 +387,18 @@ func LivenessKey(node string) string       { return livenessDir + node }
 
 // Directories, for List and Watch.
 const (
-	PoolsDir      = poolsDir
-	NodesDir      = nodesDir
-	NetworksDir   = networksDir
-	ProfilesDir   = profilesDir
-	EndpointsDir  = endpointsDir
-	BlocksDir     = blocksDir
-	AffinitiesDir = affinitiesDir
-	HandlesDir    = handlesDir
-	BGPPeersDir   = bgpPeersDir
-	BGPFiltersDir = Prefix + "bgpfilters/"
-	BGPConfigDir  = Prefix + "bgpconfiguration/"
-	PoliciesDir   = policiesDir
-	LivenessDir   = livenessDir
+	PoolsDir       = poolsDir
+	NodesDir       = nodesDir
+	NetworksDir    = networksDir
+	ProfilesDir    = profilesDir
+	EndpointsDir   = endpointsDir
+	BlocksDir      = blocksDir
+	AffinitiesDir  = affinitiesDir
+	HandlesDir     = handlesDir
+	BGPPeersDir    = bgpPeersDir
+	BGPFiltersDir  = Prefix + "bgpfilters/"
+	BGPConfigDir   = Prefix + "bgpconfiguration/"
+	FelixConfigDir = Prefix + "felixconfiguration/"
+	PoliciesDir    = policiesDir
+	LivenessDir    = livenessDir
 )

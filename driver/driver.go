@@ -69,6 +69,10 @@ type Driver struct {
 	joining sandboxLocks
 	// hostMTU is the MTU of the host's uplink (0: unknown).
 	hostMTU int
+	// wgKeyFile holds this host's WireGuard private key; wg what the
+	// WireGuard loop last found.
+	wgKeyFile string
+	wg        wgState
 	// hostAccess is what containers may reach on this host (policy input).
 	hostAccess policy.HostAccess
 	// pol is the policy loop's state between runs.

@@ -188,6 +188,7 @@ func (d *Driver) compilePolicy(ctx context.Context, a PolicyApplier) error {
 	if len(in.Remote) > 0 || slices.ContainsFunc(in.Local, func(e policy.Endpoint) bool { return e.Everywhere }) {
 		in.Nodes = d.nodeAddrs(ctx)
 	}
+	in.Encrypted = d.encryptedPeers()
 	script, err := policy.Compile(in)
 	if err != nil {
 		return err
@@ -202,7 +203,8 @@ func (d *Driver) compilePolicy(ctx context.Context, a PolicyApplier) error {
 	return nil
 }
 
-// nodeAddrs lists the tabby hosts' addresses (from their Node records).
+// nodeAddrs lists the tabby hosts' addresses and tunnel addresses (from
+// their Node records).
 func (d *Driver) nodeAddrs(ctx context.Context) []netip.Addr {
 	nodes, err := fromView[datastore.Node](ctx, d, datastore.NodesDir)
 	if err != nil {
@@ -210,7 +212,9 @@ func (d *Driver) nodeAddrs(ctx context.Context) []netip.Addr {
 	}
 	var out []netip.Addr
 	for _, n := range nodes {
-		for _, s := range []string{n.IPv4, n.IPv6} {
+		// Tunnel addresses too: a connection forwarded over a tunnel is
+		// masqueraded to the tunnel device's address.
+		for _, s := range []string{n.IPv4, n.IPv6, n.VXLANTunnelAddress, n.IPIPTunnelAddress, n.WireguardInterfaceAddr} {
 			if p, err := netip.ParsePrefix(s); err == nil {
 				out = append(out, p.Addr())
 			} else if a, err := netip.ParseAddr(s); err == nil {

@@ -60,6 +60,7 @@ func (d *Driver) mtuFor(ctx context.Context, ip netip.Addr) int {
 	if err != nil {
 		return 0
 	}
+	mtu := d.hostMTU
 	for _, p := range pools {
 		pr, err := netip.ParsePrefix(p.CIDR)
 		if err != nil || !pr.Contains(ip) {
@@ -67,12 +68,19 @@ func (d *Driver) mtuFor(ctx context.Context, ip netip.Addr) int {
 		}
 		switch {
 		case p.VXLANMode != "" && p.VXLANMode != datastore.ModeNever:
-			return d.hostMTU - vxlanOverhead
+			mtu = d.hostMTU - vxlanOverhead
 		case p.IPIPMode != "" && p.IPIPMode != datastore.ModeNever:
-			return d.hostMTU - ipipOverhead
+			mtu = d.hostMTU - ipipOverhead
 		}
+		break
 	}
-	return d.hostMTU
+	// WireGuard carries this host's traffic to encrypting hosts instead of
+	// any encapsulation, with a larger header.
+	if d.wireGuardOn(ctx) && d.WireGuardError() == nil {
+		self, _ := recordOf[datastore.Node](ctx, d, datastore.NodeKey(d.node))
+		mtu = min(mtu, d.hostMTU-wgOverhead(self))
+	}
+	return mtu
 }
 
 // poolRoutes are an --internal endpoint's routes: every enabled pool of the

@@ -125,8 +125,9 @@ func (d *Driver) RemoveBlackholes() error {
 	return d.dp.Table().RemoveAll(dataplane.KindBlackhole)
 }
 
-// RemoveTunnelsAndRoutes deletes vxlan.tabby, tabby's address and routes on
-// tunl0, and the routes learned from peers (uninstall).
+// RemoveTunnelsAndRoutes deletes vxlan.tabby, wireguard.tabby (the key
+// file stays: a reinstall keeps the host's identity), tabby's address and
+// routes on tunl0, and the routes learned from peers (uninstall).
 func (d *Driver) RemoveTunnelsAndRoutes() error {
-	return errors.Join(d.dp.DeleteLink(dataplane.VXLANDevice), d.dp.ClearIPIP(), d.dp.Table().RemoveAll(dataplane.KindLearned))
+	return errors.Join(d.dp.DeleteLink(dataplane.VXLANDevice), d.dp.ClearWireGuard(), d.dp.ClearIPIP(), d.dp.Table().RemoveAll(dataplane.KindLearned))
 }

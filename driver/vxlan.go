@@ -142,13 +142,20 @@ func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine ne
 	return want, nil
 }
 
-// RunTunnels keeps vxlan.tabby and tunl0 current as pools, nodes and
-// blocks change. While no pool tunnels, one read of the pools is all a
+// RunTunnels keeps wireguard.tabby, vxlan.tabby and tunl0 current as
+// pools, nodes, blocks and FelixConfigurations change. While no pool tunnels, one read of the pools is all a
 // change costs (every host wakes up for every block claimed in the cluster).
 func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
-	clean := false
-	dirs := []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir}
+	clean, wgClean := false, false
+	dirs := []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir, datastore.FelixConfigDir}
 	d.view.OnChange(ctx, dirs, resync, nil, func() {
+		if on := d.wireGuardOn(ctx); on || !wgClean {
+			if err := d.SyncWireGuard(ctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("wireguard sync failed", "err", err)
+			} else {
+				wgClean = !on
+			}
+		}
 		pools, err := fromView[datastore.IPPool](ctx, d, datastore.PoolsDir)
 		tunnelled := false
 		for _, p := range pools {

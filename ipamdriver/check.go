@@ -15,7 +15,7 @@ import (
 )
 
 // Tunnel address handles: <kind>-tunnel-addr-<node>.
-var tunnelHandlePrefixes = []string{"vxlan-tunnel-addr-", "ipip-tunnel-addr-"}
+var tunnelHandlePrefixes = []string{"vxlan-tunnel-addr-", "ipip-tunnel-addr-", "wireguard-tunnel-addr-"}
 
 // Finding is one inconsistency `tabby ipam check` reports.
 type Finding struct {

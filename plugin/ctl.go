@@ -12,20 +12,26 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/bgp"
+	"github.com/tabbynet/tabby/driver"
 )
 
 // NodeStatus is what the control socket answers for `tabby node status`.
 type NodeStatus struct {
-	IPv4 []bgp.PeerStatus `json:"ipv4"`
-	IPv6 []bgp.PeerStatus `json:"ipv6"`
+	IPv4      []bgp.PeerStatus        `json:"ipv4"`
+	IPv6      []bgp.PeerStatus        `json:"ipv6"`
+	WireGuard *driver.WireGuardStatus `json:"wireguard,omitempty"`
 }
 
 type statusSource interface {
 	Status(ctx context.Context) ([]bgp.PeerStatus, error)
 }
 
+type wgSource interface {
+	WireGuard(ctx context.Context) (driver.WireGuardStatus, error)
+}
+
 // serveControl answers the CLI on a unix socket only root can use.
-func serveControl(path string, src statusSource) (*http.Server, error) {
+func serveControl(path string, src statusSource, wg wgSource) (*http.Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("--run-dir: %w", err)
 	}
@@ -54,6 +60,14 @@ func serveControl(path string, src statusSource) (*http.Server, error) {
 					st.IPv4 = append(st.IPv4, p)
 				}
 			}
+		}
+		if wg != nil {
+			ws, err := wg.WireGuard(r.Context())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			st.WireGuard = &ws
 		}
 		json.NewEncoder(w).Encode(st)
 	})

@@ -109,7 +109,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	speaker, closeBGP, err := d.startBGP(bg, st, view, dp.Table(), host, m)
+	speaker, closeBGP, err := d.startBGP(bg, st, view, dp.Table(), host, m, drv)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	loops.Go(func() { drv.RunNAT(bg, fwd, 30*time.Second) })
 	loops.Go(func() { drv.RunPolicy(bg, pol, 30*time.Second) })
 	loops.Go(func() { drv.RunNames(bg, 30*time.Second, 30*time.Second) })
-	loops.Go(func() { keepTunnel(bg, st, view, ipd.Allocator(), cfg.NodeName, d.log) })
+	loops.Go(func() { keepTunnel(bg, st, view, ipd.Allocator(), cfg.NodeName, drv.WireGuardActive, d.log) })
 	loops.Go(func() { drv.RunTunnels(bg, 30*time.Second) })
 	// Rules that a flush removed come back by themselves, without an etcd
 	// change: a few checks every 3 s.
@@ -217,7 +217,7 @@ func startView(ctx, bg context.Context, st *datastore.Store) (*datastore.View, e
 // startBGP keeps this host's liveness lease, starts the speaker (its
 // kernel routes timed by the metrics) and serves metrics, health and the
 // control socket; stop closes the servers.
-func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datastore.View, dp bgp.Routes, host hostAddrs, m *metrics.Metrics) (*bgp.Speaker, func(), error) {
+func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datastore.View, dp bgp.Routes, host hostAddrs, m *metrics.Metrics, wg wgSource) (*bgp.Speaker, func(), error) {
 	cfg := d.cfg
 	// Liveness: peers keep this host's sessions (and routes) while the
 	// lease lives; it ends the hold time less the liveness grace after this
@@ -252,7 +252,7 @@ func (d *Daemon) startBGP(bg context.Context, st *datastore.Store, view *datasto
 	if err != nil {
 		return nil, nil, err
 	}
-	ctl, err := serveControl(cfg.ControlSocket(), speaker)
+	ctl, err := serveControl(cfg.ControlSocket(), speaker, wg)
 	if err != nil {
 		if msrv != nil {
 			msrv.Close()
@@ -349,6 +349,7 @@ func (d *Daemon) dataplane(ctx context.Context, st *datastore.Store, view *datas
 	drv.SetSandboxPaths(dockersync.SandboxPaths(d.cfg.DockerHost, d.cfg.DockerExecMount))
 	drv.SetHostAccess(d.cfg.hostAccess())
 	drv.SetHostMTU(autodetect.MTU(host.v4.Iface))
+	drv.SetWireGuardKeyFile(filepath.Join(d.cfg.DataDir, "wireguard", d.cfg.NodeName+".key"))
 	if err := drv.SyncNAT(ctx, fwd); err != nil {
 		return fail(err)
 	}
@@ -559,12 +560,20 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
-// ipipSupported checks this host's kernel for IPIP.
-func IPIPSupported() error {
+// IPIPSupported checks this host's kernel for IPIP (tabby apply, before an
+// IPIP pool is stored).
+func IPIPSupported() error { return probeKernel((*dataplane.Dataplane).IPIPSupported) }
+
+// WireGuardSupported reports whether this host's kernel makes WireGuard
+// devices (tabby apply checks before turning encryption on).
+func WireGuardSupported() error { return probeKernel((*dataplane.Dataplane).WireGuardSupported) }
+
+// probeKernel asks the host's own namespace what its kernel can do.
+func probeKernel(probe func(*dataplane.Dataplane) error) error {
 	dp, err := dataplane.New("")
 	if err != nil {
 		return err
 	}
 	defer dp.Close()
-	return dp.IPIPSupported()
+	return probe(dp)
 }

@@ -17,17 +17,24 @@ import (
 
 // tunnel is one kind of tunnel endpoint a node may need.
 type tunnel struct {
-	name   string // "vxlan" or "ipip"
-	mode   func(datastore.IPPool) string
+	name string // "vxlan", "ipip" or "wireguard"
+	// wants says whether the tunnel needs an address from pool p; wg is
+	// whether this node encrypts.
+	wants  func(p datastore.IPPool, wg bool) bool
 	addr   func(*datastore.Node) *string
 	hasMAC bool
 }
 
 var tunnels = []tunnel{
-	{name: "vxlan", mode: func(p datastore.IPPool) string { return p.VXLANMode },
+	{name: "vxlan", wants: func(p datastore.IPPool, _ bool) bool { return datastore.Encapsulated(p.VXLANMode) },
 		addr: func(n *datastore.Node) *string { return &n.VXLANTunnelAddress }, hasMAC: true},
-	{name: "ipip", mode: func(p datastore.IPPool) string { return p.IPIPMode },
+	{name: "ipip", wants: func(p datastore.IPPool, _ bool) bool { return datastore.Encapsulated(p.IPIPMode) },
 		addr: func(n *datastore.Node) *string { return &n.IPIPTunnelAddress }},
+	// wireguard.tabby's address, from any IPv4 pool, as Calico's.
+	{name: "wireguard", wants: func(p datastore.IPPool, wg bool) bool {
+		pr, err := netip.ParsePrefix(p.CIDR)
+		return wg && err == nil && pr.Addr().Is4()
+	}, addr: func(n *datastore.Node) *string { return &n.WireguardInterfaceAddr }},
 }
 
 // handle owns a node's tunnel address in IPAM.
@@ -42,24 +49,29 @@ func tunnelMAC(node string) string {
 }
 
 // keepTunnel gives this node a tunnel address for each encapsulation a pool
-// uses (VXLAN, IPIP) and takes it back when none does.
-func keepTunnel(ctx context.Context, st *datastore.Store, view *datastore.View, alloc *ipamdriver.Allocator, node string, log *slog.Logger) {
-	view.OnChange(ctx, []string{datastore.PoolsDir}, 30*time.Second, nil, func() {
+// uses (VXLAN, IPIP) and for WireGuard while the node encrypts, and takes
+// it back when none needs it.
+// wgActive tells whether this node encrypts (its setting, and a kernel
+// that can).
+func keepTunnel(ctx context.Context, st *datastore.Store, view *datastore.View, alloc *ipamdriver.Allocator, node string,
+	wgActive func(context.Context) bool, log *slog.Logger) {
+	view.OnChange(ctx, []string{datastore.PoolsDir, datastore.FelixConfigDir}, 30*time.Second, nil, func() {
 		pools := datastore.ViewList[datastore.IPPool](view, datastore.PoolsDir)
+		wg := wgActive(ctx)
 		for _, k := range tunnels {
-			if err := k.ensure(ctx, st, pools, alloc, node); err != nil && ctx.Err() == nil {
+			if err := k.ensure(ctx, st, pools, wg, alloc, node); err != nil && ctx.Err() == nil {
 				log.Warn("tunnel address", "tunnel", k.name, "err", err)
 			}
 		}
 	})
 }
 
-func (k tunnel) ensure(ctx context.Context, st *datastore.Store, pools []datastore.IPPool, alloc *ipamdriver.Allocator, node string) error {
+func (k tunnel) ensure(ctx context.Context, st *datastore.Store, pools []datastore.IPPool, wg bool, alloc *ipamdriver.Allocator, node string) error {
 	pools = slices.Clone(pools) // the view's, sorted here
 	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
 	var vx []netip.Prefix
 	for _, p := range pools {
-		if pr, err := netip.ParsePrefix(p.CIDR); err == nil && !p.Disabled && datastore.Encapsulated(k.mode(p)) {
+		if pr, err := netip.ParsePrefix(p.CIDR); err == nil && !p.Disabled && k.wants(p, wg) {
 			vx = append(vx, pr)
 		}
 	}

@@ -73,7 +73,7 @@ func encode(o op) (*nl.NetlinkRequest, error) {
 		switch r.Kind {
 		case KindBlackhole:
 			msg.Type = unix.RTN_BLACKHOLE
-		case KindEndpoint:
+		case KindEndpoint, KindWireGuard:
 			if v4 {
 				msg.Scope = unix.RT_SCOPE_LINK
 			}

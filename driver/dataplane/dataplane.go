@@ -43,6 +43,8 @@ type Dataplane struct {
 	table *Table
 	// nsPath is the namespace bound to ("" for the daemon's own).
 	nsPath string
+	// wg controls wireguard.tabby (wgctrl's own socket).
+	wg wg
 }
 
 // New binds to the namespace at nsPath ("" for the daemon's own).
@@ -77,6 +79,9 @@ func (d *Dataplane) Table() *Table { return d.table }
 func (d *Dataplane) Close() {
 	d.h.Close()
 	d.raw.Close()
+	if d.wg.c != nil {
+		d.wg.c.Close()
+	}
 }
 
 // HostIfName is the host side of an endpoint: cali + 11 hex of its ID.
@@ -389,7 +394,8 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 }
 
 // ListVia returns the destinations of tabby's gateway routes, but for
-// those over vxlan.tabby or tunl0, which belong to the tunnel dataplanes.
+// those over vxlan.tabby, tunl0 or wireguard.tabby, which belong to the
+// tunnel dataplanes.
 func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 	rs, err := d.tabbyRoutes()
 	if err != nil {
@@ -408,7 +414,7 @@ func (d *Dataplane) ListVia() (map[netip.Prefix]netip.Addr, error) {
 // tunnelKinds maps the tunnel devices present to the kind of their routes.
 func (d *Dataplane) tunnelKinds() map[int]Kind {
 	out := map[int]Kind{}
-	for name, k := range map[string]Kind{VXLANDevice: KindVXLAN, IPIPDevice: KindIPIP} {
+	for name, k := range map[string]Kind{VXLANDevice: KindVXLAN, IPIPDevice: KindIPIP, WireGuardDevice: KindWireGuard} {
 		if i := d.LinkIndex(name); i != 0 {
 			out[i] = k
 		}
@@ -423,10 +429,11 @@ func (d *Dataplane) tunnelKinds() map[int]Kind {
 // when an address of it was borrowed). tabby's own gateway routes are in
 // neither. A default route reads as 0.0.0.0/0 (::/0).
 func (d *Dataplane) Protected() (noCover, noReplace []netip.Prefix, err error) {
+	wgLink := d.LinkIndex(WireGuardDevice)
 	err = d.eachMainRoute(func(r netlink.Route) {
 		k, ok := keyOf(r)
 		switch {
-		case !ok || (r.Protocol == RouteProtocol && r.Gw != nil):
+		case !ok || (r.Protocol == RouteProtocol && (r.Gw != nil || (wgLink != 0 && r.LinkIndex == wgLink))):
 		case r.Protocol == RouteProtocol && r.Type != unix.RTN_BLACKHOLE && k.dst.IsSingleIP():
 			noReplace = append(noReplace, k.dst)
 		default:

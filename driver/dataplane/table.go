@@ -19,13 +19,14 @@ type Kind uint8
 const (
 	KindEndpoint  Kind = iota // IP dev caliX scope link: a container here
 	KindBlackhole             // blackhole BLOCK: a block this host owns
+	KindWireGuard             // BLOCK dev wireguard.tabby: encrypted, before any other path
 	KindVXLAN                 // BLOCK via TUNNELIP dev vxlan.tabby onlink
 	KindIPIP                  // BLOCK via HOSTIP dev tunl0 onlink
 	KindLearned               // BLOCK via GW: learned over BGP
 	nKinds
 )
 
-var kindNames = [nKinds]string{"endpoint", "blackhole", "vxlan", "ipip", "learned"}
+var kindNames = [nKinds]string{"endpoint", "blackhole", "wireguard", "vxlan", "ipip", "learned"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -34,7 +35,7 @@ type Route struct {
 	Kind Kind
 	Dst  netip.Prefix
 	Gw   netip.Addr // VXLAN, IPIP, learned
-	Link int        // endpoint, VXLAN, IPIP: the device's index
+	Link int        // endpoint, WireGuard, VXLAN, IPIP: the device's index
 }
 
 func (r Route) String() string {
@@ -112,8 +113,10 @@ func (r Route) check() error {
 		return fmt.Errorf("%v: destination and gateway must be of one family", r)
 	case (r.Kind == KindVXLAN || r.Kind == KindIPIP || r.Kind == KindLearned) && !r.Gw.IsValid():
 		return fmt.Errorf("%v: no gateway", r)
-	case (r.Kind == KindEndpoint || r.Kind == KindVXLAN || r.Kind == KindIPIP) && r.Link <= 0:
+	case (r.Kind == KindEndpoint || r.Kind == KindWireGuard || r.Kind == KindVXLAN || r.Kind == KindIPIP) && r.Link <= 0:
 		return fmt.Errorf("%v: no link", r)
+	case r.Kind == KindWireGuard && r.Gw.IsValid():
+		return fmt.Errorf("%v: a WireGuard route has no gateway", r)
 	}
 	return nil
 }

@@ -49,9 +49,42 @@ type Input struct {
 	// host (with their Ports); Nodes are the tabby hosts' addresses.
 	Remote []Endpoint
 	Nodes  []netip.Addr
+	// Encrypted are the blocks of hosts that send to this one only through
+	// Iface (WireGuard): a packet from them arriving any other way is a
+	// forgery on the underlay and is dropped.
+	Encrypted Encrypted
 	// Members, when set, gives the selector sets' members and All is not
 	// read: the daemon keeps it current one endpoint change at a time.
 	Members *Members
+}
+
+// Encrypted names the encrypting peers' blocks and their interface.
+type Encrypted struct {
+	Iface string
+	From  []netip.Prefix
+}
+
+// rules drops what claims to come from the encrypting peers' blocks but did
+// not arrive through their tunnel.
+func (e Encrypted) rules() []string {
+	var v4, v6 []string
+	for _, p := range e.From {
+		if p.Addr().Is4() {
+			v4 = append(v4, p.Masked().String())
+		} else {
+			v6 = append(v6, p.Masked().String())
+		}
+	}
+	var out []string
+	for _, f := range []struct {
+		match string
+		cidrs []string
+	}{{"ip", v4}, {"ip6", v6}} {
+		if len(f.cidrs) > 0 && e.Iface != "" {
+			out = append(out, fmt.Sprintf("iifname != %q %s saddr { %s } drop", e.Iface, f.match, strings.Join(f.cidrs, ", ")))
+		}
+	}
+	return out
 }
 
 // HostAccess is what a host's containers may send to the host itself.
@@ -124,7 +157,7 @@ func Compile(in Input) (string, error) {
 		in.Members.Retain(c.order) // the index follows what the rules use
 	}
 	b.WriteString("\tchain antispoof {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
-	for _, l := range spoof {
+	for _, l := range append(spoof, in.Encrypted.rules()...) {
 		fmt.Fprintf(&b, "\t\t%s\n", l)
 	}
 	b.WriteString("\t}\n")

@@ -128,6 +128,10 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 			if err := st.Put(ctx, datastore.BGPConfigKey(), &c); err != nil {
 				return err
 			}
+		case "FelixConfiguration":
+			if err := applyFelixConfig(ctx, st, d); err != nil {
+				return err
+			}
 		case "Node":
 			if err := applyNode(ctx, st, d); err != nil {
 				return err
@@ -149,11 +153,32 @@ func apply(ctx context.Context, st *datastore.Store, docs []document, out io.Wri
 				return err
 			}
 		default:
-			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPFilter, BGPConfiguration, Node, Profile or NetworkPolicy", d.Kind)
+			return fmt.Errorf("kind %q cannot be applied: use IPPool, BGPPeer, BGPFilter, BGPConfiguration, FelixConfiguration, Node, Profile or NetworkPolicy", d.Kind)
 		}
 		fmt.Fprintf(out, "%s %s applied\n", d.Kind, d.Metadata.Name)
 	}
 	return nil
+}
+
+// applyFelixConfig stores the cluster's (default) or one node's (node.NAME)
+// dataplane settings. Turning WireGuard on is refused where this host's
+// kernel has no wireguard module, naming it; other hosts without it report
+// it in their log and tabby node status, and keep sending in clear.
+func applyFelixConfig(ctx context.Context, st *datastore.Store, d document) error {
+	var c datastore.FelixConfiguration
+	if err := decodeSpec(d, &c); err != nil {
+		return err
+	}
+	c.Name = d.Metadata.Name
+	if err := c.Check(""); err != nil {
+		return err
+	}
+	if c.WireguardEnabled != nil && *c.WireguardEnabled {
+		if err := plugin.WireGuardSupported(); err != nil {
+			return fmt.Errorf("FelixConfiguration %s: spec.wireguardEnabled: %w", c.Name, err)
+		}
+	}
+	return st.Put(ctx, datastore.FelixConfigKey(c.Name), &c)
 }
 
 // applyProfile replaces a profile's labels and rules, keeping the network
@@ -322,15 +347,16 @@ func endpointRow(raw json.RawMessage) ([]string, string, error) {
 }
 
 var kinds = map[string]kind{
-	"IPPool":           {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
-	"Node":             {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "IPV6", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "ipv6Address", "asNumber", "routeReflectorClusterID")},
-	"BGPPeer":          {"BGPPeer", datastore.BGPPeersDir, []string{"NAME", "PEERIP", "ASN", "NODE"}, rowOf("name", "peerIP", "asNumber", "node")},
-	"BGPFilter":        {"BGPFilter", datastore.BGPFiltersDir, []string{"NAME"}, rowOf("name")},
-	"BGPConfiguration": {"BGPConfiguration", datastore.BGPConfigDir, []string{"ASN", "MESH"}, rowOf("asNumber", "nodeToNodeMeshEnabled")},
-	"Network":          {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
-	"Profile":          {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
-	"NetworkPolicy":    {"NetworkPolicy", datastore.PoliciesDir, []string{"NAME", "ORDER", "SELECTOR"}, rowOf("name", "order", "selector")},
-	"WorkloadEndpoint": {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK", "PORTS"}, endpointRow},
+	"IPPool":             {"IPPool", datastore.PoolsDir, []string{"NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT"}, rowOf("name", "cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing")},
+	"Node":               {"Node", datastore.NodesDir, []string{"NAME", "IPV4", "IPV6", "ASN", "RR-CLUSTER"}, rowOf("name", "ipv4Address", "ipv6Address", "asNumber", "routeReflectorClusterID")},
+	"BGPPeer":            {"BGPPeer", datastore.BGPPeersDir, []string{"NAME", "PEERIP", "ASN", "NODE"}, rowOf("name", "peerIP", "asNumber", "node")},
+	"BGPFilter":          {"BGPFilter", datastore.BGPFiltersDir, []string{"NAME"}, rowOf("name")},
+	"BGPConfiguration":   {"BGPConfiguration", datastore.BGPConfigDir, []string{"ASN", "MESH"}, rowOf("asNumber", "nodeToNodeMeshEnabled")},
+	"FelixConfiguration": {"FelixConfiguration", datastore.FelixConfigDir, []string{"NAME", "WIREGUARD"}, rowOf("name", "wireguardEnabled")},
+	"Network":            {"Network", datastore.NetworksDir, []string{"NAME", "ID", "SUBNET", "PROFILE"}, rowOf("name", "id", "subnet", "profile")},
+	"Profile":            {"Profile", datastore.ProfilesDir, []string{"NAME", "NETWORK"}, rowOf("name", "networkID")},
+	"NetworkPolicy":      {"NetworkPolicy", datastore.PoliciesDir, []string{"NAME", "ORDER", "SELECTOR"}, rowOf("name", "order", "selector")},
+	"WorkloadEndpoint":   {"WorkloadEndpoint", datastore.EndpointsDir, []string{"ENDPOINT", "NODE", "INTERFACE", "IPV4", "NETWORK", "PORTS"}, endpointRow},
 }
 
 // hidePassword replaces a record's "password" by "passwordSet": true, so
@@ -364,6 +390,7 @@ func kindOf(s string) (kind, error) {
 		"workloadendpoint": "WorkloadEndpoint", "workloadendpoints": "WorkloadEndpoint", "wep": "WorkloadEndpoint",
 		"bgppeer": "BGPPeer", "bgppeers": "BGPPeer", "bgpfilter": "BGPFilter", "bgpfilters": "BGPFilter", "bgpconfig": "BGPConfiguration", "bgpconfigs": "BGPConfiguration",
 		"bgpconfiguration": "BGPConfiguration", "bgpconfigurations": "BGPConfiguration",
+		"felixconfig": "FelixConfiguration", "felixconfigs": "FelixConfiguration", "felixconfiguration": "FelixConfiguration", "felixconfigurations": "FelixConfiguration",
 		"networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy", "policy": "NetworkPolicy", "policies": "NetworkPolicy",
 	}
 	if k, ok := kinds[alias[strings.ToLower(s)]]; ok {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/bgp"
+	"github.com/tabbynet/tabby/driver"
+	"github.com/tabbynet/tabby/driver/dataplane"
 	"github.com/tabbynet/tabby/plugin"
 )
 
@@ -51,6 +53,34 @@ func printStatus(w io.Writer, st *plugin.NodeStatus) {
 		}
 		printTable(w, []string{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"}, rows)
 	}
+	printWireGuard(w, st.WireGuard)
+}
+
+// printWireGuard adds the encryption section, only where WireGuard is on
+// (seed 000's layout is unchanged elsewhere).
+func printWireGuard(w io.Writer, wg *driver.WireGuardStatus) {
+	if wg == nil || (!wg.Enabled && wg.PublicKey == "") {
+		return
+	}
+	fmt.Fprintln(w, "\nWireGuard status")
+	switch {
+	case wg.Error != "":
+		fmt.Fprintf(w, "Not encrypting: %s\n", wg.Error)
+		return
+	case wg.PublicKey == "":
+		fmt.Fprintln(w, "Starting: wireguard.tabby is not up yet.")
+		return
+	}
+	fmt.Fprintf(w, "%s, port %d, public key %s\n", dataplane.WireGuardDevice, wg.Port, wg.PublicKey)
+	if len(wg.Peers) == 0 {
+		fmt.Fprintln(w, "No WireGuard peers found (no other node publishes a key).")
+		return
+	}
+	rows := [][]string{}
+	for _, p := range wg.Peers {
+		rows = append(rows, []string{p.Node, p.Endpoint, p.PublicKey, strings.Join(p.AllowedIPs, ","), p.LatestHandshake})
+	}
+	printTable(w, []string{"PEER NODE", "ENDPOINT", "PUBLIC KEY", "ALLOWED IPS", "LATEST HANDSHAKE"}, rows)
 }
 
 // printTable draws a boxed table with centred headings.

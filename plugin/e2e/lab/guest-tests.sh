@@ -14,4 +14,8 @@ run() { # DIR BINARY PATTERN
 run driver/dataplane dataplane.test "${TABBY_GUEST_UNIT-^(TestIPIP.*|TestWireGuard.*)$}"
 run plugin/e2e e2e.test "${TABBY_GUEST_E2E-^(TestIPIP.*|TestWireGuard.*)$}"
 run plugin/e2e e2e.test "${TABBY_GUEST_EXAMPLES-^TestExampleLabs$/^seed000}"
+# Figures from the guest are ratios (emulation distorts the rest).
+if [ -n "${TABBY_GUEST_BENCH-^BenchmarkWireGuard$}" ]; then
+	(cd "$root/plugin/e2e" && "$root/build/guest/e2e.test" -test.run '^$' -test.bench "${TABBY_GUEST_BENCH-^BenchmarkWireGuard$}" -test.benchtime 1x -test.timeout 20m) || rc=1
+fi
 exit $rc
