@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -143,16 +144,22 @@ func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine ne
 }
 
 // RunTunnels keeps wireguard.tabby, vxlan.tabby and tunl0 current as
-// pools, nodes, blocks and FelixConfigurations change. While no pool tunnels, one read of the pools is all a
+// pools, nodes, blocks and FelixConfigurations change. While no pool
+// tunnels and WireGuard is off, one read of the pools and settings is all a
 // change costs (every host wakes up for every block claimed in the cluster).
 func (d *Driver) RunTunnels(ctx context.Context, resync time.Duration) {
-	clean, wgClean := false, false
+	clean, wgClean, wgLast := false, false, "<nil>"
 	dirs := []string{datastore.PoolsDir, datastore.NodesDir, datastore.AffinitiesDir, datastore.FelixConfigDir}
 	d.view.OnChange(ctx, dirs, resync, nil, func() {
 		if on := d.wireGuardOn(ctx); on || !wgClean {
-			if err := d.SyncWireGuard(ctx); err != nil && ctx.Err() == nil {
+			err := d.SyncWireGuard(ctx)
+			// Said once per cause: a host without the module would repeat
+			// it on every resync.
+			if msg := fmt.Sprint(err); err != nil && ctx.Err() == nil && msg != wgLast {
 				d.log.Warn("wireguard sync failed", "err", err)
-			} else {
+			}
+			wgLast = fmt.Sprint(err)
+			if err == nil {
 				wgClean = !on
 			}
 		}

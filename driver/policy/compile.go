@@ -81,7 +81,9 @@ func (e Encrypted) rules() []string {
 		cidrs []string
 	}{{"ip", v4}, {"ip6", v6}} {
 		if len(f.cidrs) > 0 && e.Iface != "" {
-			out = append(out, fmt.Sprintf("iifname != %q %s saddr { %s } drop", e.Iface, f.match, strings.Join(f.cidrs, ", ")))
+			// This host's own containers (a borrowed address may lie in a
+			// peer's block) are checked by their own antispoof rules.
+			out = append(out, fmt.Sprintf("iifname != %q iifname != \"cali*\" %s saddr { %s } drop", e.Iface, f.match, strings.Join(f.cidrs, ", ")))
 		}
 	}
 	return out

@@ -61,7 +61,7 @@ func TestForgedTrafficFromEncryptingPeersIsDropped(t *testing.T) {
 		t.Fatal("traffic from elsewhere must still flow")
 	}
 	out, _ := exec.Command("ip", "netns", "exec", host, "nft", "list", "chain", "inet", Table, "antispoof").CombinedOutput()
-	if !strings.Contains(string(out), `iifname != "wireguard.tabby" ip saddr 10.244.9.0/26 drop`) ||
+	if !strings.Contains(string(out), `iifname != "wireguard.tabby" iifname != "cali*" ip saddr 10.244.9.0/26 drop`) ||
 		!strings.Contains(string(out), `ip6 saddr fd00:9::/122 drop`) {
 		t.Fatalf("antispoof chain:\n%s", out)
 	}
