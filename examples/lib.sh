@@ -15,7 +15,7 @@ done
 
 # TABBY_LAB_ID names the lab (its namespaces end in it); random by default.
 LAB_ID=${TABBY_LAB_ID:-$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')}
-LAB_DIR=$(mktemp -d /tmp/tabby-example.XXXX)
+LAB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tabby-example.XXXX")
 SWITCH=tex-sw-$LAB_ID
 LAB_HOSTS=()
 LAB_BRIDGES=()

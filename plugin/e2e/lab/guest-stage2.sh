@@ -5,7 +5,7 @@
 run=$(sed -n 's/.*tabby.run=\([^ ]*\).*/\1/p' /proc/cmdline)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin
 . "$run/env"
-mount -t tmpfs tmpfs /run
+mount -t tmpfs -o size=80% tmpfs /run
 mkdir -p /run/guest-status
 mount -t 9p -o trans=virtio,version=9p2000.L status /run/guest-status
 finish() {
@@ -16,9 +16,13 @@ finish() {
 }
 trap 'finish 124' EXIT
 
-for d in /tmp /var/lib/docker /var/lib/containerd /var/lib/tabby; do
+# Not /tmp itself: the repository may live there (a CI checkout), and it
+# must stay visible. Temporary files go to a tmpfs (dockerd's overlay2
+# cannot sit on the root's overlayfs).
+for d in /var/lib/docker /var/lib/containerd /var/lib/tabby; do
 	mkdir -p "$d" && mount -t tmpfs -o size=80% tmpfs "$d"
 done
+mkdir -p /run/tmp && export TMPDIR=/run/tmp
 mount -t cgroup2 none /sys/fs/cgroup
 mount -t securityfs none /sys/kernel/security 2>/dev/null || true
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
