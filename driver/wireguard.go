@@ -33,6 +33,9 @@ type wgState struct {
 	// from are the blocks that reach this host only encrypted (the policy
 	// sync drops them arriving any other way).
 	from []netip.Prefix
+	// published is the key this daemon last wrote to its Node (nil: none
+	// since it started).
+	published *string
 }
 
 // encryptedPeers is the policy's input: the blocks of the peers this host
@@ -223,18 +226,29 @@ func (d *Driver) wireGuardKey() (wgtypes.Key, error) {
 	return k, nil
 }
 
-// publishKey records (or, with "", clears) this node's public key.
+// publishKey records (or, with "", clears) this node's public key. The
+// view may not show this daemon's own last write yet, so it is skipped only
+// when the view and that write agree.
 func (d *Driver) publishKey(ctx context.Context, self datastore.Node, pub string) error {
-	if self.Name == "" || self.WireguardPublicKey == pub {
+	d.wg.mu.Lock()
+	last := d.wg.published
+	d.wg.mu.Unlock()
+	if self.Name == "" || (self.WireguardPublicKey == pub && (last == nil || *last == pub)) {
 		return nil
 	}
-	return datastore.Update(ctx, d.store, datastore.NodeKey(d.node), func(n *datastore.Node, exists bool) error {
+	err := datastore.Update(ctx, d.store, datastore.NodeKey(d.node), func(n *datastore.Node, exists bool) error {
 		if !exists {
 			return datastore.ErrNotFound
 		}
 		n.WireguardPublicKey = pub
 		return nil
 	})
+	if err == nil {
+		d.wg.mu.Lock()
+		d.wg.published = &pub
+		d.wg.mu.Unlock()
+	}
+	return err
 }
 
 // WireGuardStatus is what `tabby node status` shows of encryption.

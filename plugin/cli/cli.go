@@ -205,7 +205,7 @@ func deleteCmd(cfg *plugin.Config) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
-		Short: "Delete a resource: ippool, networkpolicy, bgppeer, bgpfilter, a profile no network uses, or a gone node (releasing its addresses and blocks)",
+		Short: "Delete a resource: ippool, networkpolicy, bgppeer, bgpfilter, felixconfig, a profile no network uses, or a gone node (releasing its addresses and blocks)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := kindOf(args[0])
@@ -219,7 +219,7 @@ func deleteCmd(cfg *plugin.Config) *cobra.Command {
 			defer st.Close()
 			switch k.name {
 			case "IPPool":
-			case "NetworkPolicy", "BGPPeer", "BGPFilter", "Profile":
+			case "NetworkPolicy", "BGPPeer", "BGPFilter", "Profile", "FelixConfiguration":
 				return deleteSimple(cmd, st, k, args[1])
 			case "Node":
 				return deleteNode(cmd.Context(), st, args[1], force, cmd.OutOrStdout())

@@ -204,14 +204,16 @@ func TestWireGuard(t *testing.T) {
 	})
 	mustPing(t, n0, "c0", ip1)
 
-	// Off everywhere: the devices, routes and keys go; the clear routes
-	// come back.
-	applyYAML(t, l, n0, "wg.yaml", strings.ReplaceAll(felix, "%s", "false"))
+	// Off everywhere (the cluster's setting deleted): the devices, routes,
+	// addresses and keys go; the clear routes come back.
+	mustTabby(t, n0, "delete", "felixconfig", "default")
 	for _, h := range []*lab.Host{n0, n1} {
 		eventually(t, 30*time.Second, h.Name+" without wireguard.tabby, routing in clear", func() (string, bool) {
 			links, _ := h.Exec("ip", "-o", "link")
 			r, _ := h.Exec("ip", "route")
-			return links + r, !strings.Contains(links, "wireguard.tabby") && !strings.Contains(r, "wireguard") && keyOf(h) == ""
+			js, _ := n0.Tabby("get", "nodes", h.Name, "-o", "json")
+			return links + r + js, !strings.Contains(links, "wireguard.tabby") && !strings.Contains(r, "wireguard") && keyOf(h) == "" &&
+				!strings.Contains(js, "ipv4WireguardInterfaceAddr")
 		})
 	}
 	mustPing(t, n0, "c0", ip1)
