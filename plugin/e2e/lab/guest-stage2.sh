@@ -16,13 +16,18 @@ finish() {
 }
 trap 'finish 124' EXIT
 
-# Not /tmp itself: the repository may live there (a CI checkout), and it
-# must stay visible. Temporary files go to a tmpfs (dockerd's overlay2
-# cannot sit on the root's overlayfs).
-for d in /var/lib/docker /var/lib/containerd /var/lib/tabby; do
+# /tmp and the daemons' directories on tmpfs (dockerd's overlay2 cannot sit
+# on the root's overlayfs). A checkout under /tmp (CI's) stays visible: it
+# is bound back over the new /tmp.
+mkdir -p /run/hosttmp && mount --bind /tmp /run/hosttmp
+for d in /tmp /var/lib/docker /var/lib/containerd /var/lib/tabby; do
 	mkdir -p "$d" && mount -t tmpfs -o size=80% tmpfs "$d"
 done
-mkdir -p /run/tmp && export TMPDIR=/run/tmp
+src=$(dirname "${GUEST_CMD[0]}")
+case "$src" in /tmp/*)
+	top=/tmp/$(echo "${src#/tmp/}" | cut -d/ -f1)
+	mkdir -p "$top" && mount --bind "/run/hosttmp/${top#/tmp/}" "$top"
+esac
 mount -t cgroup2 none /sys/fs/cgroup
 mount -t securityfs none /sys/kernel/security 2>/dev/null || true
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
