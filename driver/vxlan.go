@@ -127,20 +127,34 @@ func (d *Driver) tunnelledBlocks(ctx context.Context, pools []vxlanPool, mine ne
 	if err := d.view.Wait(ctx, 0); err != nil {
 		return nil, err
 	}
-	keys := d.view.Keys(datastore.AffinitiesDir)
 	want := map[netip.Prefix]netip.Addr{}
-	for _, k := range keys {
-		parts := strings.Split(strings.TrimPrefix(k, datastore.AffinitiesDir), "/")
-		if len(parts) != 2 || parts[0] == d.node {
+	for node, blocks := range d.affineBlocks() {
+		if node == d.node {
 			continue
 		}
-		block, err := netip.ParsePrefix(datastore.KeyToCIDR(parts[1]))
-		addr, theirs, ok := gw(parts[0])
-		if err == nil && ok && tunnels(pools, block, mine, theirs) {
-			want[block] = addr
+		addr, theirs, ok := gw(node)
+		for _, block := range blocks {
+			if ok && tunnels(pools, block, mine, theirs) {
+				want[block] = addr
+			}
 		}
 	}
 	return want, nil
+}
+
+// affineBlocks reads each node's blocks from the affinities in the view.
+func (d *Driver) affineBlocks() map[string][]netip.Prefix {
+	byNode := map[string][]netip.Prefix{}
+	for _, k := range d.view.Keys(datastore.AffinitiesDir) {
+		parts := strings.Split(strings.TrimPrefix(k, datastore.AffinitiesDir), "/")
+		if len(parts) != 2 {
+			continue
+		}
+		if b, err := netip.ParsePrefix(datastore.KeyToCIDR(parts[1])); err == nil {
+			byNode[parts[0]] = append(byNode[parts[0]], b)
+		}
+	}
+	return byNode
 }
 
 // RunTunnels keeps wireguard.tabby, vxlan.tabby and tunl0 current as

@@ -113,14 +113,17 @@ func (d *Driver) SyncWireGuard(ctx context.Context) error {
 	d.wg.mu.Lock()
 	d.wg.err = why
 	d.wg.mu.Unlock()
-	if !on || why != nil {
+	// Not encrypting: nothing of it may stay, here or in etcd.
+	off := func(why error) error {
 		d.setEncrypted(nil)
 		return errors.Join(why, d.dp.ClearWireGuard(), d.publishKey(ctx, self, ""))
 	}
+	if !on || why != nil {
+		return off(why)
+	}
 	key, err := d.wireGuardKey()
 	if err != nil {
-		d.setEncrypted(nil)
-		return errors.Join(err, d.dp.ClearWireGuard(), d.publishKey(ctx, self, ""))
+		return off(err)
 	}
 	peers, blocks := d.wireGuardPeers(nodes)
 	mtu := 0
@@ -162,16 +165,7 @@ func wgOverhead(n datastore.Node) int {
 // wireGuardPeers lists the other nodes that publish a key, with their
 // blocks (from the affinities), and all those blocks.
 func (d *Driver) wireGuardPeers(nodes []datastore.Node) ([]dataplane.WGPeer, []netip.Prefix) {
-	byNode := map[string][]netip.Prefix{}
-	for _, k := range d.view.Keys(datastore.AffinitiesDir) {
-		parts := strings.Split(strings.TrimPrefix(k, datastore.AffinitiesDir), "/")
-		if len(parts) != 2 {
-			continue
-		}
-		if b, err := netip.ParsePrefix(datastore.KeyToCIDR(parts[1])); err == nil {
-			byNode[parts[0]] = append(byNode[parts[0]], b)
-		}
-	}
+	byNode := d.affineBlocks()
 	var peers []dataplane.WGPeer
 	var all []netip.Prefix
 	for _, n := range nodes {

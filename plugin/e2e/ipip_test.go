@@ -73,11 +73,7 @@ func TestIPIP(t *testing.T) {
 // other directly; node02 sits behind a router on another subnet, reached
 // only through tunl0.
 func TestIPIPCrossSubnet(t *testing.T) {
-	l := lab.New(t, lab.Options{Hosts: 3, NICs: [][]lab.NIC{
-		{{Name: "eth0", CIDR: "10.99.0.10/24"}},
-		{{Name: "eth0", CIDR: "10.99.0.11/24"}},
-		{{Name: "eth0", CIDR: "10.98.0.12/24"}},
-	}})
+	l := crossSubnetLab(t)
 	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	if !kernelHasIPIP(n0) {
 		lab.SkipForKernel(t, "this kernel has no ipip module (ip link add type ipip fails)")

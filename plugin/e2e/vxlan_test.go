@@ -77,17 +77,23 @@ func TestVXLANAlwaysAndModeChange(t *testing.T) {
 	mustPing(t, n0, "containerA", ipC)
 }
 
+// crossSubnetLab: node00 and node01 on 10.99.0.0/24, node02 behind the
+// lab's router on 10.98.0.0/24.
+func crossSubnetLab(t *testing.T) *lab.Lab {
+	return lab.New(t, lab.Options{Hosts: 3, NICs: [][]lab.NIC{
+		{{Name: "eth0", CIDR: "10.99.0.10/24"}},
+		{{Name: "eth0", CIDR: "10.99.0.11/24"}},
+		{{Name: "eth0", CIDR: "10.98.0.12/24"}},
+	}})
+}
+
 // CrossSubnet: node00 and node01 share a subnet and route to each other
 // directly; node02 sits on another subnet behind a router, and traffic to
 // and from it goes through the tunnel. The pool starts as Never (no route
 // can reach node02's block, whose next hop is off-link) and is switched to
 // CrossSubnet while containers run.
 func TestVXLANCrossSubnet(t *testing.T) {
-	l := lab.New(t, lab.Options{Hosts: 3, NICs: [][]lab.NIC{
-		{{Name: "eth0", CIDR: "10.99.0.10/24"}},
-		{{Name: "eth0", CIDR: "10.99.0.11/24"}},
-		{{Name: "eth0", CIDR: "10.98.0.12/24"}},
-	}})
+	l := crossSubnetLab(t)
 	n0, n1, n2 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	pool := "apiVersion: tabby/v1\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.70.0.0/16, vxlanMode: %s}\n"
 	applyYAML(t, l, n0, "vx.yaml", strings.ReplaceAll(pool, "%s", "Never"))
