@@ -15,10 +15,10 @@ import (
 	"github.com/tabbynet/tabby/driver/policy"
 )
 
-// PolicyApplier installs a compiled rule set, or only set element changes
-// (policy.Enforcer).
+// PolicyApplier installs a compiled rule set whose sets the index fills,
+// or only set element changes (policy.Enforcer).
 type PolicyApplier interface {
-	Apply(script string) (bool, error)
+	ApplyIndexed(script string, sets policy.SetSource, delta map[string]policy.SetChange) (bool, error)
 	ApplyElements(delta map[string]policy.SetChange) (bool, error)
 }
 
@@ -59,8 +59,9 @@ func (p *policyState) structureChanged(datastore.Change) {
 
 // SyncPolicy brings enforcement up to date. When only other hosts'
 // endpoints changed it updates the sets' elements (work in proportion to
-// the change); otherwise it compiles this host's chains again, with the sets
-// from the index, and the enforcer sends the difference.
+// the change); otherwise it compiles this host's chains again, naming the
+// sets only, and the enforcer sends the difference with the sets' element
+// changes: neither costs the cluster's size.
 func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	if err := d.view.Wait(ctx, 0); err != nil {
 		return err
@@ -95,7 +96,6 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 		d.log.Debug("policy: element update failed, compiling again", "err", err)
 	}
 	err := d.compilePolicy(ctx, a)
-	p.members.Delta() // what the compile wrote is the sets' whole content
 	if err != nil {
 		p.mu.Lock()
 		p.rebuild = true
@@ -193,7 +193,9 @@ func (d *Driver) compilePolicy(ctx context.Context, a PolicyApplier) error {
 	if err != nil {
 		return err
 	}
-	changed, err := a.Apply(script)
+	// The sets the kernel holds move on by the index's changes alone; new
+	// ones (and a whole table) are filled from it.
+	changed, err := a.ApplyIndexed(script, d.pol.members, d.pol.members.Delta())
 	if err != nil {
 		return fmt.Errorf("apply policy: %w", err)
 	}

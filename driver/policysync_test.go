@@ -13,15 +13,19 @@ import (
 )
 
 type scriptCatcher struct {
-	script string
+	script string // with the sets' elements from the index
 	full   int
 	deltas []map[string]policy.SetChange
+	// compiled is the delta each compile was handed for its installed sets.
+	compiled []map[string]policy.SetChange
 }
 
-func (s *scriptCatcher) Apply(script string) (bool, error) {
+func (s *scriptCatcher) ApplyIndexed(script string, src policy.SetSource, delta map[string]policy.SetChange) (bool, error) {
+	script = policy.Whole(script, src)
 	changed := script != s.script
 	s.script = script
 	s.full++
+	s.compiled = append(s.compiled, delta)
 	return changed, nil
 }
 
@@ -105,6 +109,10 @@ func TestSyncPolicyFromEtcd(t *testing.T) {
 	}
 	if c.full != 2 || !strings.Contains(c.script, "192.168.0.1, 192.168.0.3, 192.168.0.77 }") {
 		t.Fatalf("a local endpoint's change must compile (%d compiles), with the sets current:\n%s", c.full, c.script)
+	}
+	// The installed sets move on by the change alone.
+	if got := fmt.Sprint(c.compiled[1][set]); got != "{[192.168.0.3] [192.168.0.2]}" {
+		t.Fatalf("the compile was handed %s for %s, want 192.168.0.3 in and 192.168.0.2 out", got, set)
 	}
 }
 

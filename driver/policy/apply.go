@@ -23,8 +23,11 @@ type Enforcer struct {
 	mu  sync.Mutex
 	// cur is what the kernel holds (nil: unknown); last is the script it
 	// came from, or "" after element updates moved it on.
-	cur           *ruleset
-	last          string
+	cur  *ruleset
+	last string
+	// indexed: last declares its sets without elements (ApplyIndexed), so
+	// it stays what is installed across element updates.
+	indexed       bool
 	full, partial int
 }
 
@@ -64,11 +67,11 @@ func (e *Enforcer) Apply(script string) (changed bool, err error) {
 	if e.cur != nil {
 		if cmd, ok := diff(e.cur, rs); ok {
 			if cmd == "" {
-				e.cur, e.last = rs, script
+				e.cur, e.last, e.indexed = rs, script, false
 				return false, nil
 			}
 			if e.run(cmd, "-f", "-") == nil {
-				e.cur, e.last = rs, script
+				e.cur, e.last, e.indexed = rs, script, false
 				e.partial++
 				return true, nil
 			}
@@ -78,9 +81,82 @@ func (e *Enforcer) Apply(script string) (changed bool, err error) {
 		e.cur, e.last = nil, ""
 		return false, err
 	}
-	e.cur, e.last = rs, script
+	e.cur, e.last, e.indexed = rs, script, false
 	e.full++
 	return true, nil
+}
+
+// SetSource holds the selector sets' elements outside the script
+// (Members): sorted, by set name.
+type SetSource interface {
+	Elements(set string) []string
+}
+
+// ApplyIndexed installs script (from Compile with an index), whose sets
+// are declared without elements: an installed set moves on by delta alone
+// (Members.Delta since the last apply), a new one, or every one when the
+// table is replaced whole, is filled from src. A change of this host's
+// endpoints then costs what changed here, not the cluster's size.
+func (e *Enforcer) ApplyIndexed(script string, src SetSource, delta map[string]SetChange) (changed bool, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur != nil && script == e.last {
+		return e.applyElements(delta)
+	}
+	rs := parse(script)
+	if e.cur != nil {
+		for name, s := range rs.sets {
+			was := e.cur.sets[name]
+			if was == nil || !slices.Equal(was.decl, s.decl) {
+				for _, x := range src.Elements(name) {
+					s.elems[x] = struct{}{}
+				}
+				continue
+			}
+			// Shared with the installed set until the difference lands.
+			s.indexed, s.elems = true, was.elems
+			s.del, s.add = onlyPresent(delta[name].Del, was.elems, true), onlyPresent(delta[name].Add, was.elems, false)
+		}
+		if cmd, ok := diff(e.cur, rs); ok {
+			if cmd == "" {
+				e.cur, e.last, e.indexed = rs, script, true
+				return false, nil
+			}
+			if e.run(cmd, "-f", "-") == nil {
+				for _, s := range rs.sets {
+					s.moveOn()
+				}
+				e.cur, e.last, e.indexed = rs, script, true
+				e.partial++
+				return true, nil
+			}
+		}
+	}
+	rs.fill(src)
+	if err := e.run(render(rs), "-f", "-"); err != nil {
+		e.cur, e.last = nil, ""
+		return false, err
+	}
+	e.cur, e.last, e.indexed = rs, script, true
+	e.full++
+	return true, nil
+}
+
+// onlyPresent keeps of xs those elems holds (present) or lacks: nft fails a
+// whole transaction on deleting an absent element or adding a present one.
+func onlyPresent(xs []string, elems map[string]struct{}, present bool) []string {
+	return slices.DeleteFunc(slices.Clone(xs), func(x string) bool { _, has := elems[x]; return has != present })
+}
+
+// moveOn applies an indexed set's difference, once the kernel took it.
+func (s *nftSet) moveOn() {
+	for _, x := range s.del {
+		delete(s.elems, x)
+	}
+	for _, x := range s.add {
+		s.elems[x] = struct{}{}
+	}
+	s.indexed, s.add, s.del = false, nil, nil
 }
 
 // ErrNotInstalled: element updates need a rule set Apply installed.
@@ -88,9 +164,15 @@ var ErrNotInstalled = errors.New("no rule set installed yet")
 
 // ApplyElements adds and deletes set elements (Members.Delta) in one
 // transaction: an endpoint elsewhere in the cluster costs what it changes.
+// When it fails the installed table is no longer known to match the index
+// (the delta is spent): the next apply replaces it whole.
 func (e *Enforcer) ApplyElements(delta map[string]SetChange) (changed bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.applyElements(delta)
+}
+
+func (e *Enforcer) applyElements(delta map[string]SetChange) (changed bool, err error) {
 	if e.cur == nil {
 		return false, ErrNotInstalled
 	}
@@ -98,28 +180,26 @@ func (e *Enforcer) ApplyElements(delta map[string]SetChange) (changed bool, err 
 	for name, c := range delta {
 		set, ok := e.cur.sets[name]
 		if !ok {
+			e.cur, e.last = nil, ""
 			return false, fmt.Errorf("set %s is not in the installed rule set: %w", name, ErrNotInstalled)
 		}
-		// nft fails a whole transaction on deleting an absent element.
-		writeElements(&b, "delete", name, slices.DeleteFunc(slices.Clone(c.Del), func(x string) bool { _, has := set.elems[x]; return !has }))
-		writeElements(&b, "add", name, slices.DeleteFunc(slices.Clone(c.Add), func(x string) bool { _, has := set.elems[x]; return has }))
+		set.del, set.add = onlyPresent(c.Del, set.elems, true), onlyPresent(c.Add, set.elems, false)
+		writeElements(&b, "delete", name, set.del)
+		writeElements(&b, "add", name, set.add)
 	}
 	if b.Len() == 0 {
 		return false, nil
 	}
 	if err := e.run(b.String(), "-f", "-"); err != nil {
+		e.cur, e.last = nil, ""
 		return false, err
 	}
-	for name, c := range delta {
-		set := e.cur.sets[name]
-		for _, x := range c.Del {
-			delete(set.elems, x)
-		}
-		for _, x := range c.Add {
-			set.elems[x] = struct{}{}
-		}
+	for name := range delta {
+		e.cur.sets[name].moveOn()
 	}
-	e.last = ""
+	if !e.indexed {
+		e.last = "" // its elements are no longer the installed ones
+	}
 	e.partial++
 	return true, nil
 }

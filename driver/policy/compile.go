@@ -54,7 +54,9 @@ type Input struct {
 	// forgery on the underlay and is dropped.
 	Encrypted Encrypted
 	// Members, when set, gives the selector sets' members and All is not
-	// read: the daemon keeps it current one endpoint change at a time.
+	// read: the daemon keeps it current one endpoint change at a time. The
+	// script then declares the sets without their elements: apply it with
+	// Enforcer.ApplyIndexed.
 	Members *Members
 }
 
@@ -488,22 +490,28 @@ func (c *compiler) setFor(sel string) {
 	}
 }
 
-// writeSets writes, per selector, the sets of the addresses of every
-// endpoint in the cluster that it selects.
+// writeSets declares, per selector, the sets of the addresses of every
+// endpoint in the cluster that it selects. With an index (Input.Members)
+// the elements stay out of the script: the index owns them and the
+// enforcer takes them from it (Enforcer.ApplyIndexed), so a local change
+// costs the local endpoints, not the cluster. Without one they are written
+// in.
 func (c *compiler) writeSets(b *strings.Builder) {
 	for _, src := range c.order {
-		v4, v6 := c.members.Of(src)
+		c.members.Follow(src)
 		for _, fam := range []struct {
-			typ   string
-			v6    bool
-			elems []string
-		}{{"ipv4_addr", false, v4}, {"ipv6_addr", true, v6}} {
+			typ string
+			v6  bool
+		}{{"ipv4_addr", false}, {"ipv6_addr", true}} {
+			name := SetName(src, fam.v6)
 			// The comment names the selector by hash: no user text enters
 			// the ruleset (a newline in a label value would end the
 			// statement; nft refuses comments past 128 bytes).
-			fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n\t\tcomment \"selector %s\"\n", SetName(src, fam.v6), fam.typ, SelectorDigest(src))
-			if len(fam.elems) > 0 {
-				fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(fam.elems, ", "))
+			fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n\t\tcomment \"selector %s\"\n", name, fam.typ, SelectorDigest(src))
+			if c.in.Members == nil {
+				if elems := c.members.Elements(name); len(elems) > 0 {
+					fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+				}
 			}
 			b.WriteString("\t}\n")
 		}

@@ -21,6 +21,7 @@ type Members struct {
 	profiles map[string]map[string]string // profile -> its labels
 	eps      map[string]member
 	sels     map[string]*selMembers // selector source -> members
+	byName   map[string]*selMembers // set name (both families) -> members
 	attrs    map[string]*attrs      // by attrsKey: shared among endpoints
 }
 
@@ -77,6 +78,7 @@ func (m *Members) drop(a *attrs) {
 
 type selMembers struct {
 	sel   Selector
+	names [2]string               // its sets: IPv4, IPv6
 	addrs map[netip.Addr]int      // -> endpoints holding it (an address moves between two)
 	delta map[netip.Addr]struct{} // changed since the last Delta
 }
@@ -84,7 +86,7 @@ type selMembers struct {
 // NewMembers starts an empty index.
 func NewMembers() *Members {
 	return &Members{profiles: map[string]map[string]string{}, eps: map[string]member{},
-		sels: map[string]*selMembers{}, attrs: map[string]*attrs{}}
+		sels: map[string]*selMembers{}, byName: map[string]*selMembers{}, attrs: map[string]*attrs{}}
 }
 
 // membersOf indexes a fixed list of endpoints (Compile's input without an
@@ -208,44 +210,66 @@ func (m *Members) SetProfiles(profiles map[string]datastore.Profile) {
 	}
 }
 
-// Of returns the addresses a selector selects, IPv4 then IPv6, each
-// sorted. A selector seen for the first time is matched against every
-// endpoint once, and followed from then on.
-func (m *Members) Of(src string) (v4, v6 []string) {
+// Follow starts following a selector: the first time, it is matched
+// against every endpoint once; from then on it follows the changes. It
+// reports false for a selector that does not parse (Compile refuses those
+// before).
+func (m *Members) Follow(src string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.sels[src]
+	return m.follow(src) != nil
+}
+
+func (m *Members) follow(src string) *selMembers {
+	if s := m.sels[src]; s != nil {
+		return s
+	}
+	sel, err := ParseSelector(src)
+	if err != nil {
+		return nil
+	}
+	s := &selMembers{sel: sel, names: [2]string{SetName(src, false), SetName(src, true)},
+		addrs: map[netip.Addr]int{}, delta: map[netip.Addr]struct{}{}}
+	for _, e := range m.eps {
+		if sel.Matches(m.effective(e)) {
+			s.change(e.addrs, +1)
+		}
+	}
+	clear(s.delta) // the first listing is the set's whole content
+	m.sels[src] = s
+	m.byName[s.names[0]], m.byName[s.names[1]] = s, s
+	return s
+}
+
+// Elements returns, sorted, the addresses in the set named name (SetName)
+// of a followed selector; nil for any other name. It costs the set's size:
+// only a new set or a whole table asks for it.
+func (m *Members) Elements(name string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.byName[name]
 	if s == nil {
-		sel, err := ParseSelector(src)
-		if err != nil {
-			return nil, nil
-		}
-		s = &selMembers{sel: sel, addrs: map[netip.Addr]int{}, delta: map[netip.Addr]struct{}{}}
-		for _, e := range m.eps {
-			if sel.Matches(m.effective(e)) {
-				s.change(e.addrs, +1)
-			}
-		}
-		clear(s.delta) // the first listing is the set's whole content
-		m.sels[src] = s
+		return nil
 	}
+	v6 := name == s.names[1]
+	var out []string
 	for _, a := range slices.SortedFunc(maps.Keys(s.addrs), netip.Addr.Compare) {
-		if a.Is4() {
-			v4 = append(v4, a.String())
-		} else {
-			v6 = append(v6, a.String())
+		if a.Is6() == v6 {
+			out = append(out, a.String())
 		}
 	}
-	return v4, v6
+	return out
 }
 
 // Retain stops following the selectors not in srcs (no rule uses them).
 func (m *Members) Retain(srcs []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for src := range m.sels {
+	for src, s := range m.sels {
 		if !slices.Contains(srcs, src) {
 			delete(m.sels, src)
+			delete(m.byName, s.names[0])
+			delete(m.byName, s.names[1])
 		}
 	}
 }
@@ -259,9 +283,12 @@ func (m *Members) Delta() map[string]SetChange {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := map[string]SetChange{}
-	for src, s := range m.sels {
+	for _, s := range m.sels {
 		for a := range s.delta {
-			name := SetName(src, a.Is6())
+			name := s.names[0]
+			if a.Is6() {
+				name = s.names[1]
+			}
 			c := out[name]
 			if s.addrs[a] > 0 {
 				c.Add = append(c.Add, a.String())

@@ -19,6 +19,10 @@ type ruleset struct {
 type nftSet struct {
 	decl  []string // type, comment
 	elems map[string]struct{}
+	// indexed: the installed set moves on by add and del alone (its
+	// elements come from an index, not the script).
+	indexed  bool
+	add, del []string
 }
 
 type nftChain struct {
@@ -112,6 +116,11 @@ func diff(old, new *ruleset) (cmds string, ok bool) {
 		if !slices.Equal(s.decl, was.decl) {
 			return "", false
 		}
+		if s.indexed {
+			writeElements(&b, "delete", name, s.del)
+			writeElements(&b, "add", name, s.add)
+			continue
+		}
 		writeElements(&b, "delete", name, missing(was.elems, s.elems))
 		writeElements(&b, "add", name, missing(s.elems, was.elems))
 	}
@@ -157,6 +166,25 @@ func diff(old, new *ruleset) (cmds string, ok bool) {
 		}
 	}
 	return b.String(), true
+}
+
+// fill takes every set's elements from src.
+func (rs *ruleset) fill(src SetSource) {
+	for name, s := range rs.sets {
+		s.elems = map[string]struct{}{}
+		for _, x := range src.Elements(name) {
+			s.elems[x] = struct{}{}
+		}
+		s.indexed, s.add, s.del = false, nil, nil
+	}
+}
+
+// Whole returns script (from Compile with an index) with every set's
+// elements from src: what a whole replacement installs.
+func Whole(script string, src SetSource) string {
+	rs := parse(script)
+	rs.fill(src)
+	return render(rs)
 }
 
 // missing lists, sorted, what a has and b has not.

@@ -250,15 +250,15 @@ func Serve(ctx context.Context, addr string, m *Metrics, h *Health, log *slog.Lo
 type TimedApplier struct {
 	M  *Metrics
 	To interface {
-		Apply(string) (bool, error)
+		ApplyIndexed(string, policy.SetSource, map[string]policy.SetChange) (bool, error)
 		ApplyElements(map[string]policy.SetChange) (bool, error)
 	}
 }
 
-// Apply applies and times script.
-func (t TimedApplier) Apply(script string) (changed bool, err error) {
+// ApplyIndexed applies and times script.
+func (t TimedApplier) ApplyIndexed(script string, sets policy.SetSource, delta map[string]policy.SetChange) (changed bool, err error) {
 	err = t.M.timed("policy", func() error {
-		changed, err = t.To.Apply(script)
+		changed, err = t.To.ApplyIndexed(script, sets, delta)
 		return err
 	})
 	return changed, err
