@@ -156,10 +156,11 @@ func Compile(in Input) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {}\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
-	c.writeSets(&b)
-	if in.Members != nil {
-		in.Members.Retain(c.order) // the index follows what the rules use
+	for _, src := range c.order {
+		c.members.Follow(src)
 	}
+	// The index follows what the rules use, and for a while what they used.
+	c.writeSets(&b, c.members.Retain(c.order))
 	b.WriteString("\tchain antispoof {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
 	for _, l := range append(spoof, in.Encrypted.rules()...) {
 		fmt.Fprintf(&b, "\t\t%s\n", l)
@@ -496,9 +497,8 @@ func (c *compiler) setFor(sel string) {
 // enforcer takes them from it (Enforcer.ApplyIndexed), so a local change
 // costs the local endpoints, not the cluster. Without one they are written
 // in.
-func (c *compiler) writeSets(b *strings.Builder) {
-	for _, src := range c.order {
-		c.members.Follow(src)
+func (c *compiler) writeSets(b *strings.Builder, srcs []string) {
+	for _, src := range srcs {
 		for _, fam := range []struct {
 			typ string
 			v6  bool

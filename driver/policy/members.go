@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tabbynet/tabby/datastore"
 )
@@ -23,6 +24,7 @@ type Members struct {
 	sels     map[string]*selMembers // selector source -> members
 	byName   map[string]*selMembers // set name (both families) -> members
 	attrs    map[string]*attrs      // by attrsKey: shared among endpoints
+	linger   time.Duration          // Linger; shorter in tests
 }
 
 type member struct {
@@ -79,6 +81,7 @@ func (m *Members) drop(a *attrs) {
 type selMembers struct {
 	sel   Selector
 	names [2]string               // its sets: IPv4, IPv6
+	used  time.Time               // when a compile last used it
 	addrs map[netip.Addr]int      // -> endpoints holding it (an address moves between two)
 	delta map[netip.Addr]struct{} // changed since the last Delta
 }
@@ -86,7 +89,7 @@ type selMembers struct {
 // NewMembers starts an empty index.
 func NewMembers() *Members {
 	return &Members{profiles: map[string]map[string]string{}, eps: map[string]member{},
-		sels: map[string]*selMembers{}, byName: map[string]*selMembers{}, attrs: map[string]*attrs{}}
+		sels: map[string]*selMembers{}, byName: map[string]*selMembers{}, attrs: map[string]*attrs{}, linger: Linger}
 }
 
 // membersOf indexes a fixed list of endpoints (Compile's input without an
@@ -228,7 +231,7 @@ func (m *Members) follow(src string) *selMembers {
 	if err != nil {
 		return nil
 	}
-	s := &selMembers{sel: sel, names: [2]string{SetName(src, false), SetName(src, true)},
+	s := &selMembers{sel: sel, names: [2]string{SetName(src, false), SetName(src, true)}, used: time.Now(),
 		addrs: map[netip.Addr]int{}, delta: map[netip.Addr]struct{}{}}
 	for _, e := range m.eps {
 		if sel.Matches(m.effective(e)) {
@@ -261,17 +264,39 @@ func (m *Members) Elements(name string) []string {
 	return out
 }
 
-// Retain stops following the selectors not in srcs (no rule uses them).
-func (m *Members) Retain(srcs []string) {
+// Linger is how long the index keeps following a selector no rule uses
+// any more, and the rule set keeps its sets: the last container of a
+// network going and the next one coming would otherwise match the whole
+// cluster again and refill a set as big as the cluster.
+const Linger = 10 * time.Minute
+
+// Retain marks the selectors in srcs used, stops following those unused
+// for longer than Linger, and returns every selector it follows: srcs in
+// their order, then the lingering ones sorted (their sets stay declared).
+func (m *Members) Retain(srcs []string) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
+	keep := slices.Clone(srcs)
+	for _, src := range srcs {
+		if s := m.sels[src]; s != nil {
+			s.used = now
+		}
+	}
+	var lingering []string
 	for src, s := range m.sels {
-		if !slices.Contains(srcs, src) {
+		switch {
+		case slices.Contains(srcs, src):
+		case now.Sub(s.used) > m.linger:
 			delete(m.sels, src)
 			delete(m.byName, s.names[0])
 			delete(m.byName, s.names[1])
+		default:
+			lingering = append(lingering, src)
 		}
 	}
+	slices.Sort(lingering)
+	return append(keep, lingering...)
 }
 
 // SetChange is what one named set gains and loses.

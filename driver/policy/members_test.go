@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tabbynet/tabby/datastore"
@@ -64,4 +65,36 @@ func TestMembersShareLabels(t *testing.T) {
 func v4Of(m *Members, src string) []string {
 	m.Follow(src)
 	return m.Elements(SetName(src, false))
+}
+
+// A selector no rule uses any more is followed, and its sets declared,
+// for Linger: the next container of a network does not match the whole
+// cluster again or refill its sets. After that it goes.
+func TestUnusedSelectorsLinger(t *testing.T) {
+	m := NewMembers()
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}) }
+	m.Put("a", Endpoint{Labels: map[string]string{"role": "db"}, Addrs: []netip.Addr{addr(1)}})
+	local := Endpoint{Iface: "caliaaaaaaaaaaa", Labels: map[string]string{"role": "db"}, Addrs: []netip.Addr{addr(1)}}
+	pol := datastore.NetworkPolicy{Name: "p", Selector: "all()", Ingress: []datastore.Rule{{Action: "Allow",
+		Source: datastore.RuleTarget{Selector: "role == 'db'"}}}}
+	set := SetName("role == 'db'", false)
+	if s, err := Compile(Input{Local: []Endpoint{local}, Policies: []datastore.NetworkPolicy{pol}, Members: m}); err != nil || !strings.Contains(s, "set "+set) {
+		t.Fatalf("the selector's set is not declared: %v\n%s", err, s)
+	}
+	// The last local endpoint goes: no rule uses the selector.
+	s, err := Compile(Input{Policies: []datastore.NetworkPolicy{pol}, Members: m})
+	if err != nil || !strings.Contains(s, "set "+set) {
+		t.Fatalf("a selector unused for less than Linger lost its set: %v\n%s", err, s)
+	}
+	m.Put("b", Endpoint{Labels: map[string]string{"role": "db"}, Addrs: []netip.Addr{addr(2)}})
+	if got := fmt.Sprint(m.Delta()[set]); got != "{[10.0.0.2] []}" {
+		t.Fatalf("a lingering selector does not follow changes: delta %s", got)
+	}
+	m.linger = -1 // its time is up
+	if s, _ := Compile(Input{Policies: []datastore.NetworkPolicy{pol}, Members: m}); strings.Contains(s, set) {
+		t.Fatalf("a selector unused past Linger keeps its set:\n%s", s)
+	}
+	if m.Elements(set) != nil || len(m.sels) != 0 {
+		t.Fatal("a selector unused past Linger is still followed")
+	}
 }
