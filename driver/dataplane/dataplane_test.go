@@ -379,6 +379,22 @@ func TestForwardingEnsureKeepsRulesAndDropsStaleOnes(t *testing.T) {
 	}
 }
 
+// A swarm overlay network's VXLAN device holding VNI 4096 on UDP 4789:
+// one error naming the clash and the way out, no vxlan.tabby left.
+func TestVXLANWhereTheVNIIsTaken(t *testing.T) {
+	ns := testNS(t)
+	d := newDP(t, ns)
+	inNS(t, ns, "ip", "link", "add", "vx-4096", "type", "vxlan", "id", "4096", "dstport", "4789", "nolearning")
+	mac, _ := net.ParseMAC("66:00:00:00:00:01")
+	_, err := d.EnsureVXLAN(VTEP{HostIP: netip.MustParseAddr("10.2.0.1"), TunnelIP: netip.MustParseAddr("192.168.5.0"), MAC: mac}, 1450)
+	if err == nil || !strings.Contains(err.Error(), "--data-path-port") || !strings.Contains(err.Error(), "VNI 4096 on UDP 4789") {
+		t.Fatalf("EnsureVXLAN beside another device on VNI 4096: %v", err)
+	}
+	if out := inNS(t, ns, "ip", "-o", "link", "show"); strings.Contains(out, VXLANDevice) {
+		t.Fatalf("%s left behind:\n%s", VXLANDevice, out)
+	}
+}
+
 func TestVXLANDevicePeersAndRoutes(t *testing.T) {
 	ns := testNS(t)
 	d := newDP(t, ns)

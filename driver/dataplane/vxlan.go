@@ -43,6 +43,14 @@ func (d *Dataplane) EnsureVXLAN(self VTEP, mtu int) (int, error) {
 		v := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: VXLANVNI, Port: VXLANPort, Learning: false,
 			SrcAddr: net.IP(self.HostIP.AsSlice())}
 		if err := d.h.LinkAdd(v); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				// No link of that name: another VXLAN device holds the VNI
+				// on the port. Docker's swarm overlay numbers its networks
+				// from VNI 4096 on UDP 4789 too.
+				return 0, fmt.Errorf("create %s: VNI %d on UDP %d is taken on this host by another VXLAN device "+
+					"(a Docker swarm overlay network uses the same by default): move the swarm's VXLAN port with "+
+					"`docker swarm init --data-path-port 4790`: %w", VXLANDevice, VXLANVNI, VXLANPort, err)
+			}
 			return 0, fmt.Errorf("create %s: %w", VXLANDevice, err)
 		}
 		if link, err = d.h.LinkByName(VXLANDevice); err != nil {

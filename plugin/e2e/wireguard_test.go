@@ -308,25 +308,9 @@ func BenchmarkWireGuard(b *testing.B) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	paths := []*netPath{{name: "wireguard", client: cli, server: encSrv, addr: encIP}, {name: "clear", client: cli, server: clrSrv, addr: clrIP}}
-	for _, p := range paths {
-		srv := exec.Command("nsenter", "--net="+p.server, "iperf3", "-s")
-		if err := srv.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { srv.Process.Kill(); srv.Wait() }()
-		rttMs(b, p) // warm up: handshake, ARP
-	}
-	for i := 0; i < b.N; i++ {
-		for r := 0; r < 3; r++ {
-			for _, p := range paths {
-				p.tput1 = append(p.tput1, iperfGbps(b, p, 1))
-				p.tput4 = append(p.tput4, iperfGbps(b, p, 4))
-				p.rtt = append(p.rtt, rttMs(b, p))
-			}
-		}
-	}
-	w, c := paths[0], paths[1]
-	b.ReportMetric(medianF(w.tput1)/medianF(c.tput1), "wireguard-vs-clear-tput1")
-	b.ReportMetric(medianF(w.tput4)/medianF(c.tput4), "wireguard-vs-clear-tput4")
-	b.ReportMetric(medianF(w.rtt)/medianF(c.rtt), "wireguard-vs-clear-rtt")
+	m := measurePaths(b, paths, 3)
+	w, c := m["wireguard"], m["clear"]
+	b.ReportMetric(w[0]/c[0], "wireguard-vs-clear-tput1")
+	b.ReportMetric(w[1]/c[1], "wireguard-vs-clear-tput4")
+	b.ReportMetric(w[2]/c[2], "wireguard-vs-clear-rtt")
 }
