@@ -78,8 +78,11 @@ e2e-20: deps build compose
 e2e-29: deps build docker29 compose
 	TABBY_COMPOSE=$(COMPOSE)/docker-compose TABBY_DOCKERD=$(DOCKER29)/dockerd TABBY_DOCKER_MAJOR=29 CGO_ENABLED=1 $(GO) test -count=1 -timeout 40m $(E2EFLAGS) ./plugin/e2e/
 
-bench: deps build
+# Every benchmark on Docker 20.10, then the comparison with Docker's own
+# networks (BenchmarkVersusDocker) again on Engine 29.
+bench: deps build docker29
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./plugin/e2e/ ./ipamdriver/ ./driver/policy/
+	TABBY_DOCKERD=$(DOCKER29)/dockerd TABBY_DOCKER_MAJOR=29 $(GO) test -run '^$$' -bench '^BenchmarkVersusDocker$$' -benchtime 1x -timeout 30m ./plugin/e2e/
 
 # The managed plugin: config.json + a rootfs with bin/tabby, iptables and
 # nft, created in the Docker at $$DOCKER_HOST as $(PLUGIN) (for a registry:
