@@ -118,3 +118,27 @@ func (s *sandboxLocks) lock(key string) (unlock func()) {
 		s.mu.Unlock()
 	}
 }
+
+// UntrackEndpoint exempts the container behind a joined endpoint from
+// connection tracking in its own namespace (dataplane.UntrackSandbox).
+// An endpoint not joined here, or whose namespace is already gone, is
+// nothing to do.
+func (d *Driver) UntrackEndpoint(endpointID string) error {
+	j, ok := d.local.Get(endpointID)
+	if !ok || j.SandboxKey == "" {
+		return nil
+	}
+	paths := d.sandboxPaths(j.SandboxKey)
+	ns, err := dataplane.OpenSandbox(paths...)
+	if err != nil {
+		if !dataplane.SandboxExists(paths...) {
+			return nil
+		}
+		return fmt.Errorf("untrack endpoint %s: %w", short(endpointID), err)
+	}
+	defer ns.Close()
+	if err := dataplane.UntrackSandbox(ns); err != nil {
+		return fmt.Errorf("endpoint %s: %w", short(endpointID), err)
+	}
+	return nil
+}

@@ -162,6 +162,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	loops.Go(func() { dockersync.SyncNames(bg, docker, drv, d.log) })
 	loops.Go(func() { dockersync.SyncLabels(bg, docker, drv, d.log) })
+	loops.Go(func() { dockersync.SyncUntrack(bg, docker, drv, d.log) })
 	loops.Go(func() { dockersync.Replicate(bg, docker, view, cfg.NodeName, d.log) })
 	loops.Go(func() { d.keepNode(bg, st, host) })
 	if len(cfg.EtcdEndpoints) == 0 {

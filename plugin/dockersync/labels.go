@@ -61,26 +61,19 @@ func syncLabelsOnce(ctx context.Context, docker *client.Client, l Labeler) error
 			}
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-errs:
-			return err
-		case m := <-msgs:
-			if !drivers.has(ctx, m.Actor.Attributes["type"]) {
-				continue
-			}
-			c, err := docker.ContainerInspect(ctx, m.Actor.Attributes["container"])
-			if err != nil || c.NetworkSettings == nil || c.Config == nil {
-				continue
-			}
-			if ep, ok := c.NetworkSettings.Networks[m.Actor.Attributes["name"]]; ok && ep != nil {
-				name := strings.TrimPrefix(c.Name, "/")
-				labelOne(ctx, l, ep.EndpointID, name, c.Config.Labels, dnsAliases(name, ep))
-			}
+	return eachEvent(ctx, msgs, errs, func(m events.Message) {
+		if !drivers.has(ctx, m.Actor.Attributes["type"]) {
+			return
 		}
-	}
+		c, err := docker.ContainerInspect(ctx, m.Actor.Attributes["container"])
+		if err != nil || c.NetworkSettings == nil || c.Config == nil {
+			return
+		}
+		if ep, ok := c.NetworkSettings.Networks[m.Actor.Attributes["name"]]; ok && ep != nil {
+			name := strings.TrimPrefix(c.Name, "/")
+			labelOne(ctx, l, ep.EndpointID, name, c.Config.Labels, dnsAliases(name, ep))
+		}
+	})
 }
 
 // labelOne records one endpoint's container; endpoints of other drivers

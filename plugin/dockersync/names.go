@@ -81,6 +81,20 @@ func SyncNames(ctx context.Context, docker *client.Client, namer Namer, log *slo
 
 // followDocker runs once (a listing, then Docker's event stream) again
 // whenever the stream ends, until ctx ends.
+// eachEvent hands every event to fn until the stream fails or ctx ends.
+func eachEvent(ctx context.Context, msgs <-chan events.Message, errs <-chan error, fn func(events.Message)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return err
+		case m := <-msgs:
+			fn(m)
+		}
+	}
+}
+
 func followDocker(ctx context.Context, log *slog.Logger, what string, once func(context.Context) error) {
 	for ctx.Err() == nil {
 		err := once(ctx)
@@ -106,23 +120,16 @@ func syncNamesOnce(ctx context.Context, docker *client.Client, namer Namer) erro
 	for _, n := range nets {
 		nameOne(ctx, namer, n.ID, n.Name, n.Driver, n.Labels)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-errs:
-			return err
-		case m := <-msgs:
-			if drivers.has(ctx, m.Actor.Attributes["type"]) {
-				// Events carry no labels: ask (this loop is no handler).
-				var labels map[string]string
-				if n, err := docker.NetworkInspect(ctx, m.Actor.ID, dnetwork.InspectOptions{}); err == nil {
-					labels = n.Labels
-				}
-				nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"], m.Actor.Attributes["type"], labels)
+	return eachEvent(ctx, msgs, errs, func(m events.Message) {
+		if drivers.has(ctx, m.Actor.Attributes["type"]) {
+			// Events carry no labels: ask (this loop is no handler).
+			var labels map[string]string
+			if n, err := docker.NetworkInspect(ctx, m.Actor.ID, dnetwork.InspectOptions{}); err == nil {
+				labels = n.Labels
 			}
+			nameOne(ctx, namer, m.Actor.ID, m.Actor.Attributes["name"], m.Actor.Attributes["type"], labels)
 		}
-	}
+	})
 }
 
 // nameOne records one name; a network tabby never stored (another

@@ -74,6 +74,10 @@ func TestManagedPlugin(t *testing.T) {
 	if fwd := mustExec(t, h, "iptables", "-S", "TABBY-FORWARD"); !strings.Contains(fwd, "-i cali+") {
 		t.Fatalf("the plugin's iptables rules are missing:\n%s", fwd)
 	}
+	eventually(t, 10*time.Second, "the plugin untracks containerA's traffic in its namespace", func() (string, bool) {
+		ct := conntrackIn(t, h, "containerA")
+		return ct, !strings.Contains(ct, ipB)
+	})
 	// The CLI on the host talks to the plugin's control socket and etcd.
 	// Its control socket is in the plugin's own directory, which Docker
 	// keeps in /run/docker/plugins/ID (in the lab, the host's PluginDir).
