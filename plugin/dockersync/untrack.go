@@ -18,16 +18,20 @@ type Untracker interface {
 }
 
 // SyncUntrack untracks every running container's tabby endpoints, then
-// each container as it starts: Docker makes a container's namespace (and
-// its embedded-DNS rules in it) after the joins, so the start event is the
-// first moment it can be done. A restarted container gets a new namespace
-// and a new start. It runs apart from the plugin handlers.
+// each container as it starts or a running one as it joins a network:
+// Docker makes a new container's namespace (and its embedded-DNS rules in
+// it) after the joins, so the start event is the first moment it can be
+// done. A restarted container gets a new namespace and a new start. It
+// runs apart from the plugin handlers.
 func SyncUntrack(ctx context.Context, docker *client.Client, u Untracker, log *slog.Logger) {
 	followDocker(ctx, log, "container conntrack", func(ctx context.Context) error { return untrackOnce(ctx, docker, u, log) })
 }
 
 func untrackOnce(ctx context.Context, docker *client.Client, u Untracker, log *slog.Logger) error {
-	f := filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "start"))
+	// Container starts and network connects (a running container joining
+	// a tabby network); the filter's keys AND, its values OR.
+	f := filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "start"),
+		filters.Arg("type", "network"), filters.Arg("event", "connect"))
 	msgs, errs := docker.Events(ctx, events.ListOptions{Filters: f})
 	ctrs, err := docker.ContainerList(ctx, container.ListOptions{})
 	if err != nil {
@@ -39,7 +43,11 @@ func untrackOnce(ctx context.Context, docker *client.Client, u Untracker, log *s
 		}
 	}
 	return eachEvent(ctx, msgs, errs, func(m events.Message) {
-		if c, err := docker.ContainerInspect(ctx, m.Actor.ID); err == nil && c.NetworkSettings != nil {
+		id := m.Actor.ID
+		if m.Type == events.NetworkEventType {
+			id = m.Actor.Attributes["container"]
+		}
+		if c, err := docker.ContainerInspect(ctx, id); err == nil && c.NetworkSettings != nil {
 			untrackAll(u, log, c.NetworkSettings.Networks)
 		}
 	})

@@ -23,8 +23,9 @@ func conntrackIn(t *testing.T, h *lab.Host, ctr string) string {
 // Docker's embedded-DNS nat rules switch on connection tracking in every
 // container's namespace; tabby exempts all but the loopback (where the DNS
 // flows are), so traffic to other containers is tracked once, on the
-// host. Docker's DNS still answers, the host's policy still decides, and a
-// restarted container (a new namespace) is exempted again.
+// host. Docker's DNS still answers, the host's policy still decides, a
+// restarted container (a new namespace) is exempted again, and so is a
+// running container that joins a tabby network.
 func TestContainerTrafficUntrackedInItsNamespace(t *testing.T) {
 	l := lab.New(t, lab.Options{Hosts: 2})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
@@ -55,6 +56,18 @@ func TestContainerTrafficUntrackedInItsNamespace(t *testing.T) {
 			t.Fatalf("round %d: traffic to containerC is tracked in containerA's namespace:\n%s", round, ct)
 		}
 	}
+	// A running container joins a tabby network: untracked from then on;
+	// before, on Docker's default bridge alone, tabby leaves it be.
+	must(t, n0, "run", "--name", "containerD", "-tid", "busybox")
+	pidD := strings.TrimSpace(must(t, n0, "inspect", "-f", "{{.State.Pid}}", "containerD"))
+	if out, err := nsRun("/proc/"+pidD+"/ns/net", "nft", "list", "tables"); err != nil || strings.Contains(out, "tabby") {
+		t.Fatalf("a container without a tabby endpoint got tabby's table: %v %s", err, out)
+	}
+	must(t, n0, "network", "connect", "net1", "containerD")
+	eventually(t, 30*time.Second, "tabby's untrack table in containerD's namespace after network connect", func() (string, bool) {
+		out, _ := nsRun("/proc/"+pidD+"/ns/net", "nft", "list", "table", "inet", "tabby")
+		return out, strings.Contains(out, `iifname != "lo" notrack`)
+	})
 	// The host's policy still holds: a profile without ingress from net1's
 	// selector drops containerA's pings once a policy denies them.
 	deny := "apiVersion: tabby/v1\nkind: NetworkPolicy\nmetadata: {name: deny-icmp}\nspec:\n  order: 1\n  selector: all()\n" +
@@ -66,5 +79,5 @@ func TestContainerTrafficUntrackedInItsNamespace(t *testing.T) {
 		out, ok := pings(n0, "containerA", ipC)
 		return out, !ok
 	})
-	t.Logf("REPORT\tdataplane\tcontainer traffic untracked in its own namespace\tDNS flows tracked, traffic to other containers not; policy enforced; again after a restart\tpass")
+	t.Logf("REPORT\tdataplane\tcontainer traffic untracked in its own namespace\tDNS flows tracked, traffic to other containers not; policy enforced; again after a restart and on network connect\tpass")
 }
