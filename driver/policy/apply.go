@@ -87,9 +87,10 @@ func (e *Enforcer) Apply(script string) (changed bool, err error) {
 }
 
 // SetSource holds the selector sets' elements outside the script
-// (Members): sorted, by set name.
+// (Members): sorted, by set name; ok is false for a set it does not own,
+// whose elements the script carries (the nodes set of published ports).
 type SetSource interface {
-	Elements(set string) []string
+	Elements(set string) (elems []string, ok bool)
 }
 
 // ApplyIndexed installs script (from Compile with an index), whose sets
@@ -108,9 +109,7 @@ func (e *Enforcer) ApplyIndexed(script string, src SetSource, delta map[string]S
 		for name, s := range rs.sets {
 			was := e.cur.sets[name]
 			if was == nil || !slices.Equal(was.decl, s.decl) {
-				for _, x := range src.Elements(name) {
-					s.elems[x] = struct{}{}
-				}
+				s.fill(name, src)
 				continue
 			}
 			// Shared with the installed set until the difference lands.

@@ -156,9 +156,6 @@ func Compile(in Input) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {}\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
-	for _, src := range c.order {
-		c.members.Follow(src)
-	}
 	// The index follows what the rules use, and for a while what they used.
 	c.writeSets(&b, c.members.Retain(c.order))
 	b.WriteString("\tchain antispoof {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
@@ -509,7 +506,7 @@ func (c *compiler) writeSets(b *strings.Builder, srcs []string) {
 			// statement; nft refuses comments past 128 bytes).
 			fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n\t\tcomment \"selector %s\"\n", name, fam.typ, SelectorDigest(src))
 			if c.in.Members == nil {
-				if elems := c.members.Elements(name); len(elems) > 0 {
+				if elems, _ := c.members.Elements(name); len(elems) > 0 {
 					fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
 				}
 			}

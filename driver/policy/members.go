@@ -245,14 +245,15 @@ func (m *Members) follow(src string) *selMembers {
 }
 
 // Elements returns, sorted, the addresses in the set named name (SetName)
-// of a followed selector; nil for any other name. It costs the set's size:
-// only a new set or a whole table asks for it.
-func (m *Members) Elements(name string) []string {
+// of a followed selector; ok is false for any other name (a set the index
+// does not own). It costs the set's size: only a new set or a whole table
+// asks for it.
+func (m *Members) Elements(name string) (elems []string, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.byName[name]
 	if s == nil {
-		return nil
+		return nil, false
 	}
 	v6 := name == s.names[1]
 	var out []string
@@ -261,7 +262,7 @@ func (m *Members) Elements(name string) []string {
 			out = append(out, a.String())
 		}
 	}
-	return out
+	return out, true
 }
 
 // Linger is how long the index keeps following a selector no rule uses
@@ -270,7 +271,8 @@ func (m *Members) Elements(name string) []string {
 // cluster again and refill a set as big as the cluster.
 const Linger = 10 * time.Minute
 
-// Retain marks the selectors in srcs used, stops following those unused
+// Retain follows the selectors in srcs (Follow) and marks them used, stops
+// following those unused
 // for longer than Linger, and returns every selector it follows: srcs in
 // their order, then the lingering ones sorted (their sets stay declared).
 func (m *Members) Retain(srcs []string) []string {
@@ -279,7 +281,7 @@ func (m *Members) Retain(srcs []string) []string {
 	now := time.Now()
 	keep := slices.Clone(srcs)
 	for _, src := range srcs {
-		if s := m.sels[src]; s != nil {
+		if s := m.follow(src); s != nil {
 			s.used = now
 		}
 	}

@@ -64,7 +64,8 @@ func TestMembersShareLabels(t *testing.T) {
 // v4Of follows src and lists its IPv4 set.
 func v4Of(m *Members, src string) []string {
 	m.Follow(src)
-	return m.Elements(SetName(src, false))
+	elems, _ := m.Elements(SetName(src, false))
+	return elems
 }
 
 // A selector no rule uses any more is followed, and its sets declared,
@@ -94,7 +95,7 @@ func TestUnusedSelectorsLinger(t *testing.T) {
 	if s, _ := Compile(Input{Policies: []datastore.NetworkPolicy{pol}, Members: m}); strings.Contains(s, set) {
 		t.Fatalf("a selector unused past Linger keeps its set:\n%s", s)
 	}
-	if m.Elements(set) != nil || len(m.sels) != 0 {
+	if _, ok := m.Elements(set); ok || len(m.sels) != 0 {
 		t.Fatal("a selector unused past Linger is still followed")
 	}
 }

@@ -334,6 +334,20 @@ func TestPublishRulesetLoads(t *testing.T) {
 			t.Errorf("the script lacks %q", want)
 		}
 	}
+	// Through the index, installed whole (a first apply): the sets the
+	// index does not own, the hosts' addresses, keep the script's elements.
+	in.Members = membersOf(in.All, in.Profiles)
+	indexed, err := Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, enf := enforcerIn(t, "tpolq-")
+	if _, err := enf.ApplyIndexed(indexed, in.Members, in.Members.Delta()); err != nil {
+		t.Fatal(err)
+	}
+	if whole := render(enf.cur); !strings.Contains(whole, "10.99.0.10") || !strings.Contains(whole, "10.0.0.1") {
+		t.Fatalf("a whole indexed apply lost the hosts' or the selectors' elements:\n%s", whole)
+	}
 }
 
 // After the first rule set, Apply sends differences only (set elements,

@@ -171,11 +171,21 @@ func diff(old, new *ruleset) (cmds string, ok bool) {
 // fill takes every set's elements from src.
 func (rs *ruleset) fill(src SetSource) {
 	for name, s := range rs.sets {
-		s.elems = map[string]struct{}{}
-		for _, x := range src.Elements(name) {
-			s.elems[x] = struct{}{}
-		}
-		s.indexed, s.add, s.del = false, nil, nil
+		s.fill(name, src)
+	}
+}
+
+// fill takes the set's elements, named name, from src when src owns it;
+// a set src does not own keeps the script's elements.
+func (s *nftSet) fill(name string, src SetSource) {
+	s.indexed, s.add, s.del = false, nil, nil
+	elems, ok := src.Elements(name)
+	if !ok {
+		return
+	}
+	s.elems = map[string]struct{}{}
+	for _, x := range elems {
+		s.elems[x] = struct{}{}
 	}
 }
 
