@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -25,6 +26,61 @@ type View struct {
 	rev   int64
 	moved chan struct{} // closed and replaced whenever rev moves
 	subs  []viewSub
+	thin  []thinArea
+}
+
+// thinArea is a part of the keys whose values the view does not keep (see
+// Thin).
+type thinArea struct{ prefix, except string }
+
+// holds reports whether the view keeps the values of key; v.mu held.
+func (v *View) holds(key string) bool {
+	for _, a := range v.thin {
+		if strings.HasPrefix(key, a.prefix) && !strings.HasPrefix(key, a.except) {
+			return false
+		}
+	}
+	return true
+}
+
+// holdsAll reports whether the view keeps the values of every key under
+// prefix; v.mu held.
+func (v *View) holdsAll(prefix string) bool {
+	for _, a := range v.thin {
+		overlaps := strings.HasPrefix(prefix, a.prefix) || strings.HasPrefix(a.prefix, prefix)
+		if overlaps && !strings.HasPrefix(prefix, a.except) {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrNotHeld: the view keeps only the keys of the records asked for (see
+// Thin); read them from etcd.
+var ErrNotHeld = errors.New("the cluster view keeps only the keys of these records")
+
+// Thin makes the view keep only the keys and revisions of the records
+// under prefix but not under except, from now on: the records other hosts
+// own that this host's subscribers (the policy index, the DNS index) take
+// what they need of as they change, so the cluster's records are not held
+// twice. Subscribers of prefix must come first: a later one would miss the
+// values, and Subscribe panics. Reads of such records find none, and
+// ViewListUnchecked says ErrNotHeld.
+func (v *View) Thin(prefix, except string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.thin = append(v.thin, thinArea{prefix: prefix, except: except})
+	var drop []*viewRec
+	v.ascend(prefix, func(r *viewRec) {
+		if !v.holds(r.key) {
+			drop = append(drop, r)
+		}
+	})
+	for _, r := range drop {
+		// A new record, not a changed one: readers outside the lock
+		// may still hold r, whose raw never changes.
+		v.recs.ReplaceOrInsert(&viewRec{key: r.key, rev: r.rev})
+	}
 }
 
 type viewRec struct {
@@ -88,9 +144,16 @@ func (v *View) Wait(ctx context.Context, rev int64) error {
 // the view. What the view holds already under prefix is handed to fn first,
 // as changes, before Subscribe returns; so a subscriber that comes late
 // misses nothing, and sees nothing twice.
-func (v *View) Subscribe(prefix string, fn func(Change)) {
+func (v *View) Subscribe(prefix string, fn func(Change)) { v.subscribe(prefix, fn, true) }
+
+// subscribe is Subscribe; a subscriber that needs no values (OnChange's
+// kicks) may come after Thin.
+func (v *View) subscribe(prefix string, fn func(Change), values bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if values && !v.holdsAll(prefix) {
+		panic("datastore: Subscribe to " + prefix + " after Thin: the subscriber would miss the values")
+	}
 	v.ascend(prefix, func(r *viewRec) { fn(Change{Key: r.key, Value: r.raw, Rev: r.rev}) })
 	v.subs = append(v.subs, viewSub{prefix: prefix, fn: fn})
 }
@@ -103,12 +166,12 @@ func (v *View) Subscribe(prefix string, fn func(Change)) {
 func (v *View) OnChange(ctx context.Context, prefixes []string, resync time.Duration, also <-chan struct{}, fn func()) {
 	kick := make(chan struct{}, 1)
 	for _, p := range prefixes {
-		v.Subscribe(p, func(Change) {
+		v.subscribe(p, func(Change) {
 			select {
 			case kick <- struct{}{}:
 			default:
 			}
-		})
+		}, false)
 	}
 	select {
 	case <-v.Synced():
@@ -131,10 +194,13 @@ func (v *View) OnChange(ctx context.Context, prefixes []string, resync time.Dura
 
 func (v *View) apply(ch Change) {
 	v.mu.Lock()
-	if ch.Deleted {
+	switch {
+	case ch.Deleted:
 		v.recs.Delete(&viewRec{key: ch.Key})
-	} else {
+	case v.holds(ch.Key):
 		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, raw: ch.Value, rev: ch.Rev})
+	default:
+		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, rev: ch.Rev})
 	}
 	var fns []func(Change)
 	for _, s := range v.subs {
@@ -161,6 +227,10 @@ func (v *View) advance(rev int64) {
 // decode returns r's value as T, decoding and checking it on first use;
 // a bad record is skipped with one warning per revision.
 func decode[T any](v *View, r *viewRec) (T, bool) {
+	if r.raw == nil && !v.holds(r.key) {
+		var t T
+		return t, false
+	}
 	if t, ok := r.val.(T); ok {
 		return t, true
 	}
@@ -223,7 +293,7 @@ func (v *View) Raw(key string) (KV, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r, ok := v.recs.Get(&viewRec{key: key})
-	if !ok {
+	if !ok || !v.holds(key) {
 		return KV{}, false
 	}
 	return KV{Key: r.key, Value: r.raw, Rev: r.rev}, true
@@ -234,6 +304,12 @@ func (v *View) Raw(key string) (KV, bool) {
 // when it would not be used, as the start-up reconcile keeps its interface);
 // one that does not decode at all is an error.
 func ViewListUnchecked[T any](v *View, prefix string) ([]T, error) {
+	v.mu.Lock()
+	held := v.holdsAll(prefix)
+	v.mu.Unlock()
+	if !held {
+		return nil, fmt.Errorf("list %s: %w", prefix, ErrNotHeld)
+	}
 	var out []T
 	for _, kv := range v.List(prefix) {
 		var t T
@@ -255,6 +331,7 @@ func ViewDecode[T any](v *View, key string) (t T, ok bool) {
 	var val any
 	if found {
 		val = r.val // r's raw never changes: a change is a new record
+		found = v.holds(key)
 	}
 	v.mu.Unlock()
 	if !found {
@@ -272,7 +349,11 @@ func (v *View) List(prefix string) []KV {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []KV
-	v.ascend(prefix, func(r *viewRec) { out = append(out, KV{Key: r.key, Value: r.raw, Rev: r.rev}) })
+	v.ascend(prefix, func(r *viewRec) {
+		if v.holds(r.key) {
+			out = append(out, KV{Key: r.key, Value: r.raw, Rev: r.rev})
+		}
+	})
 	return out
 }
 

@@ -2,6 +2,7 @@ package datastore_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -115,4 +116,76 @@ func TestStoreCountsItsRequests(t *testing.T) {
 	if after["Txn"]-before["Txn"] != 1 || after["Range"]-before["Range"] != 3 {
 		t.Fatalf("one write and three reads counted as %v (before %v)", after, before)
 	}
+}
+
+// Thin: of other hosts' endpoints the view keeps keys and revisions only,
+// before and after the call; subscribers still get every value, its own
+// host's records stay readable, a listing that would miss values says so,
+// and a subscriber that comes too late is refused.
+func TestViewThinKeepsOtherHostsKeysOnly(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	put := func(node, id, ip string) {
+		t.Helper()
+		e := datastore.WorkloadEndpoint{Node: node, EndpointID: id, NetworkID: "n1", IPv4: ip, Interface: "cali" + id[:11]}
+		if err := st.Put(ctx, datastore.EndpointKey(node, id), &e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("node1", "a1111111111111111111111111111111", "10.0.0.1")
+	put("node10", "b2222222222222222222222222222222", "10.0.0.2") // "node1" is a prefix of its name
+	v := st.NewView()
+	var mu sync.Mutex
+	values := map[string]string{}
+	v.Subscribe(datastore.EndpointsDir, func(ch datastore.Change) {
+		mu.Lock()
+		values[ch.Key] = string(ch.Value)
+		mu.Unlock()
+	})
+	done := make(chan struct{})
+	go func() { v.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := v.Wait(wctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	v.Thin(datastore.EndpointsDir, datastore.EndpointsOf("node1"))
+	put("node2", "c3333333333333333333333333333333", "10.0.0.3")
+	if err := v.CatchUp(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys := v.Keys(datastore.EndpointsDir); len(keys) != 3 {
+		t.Fatalf("keys %q; want all three endpoints", keys)
+	}
+	if got := datastore.ViewList[datastore.WorkloadEndpoint](v, datastore.EndpointsDir); len(got) != 1 || got[0].Node != "node1" {
+		t.Fatalf("view lists %+v; want only node1's own endpoint", got)
+	}
+	for _, key := range []string{datastore.EndpointKey("node10", "b2222222222222222222222222222222"), datastore.EndpointKey("node2", "c3333333333333333333333333333333")} {
+		if _, ok := v.Raw(key); ok {
+			t.Fatalf("the view still holds the value of %s", key)
+		}
+		if _, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](v, key); ok {
+			t.Fatalf("ViewGet hands out %s", key)
+		}
+		mu.Lock()
+		got := values[key]
+		mu.Unlock()
+		if got == "" {
+			t.Fatalf("the subscriber did not get the value of %s", key)
+		}
+	}
+	if _, err := datastore.ViewListUnchecked[datastore.WorkloadEndpoint](v, datastore.EndpointsOf("node2")); !errors.Is(err, datastore.ErrNotHeld) {
+		t.Fatalf("listing another host's endpoints: %v; want ErrNotHeld", err)
+	}
+	if got, err := datastore.ViewListUnchecked[datastore.WorkloadEndpoint](v, datastore.EndpointsOf("node1")); err != nil || len(got) != 1 {
+		t.Fatalf("listing the own host's endpoints: %v, %v", got, err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a subscriber of thinned records after Thin was taken")
+		}
+	}()
+	v.Subscribe(datastore.EndpointsOf("node2"), func(datastore.Change) {})
 }

@@ -29,25 +29,34 @@ const LabelPrefix = "tabby.label."
 // policyState is what the policy loop keeps between runs: the selector
 // sets' members, followed one endpoint change at a time, and what changed.
 type policyState struct {
-	run     sync.Mutex      // one SyncPolicy at a time
-	mu      sync.Mutex      // what the subscribers write
-	primed  bool            // subscribed to the view
-	dirty   map[string]bool // endpoint keys changed since the last run
-	rebuild bool            // something besides other hosts' set members changed
+	run    sync.Mutex // one SyncPolicy at a time
+	mu     sync.Mutex // what the subscribers write
+	primed bool       // subscribed to the view
+	// dirty are the endpoints changed since the last run, as they are now
+	// (nil: gone or not valid): the view keeps only the keys of other
+	// hosts' endpoints, so their values are taken here as they change.
+	dirty   map[string]*datastore.WorkloadEndpoint
+	rebuild bool // something besides other hosts' set members changed
 	members *policy.Members
 	// remote are other hosts' endpoints published on every host.
 	remote map[string]policy.Endpoint
 }
 
 func newPolicyState() *policyState {
-	return &policyState{dirty: map[string]bool{}, rebuild: true, members: policy.NewMembers(), remote: map[string]policy.Endpoint{}}
+	return &policyState{dirty: map[string]*datastore.WorkloadEndpoint{}, rebuild: true, members: policy.NewMembers(), remote: map[string]policy.Endpoint{}}
 }
 
 // endpointChanged and structureChanged are the view's subscribers: they
 // only take note (the view's goroutine must not block).
 func (p *policyState) endpointChanged(ch datastore.Change) {
+	var now *datastore.WorkloadEndpoint
+	if !ch.Deleted {
+		if e, err := datastore.Decode[datastore.WorkloadEndpoint](ch.Key, ch.Value); err == nil {
+			now = &e
+		}
+	}
 	p.mu.Lock()
-	p.dirty[ch.Key] = true
+	p.dirty[ch.Key] = now
 	p.mu.Unlock()
 }
 
@@ -79,7 +88,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	}
 	p.mu.Lock()
 	dirty, rebuild := p.dirty, p.rebuild
-	p.dirty, p.rebuild = map[string]bool{}, false
+	p.dirty, p.rebuild = map[string]*datastore.WorkloadEndpoint{}, false
 	p.mu.Unlock()
 	if d.takeEndpoints(dirty) || len(dirty) == 0 {
 		rebuild = true // a local change, or a resync
@@ -107,14 +116,13 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 // takeEndpoints moves changed endpoint records into the index and reports
 // whether the rule set's structure may have changed (an endpoint of this
 // host, or one published everywhere).
-func (d *Driver) takeEndpoints(keys map[string]bool) (structural bool) {
+func (d *Driver) takeEndpoints(changed map[string]*datastore.WorkloadEndpoint) (structural bool) {
 	p, mine := d.pol, datastore.EndpointsOf(d.node)
-	for key := range keys {
+	for key, e := range changed {
 		_, wasRemote := p.remote[key]
 		delete(p.remote, key)
-		e, ok := datastore.ViewDecode[datastore.WorkloadEndpoint](d.view, key)
 		structural = structural || wasRemote || strings.HasPrefix(key, mine)
-		if !ok {
+		if e == nil {
 			p.members.Delete(key)
 			continue
 		}

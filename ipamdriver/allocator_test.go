@@ -387,18 +387,25 @@ func TestReleaseAddressFreesDockersAddressesOnly(t *testing.T) {
 // A release of an address that an endpoint uses is late (Docker deletes the
 // endpoint first): the container that took the address since keeps it.
 func TestLateReleaseKeepsTheNewHoldersAddress(t *testing.T) {
-	for _, withView := range []bool{false, true} {
-		t.Run(map[bool]string{false: "etcd", true: "view"}[withView], func(t *testing.T) { testLateRelease(t, withView) })
+	for _, from := range []string{"etcd", "view", "thin view"} {
+		t.Run(from, func(t *testing.T) { testLateRelease(t, from) })
 	}
 }
 
-func testLateRelease(t *testing.T, withView bool) {
+// from "thin view": the view keeps only the keys of the handle's node's
+// endpoints, as a daemon's view does of other hosts', and the check reads
+// them from etcd.
+func testLateRelease(t *testing.T, from string) {
 	st := newStore(t)
 	ctx := context.Background()
 	addPool(t, st, "p", "10.9.0.0/24", 26)
 	d := New(st, "node00", false)
-	if withView {
-		d.Allocator().UseView(etcdtest.NewView(t, st))
+	if from != "etcd" {
+		v := etcdtest.NewView(t, st)
+		if from == "thin view" {
+			v.Thin(datastore.EndpointsDir, datastore.EndpointsOf("node01"))
+		}
+		d.Allocator().UseView(v)
 	}
 	req := &ipam.RequestAddressRequest{PoolID: PoolAnyV4, Address: "10.9.0.5"}
 	resp, err := d.RequestAddress(req)

@@ -333,7 +333,9 @@ func (d *Driver) endpointUses(ctx context.Context, handle string, addr netip.Add
 	var eps []datastore.WorkloadEndpoint
 	if v != nil {
 		eps, err = datastore.ViewListUnchecked[datastore.WorkloadEndpoint](v, datastore.EndpointsOf(h.Node))
-	} else {
+	}
+	if v == nil || errors.Is(err, datastore.ErrNotHeld) {
+		// Another host's endpoints: the view keeps only their keys.
 		eps, err = datastore.ListAsUnchecked[datastore.WorkloadEndpoint](ctx, d.alloc.store, datastore.EndpointsOf(h.Node))
 	}
 	if err != nil {
