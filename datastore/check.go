@@ -108,6 +108,15 @@ func (c FelixConfiguration) Check(key string) error {
 	if c.Name != "default" && !(strings.HasPrefix(c.Name, "node.") && ValidName(strings.TrimPrefix(c.Name, "node."))) {
 		return fmt.Errorf("FelixConfiguration %q: metadata.name must be default or node.NODENAME", c.Name)
 	}
+	if g := c.GoGCThreshold; g != nil && (*g < -1 || *g == 0) {
+		return fmt.Errorf("FelixConfiguration %s: spec.goGCThreshold %d must be a percentage above 0 (Felix's default is 40), or -1 to collect only at goMemoryLimitMB", c.Name, *g)
+	}
+	if g := c.GoGCThreshold; g != nil && *g == -1 && (c.GoMemoryLimitMB == nil || *c.GoMemoryLimitMB <= 0) {
+		return fmt.Errorf("FelixConfiguration %s: spec.goGCThreshold -1 needs spec.goMemoryLimitMB: without either the heap grows without bound", c.Name)
+	}
+	if m := c.GoMemoryLimitMB; m != nil && (*m < -1 || *m == 0) {
+		return fmt.Errorf("FelixConfiguration %s: spec.goMemoryLimitMB %d must be a size in MB above 0, or -1 for no limit", c.Name, *m)
+	}
 	return keyNames(key, FelixConfigKey(c.Name))
 }
 

@@ -51,3 +51,39 @@ func TestWireGuardRecordsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// The Go runtime settings: Felix's default GC threshold, the cluster's,
+// then the node's, field by field; bad values refused naming the field.
+func TestGoRuntimeSettings(t *testing.T) {
+	n := func(v int) *int { return &v }
+	cases := []struct {
+		configs     []FelixConfiguration
+		gc, limitMB int
+	}{
+		{nil, DefaultGoGC, -1},
+		{[]FelixConfiguration{{Name: "default", GoGCThreshold: n(100)}}, 100, -1},
+		{[]FelixConfiguration{{Name: "node.a", GoGCThreshold: n(20)}, {Name: "default", GoGCThreshold: n(100), GoMemoryLimitMB: n(64)}}, 20, 64},
+		{[]FelixConfiguration{{Name: "node.b", GoGCThreshold: n(20)}, {Name: "default", GoMemoryLimitMB: n(64)}}, DefaultGoGC, 64},
+	}
+	for i, c := range cases {
+		if gc, lim := GoRuntime("a", c.configs); gc != c.gc || lim != c.limitMB {
+			t.Errorf("case %d: GoRuntime(a) = %d, %d; want %d, %d", i, gc, lim, c.gc, c.limitMB)
+		}
+	}
+	for _, c := range []struct {
+		cfg  FelixConfiguration
+		want string
+	}{
+		{FelixConfiguration{Name: "default", GoGCThreshold: n(0)}, "spec.goGCThreshold 0"},
+		{FelixConfiguration{Name: "default", GoGCThreshold: n(-5)}, "spec.goGCThreshold -5"},
+		{FelixConfiguration{Name: "default", GoGCThreshold: n(-1)}, "needs spec.goMemoryLimitMB"},
+		{FelixConfiguration{Name: "default", GoMemoryLimitMB: n(0)}, "spec.goMemoryLimitMB 0"},
+	} {
+		if err := c.cfg.Check(""); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v; want an error naming %q", c.cfg, err, c.want)
+		}
+	}
+	if err := (FelixConfiguration{Name: "default", GoGCThreshold: n(-1), GoMemoryLimitMB: n(64)}).Check(""); err != nil {
+		t.Errorf("-1 with a memory limit: %v", err)
+	}
+}

@@ -53,6 +53,10 @@ type Config struct {
 	// stay unused by any endpoint before the IPAM collector releases it
 	// ("0" turns the collector off).
 	IPAMGCGrace string
+	// GoRuntimeFromEnv: GOGC or GOMEMLIMIT is set, and the Go runtime took
+	// it at start; FelixConfiguration's goGCThreshold and goMemoryLimitMB
+	// are then not applied (as Felix does).
+	GoRuntimeFromEnv bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -105,6 +109,7 @@ func (c *Config) FromEnv(getenv func(string) string) {
 	if v := getenv("TABBY_DNS_UPSTREAM"); v != "" {
 		c.DNSUpstream = splitList(v)
 	}
+	c.GoRuntimeFromEnv = getenv("GOGC") != "" || getenv("GOMEMLIMIT") != ""
 }
 
 func splitList(s string) []string {

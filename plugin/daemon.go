@@ -94,6 +94,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var gort *goRuntime
+	if !cfg.GoRuntimeFromEnv {
+		gort = &goRuntime{node: cfg.NodeName, log: d.log}
+		gort.apply(datastore.ViewList[datastore.FelixConfiguration](view, datastore.FelixConfigDir))
+	}
 	dp, fwd, drv, err := d.dataplane(ctx, st, view, host)
 	if err != nil {
 		return err
@@ -165,6 +170,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	loops.Go(func() { dockersync.SyncUntrack(bg, docker, drv, d.log) })
 	loops.Go(func() { dockersync.Replicate(bg, docker, view, cfg.NodeName, d.log) })
 	loops.Go(func() { d.keepNode(bg, st, host) })
+	if gort != nil {
+		loops.Go(func() { gort.keep(bg, view) })
+	}
 	if len(cfg.EtcdEndpoints) == 0 {
 		loops.Go(func() { every(bg, time.Minute, func() { d.maintainEtcd(bg, st) }) })
 	}

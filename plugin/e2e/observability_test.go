@@ -64,3 +64,53 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Fatal("/metrics lacks the process metrics")
 	}
 }
+
+// The daemon's Go runtime follows FelixConfiguration's goGCThreshold and
+// goMemoryLimitMB as Felix's does, seen in its own /metrics: Felix's
+// default 40, the cluster's setting, a node's own over it, and back when
+// removed; a bad value is refused naming the field, and nothing is stored.
+func TestGoRuntimeFromFelixConfiguration(t *testing.T) {
+	l := lab.New(t, lab.Options{Hosts: 2})
+	n0 := l.Hosts[0]
+	gauges := func(h *lab.Host) (string, bool) {
+		out, err := fetch(h, "http://127.0.0.1:9091/metrics")
+		if err != nil {
+			return err.Error(), false
+		}
+		var got []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "go_gc_gogc_percent ") || strings.HasPrefix(line, "go_gc_gomemlimit_bytes ") {
+				got = append(got, line)
+			}
+		}
+		return strings.Join(got, "; "), true
+	}
+	want := func(h *lab.Host, what, gogc, limit string) {
+		t.Helper()
+		eventually(t, 30*time.Second, h.Name+": "+what, func() (string, bool) {
+			s, ok := gauges(h)
+			return s, ok && strings.Contains(s, "go_gc_gogc_percent "+gogc) && strings.Contains(s, "go_gc_gomemlimit_bytes "+limit)
+		})
+	}
+	noLimit := "9.223372036854776e+18"
+	for _, h := range l.Hosts {
+		want(h, "Felix's default GC threshold, no limit", "40", noLimit)
+	}
+	applyYAML(t, l, n0, "gort.yaml", "apiVersion: tabby/v1\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {goGCThreshold: 100}\n"+
+		"---\napiVersion: tabby/v1\nkind: FelixConfiguration\nmetadata: {name: node.node01}\nspec: {goGCThreshold: 25, goMemoryLimitMB: 96}\n")
+	want(n0, "the cluster's threshold", "100", noLimit)
+	want(l.Hosts[1], "its own threshold and limit", "25", "1.00663296e+08")
+	out, err := n0.Tabby("apply", "-f", writeFile(t, l, "bad.yaml",
+		"apiVersion: tabby/v1\nkind: FelixConfiguration\nmetadata: {name: node.node00}\nspec: {goGCThreshold: 0}\n"))
+	if err == nil || !strings.Contains(out, "spec.goGCThreshold 0") {
+		t.Fatalf("goGCThreshold 0 must be refused naming the field: %v\n%s", err, out)
+	}
+	if got := mustTabby(t, n0, "get", "felixconfigs"); strings.Contains(got, "node.node00") {
+		t.Fatalf("the refused setting was stored:\n%s", got)
+	}
+	mustTabby(t, n0, "delete", "felixconfig", "default")
+	mustTabby(t, n0, "delete", "felixconfig", "node.node01")
+	for _, h := range l.Hosts {
+		want(h, "back to the default", "40", noLimit)
+	}
+}
