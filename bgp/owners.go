@@ -221,10 +221,15 @@ func parseBlock(key string, value []byte) (ownedBlock, error) {
 	if b.Affinity != "" && !datastore.ValidName(b.Affinity) {
 		return ownedBlock{}, fmt.Errorf("affinity %q is not a node name", b.Affinity)
 	}
-	ob := ownedBlock{cidr: p, affinity: b.Affinity, addrs: map[netip.Addr]string{}}
+	// addrs stays nil for a block with no address taken (most of a large
+	// cluster's blocks seen from elsewhere): nil reads as empty.
+	ob := ownedBlock{cidr: p, affinity: b.Affinity}
 	a := p.Addr()
 	for _, h := range b.Allocations {
 		if h != "" {
+			if ob.addrs == nil {
+				ob.addrs = map[netip.Addr]string{}
+			}
 			ob.addrs[a] = h
 		}
 		a = a.Next()

@@ -28,10 +28,13 @@ type Change struct {
 // differ from what it had, so a change costs work in proportion to itself,
 // not to the cluster.
 type Cache struct {
-	store   *Store
-	prefix  string
-	handle  func(Change)
-	items   map[string]int64 // key -> mod revision; the Run goroutine's alone
+	store  *Store
+	prefix string
+	handle func(Change)
+	// revs knows each key's mod revision: the cache's own map, or its
+	// handler's records (the view's), so a large cluster's keys are
+	// indexed once.
+	revs    keyRevs
 	once    sync.Once
 	synced  chan struct{}
 	retries time.Duration
@@ -44,7 +47,7 @@ type Cache struct {
 // NewCache makes a cache of prefix whose changes go to handle, called from
 // Run's goroutine only.
 func (s *Store) NewCache(prefix string, handle func(Change)) *Cache {
-	return &Cache{store: s, prefix: prefix, handle: handle, items: map[string]int64{},
+	return &Cache{store: s, prefix: prefix, handle: handle, revs: mapRevs{},
 		synced: make(chan struct{}), retries: time.Second}
 }
 
@@ -100,15 +103,15 @@ func (c *Cache) relist(ctx context.Context) (int64, error) {
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		seen[k] = true
-		if c.items[k] == kv.ModRevision {
+		if r, ok := c.revs.Rev(k); ok && r == kv.ModRevision {
 			continue
 		}
-		c.items[k] = kv.ModRevision
+		c.revs.Set(k, kv.ModRevision)
 		c.handle(Change{Key: k, Value: kv.Value, Rev: kv.ModRevision})
 	}
-	for k := range c.items {
+	for _, k := range c.revs.Keys() {
 		if !seen[k] {
-			delete(c.items, k)
+			c.revs.Forget(k)
 			c.handle(Change{Key: k, Deleted: true, Rev: rev})
 		}
 	}
@@ -134,13 +137,13 @@ func (c *Cache) watch(ctx context.Context, rev int64) (int64, bool) {
 		for _, ev := range resp.Events {
 			k := string(ev.Kv.Key)
 			if ev.Type == clientv3.EventTypeDelete {
-				if _, ok := c.items[k]; ok {
-					delete(c.items, k)
+				if _, ok := c.revs.Rev(k); ok {
+					c.revs.Forget(k)
 					c.handle(Change{Key: k, Deleted: true, Rev: ev.Kv.ModRevision})
 				}
 				continue
 			}
-			c.items[k] = ev.Kv.ModRevision
+			c.revs.Set(k, ev.Kv.ModRevision)
 			c.handle(Change{Key: k, Value: ev.Kv.Value, Rev: ev.Kv.ModRevision})
 		}
 		// A response's header may name a revision whose events are still
@@ -160,4 +163,28 @@ func (c *Cache) watch(ctx context.Context, rev int64) (int64, bool) {
 		}
 	}
 	return rev, false
+}
+
+// keyRevs is what a Cache knows of its keys' mod revisions, used from the
+// Run goroutine only. Set and Forget come before the handler hears of the
+// change.
+type keyRevs interface {
+	Rev(key string) (int64, bool)
+	Set(key string, rev int64)
+	Forget(key string)
+	Keys() []string
+}
+
+// mapRevs is a cache's own index.
+type mapRevs map[string]int64
+
+func (m mapRevs) Rev(key string) (int64, bool) { r, ok := m[key]; return r, ok }
+func (m mapRevs) Set(key string, rev int64)    { m[key] = rev }
+func (m mapRevs) Forget(key string)            { delete(m, key) }
+func (m mapRevs) Keys() []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

@@ -101,8 +101,29 @@ func (s *Store) NewView() *View {
 		recs: btree.NewG(32, func(a, b *viewRec) bool { return a.key < b.key })}
 	v.cache = s.NewCache(Prefix, v.apply)
 	v.cache.progress = v.advance
+	v.cache.revs = viewRevs{v}
 	return v
 }
+
+// viewRevs lets the cache read its keys' revisions from the view's
+// records, which the handler (apply) writes: one index of the cluster's
+// keys, not two.
+type viewRevs struct{ v *View }
+
+func (r viewRevs) Rev(key string) (int64, bool) {
+	r.v.mu.Lock()
+	defer r.v.mu.Unlock()
+	rec, ok := r.v.recs.Get(&viewRec{key: key})
+	if !ok {
+		return 0, false
+	}
+	return rec.rev, true
+}
+
+func (viewRevs) Set(string, int64) {} // apply records it
+func (viewRevs) Forget(string)     {} // apply removes it
+
+func (r viewRevs) Keys() []string { return r.v.Keys("") }
 
 // Run keeps the view current until ctx ends.
 func (v *View) Run(ctx context.Context) { v.cache.Run(ctx) }
