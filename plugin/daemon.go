@@ -36,8 +36,9 @@ var Version = "dev"
 
 // Daemon is one host's tabby.
 type Daemon struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	rules ruleCheck // repairRules' goroutine's alone
 }
 
 // New checks the configuration and returns a daemon ready to Run.
@@ -148,6 +149,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	loops.Go(func() { drv.RunTunnels(bg, 30*time.Second) })
 	// Rules that a flush removed come back by themselves, without an etcd
 	// change: a few checks every 3 s.
+	d.rules.legacy = !dataplane.IPTablesOnNFTables()
 	loops.Go(func() { every(bg, 3*time.Second, func() { d.repairRules(enf, fwd) }) })
 	loops.Go(func() { every(bg, 5*time.Second, func() { d.repairRoutes(dp.Table()) }) })
 	loops.Go(func() {
@@ -401,15 +403,26 @@ func (c *Config) hostAccess() policy.HostAccess {
 }
 
 // repairRules puts back tabby's nftables table and iptables chains and
-// jumps when something flushed them.
+// jumps when something flushed them. It looks only when the ruleset
+// changed since its last clean look (see ruleCheck).
 func (d *Daemon) repairRules(enf *policy.Enforcer, fwd *dataplane.Forwarding) {
+	gen, due := d.rules.due(time.Now())
+	if !due {
+		return
+	}
+	clean := true
 	if did, err := enf.Repair(); err != nil {
 		d.log.Warn("policy repair", "err", err)
+		clean = false
 	} else if did {
 		d.log.Warn("tabby's nftables table was gone (flushed?): put back")
 	}
 	if err := fwd.Repair(); err != nil {
 		d.log.Warn("iptables repair", "err", err)
+		clean = false
+	}
+	if clean {
+		d.rules.done(gen, time.Now())
 	}
 }
 
