@@ -342,28 +342,6 @@ func ViewListUnchecked[T any](v *View, prefix string) ([]T, error) {
 	return out, nil
 }
 
-// ViewDecode is ViewGet for a reader that keeps what it needs of the
-// record itself (the policy index, of every endpoint of the cluster): the
-// decoded value is not kept in the view, so the cluster's records are not
-// held twice.
-func ViewDecode[T any](v *View, key string) (t T, ok bool) {
-	v.mu.Lock()
-	r, found := v.recs.Get(&viewRec{key: key})
-	var val any
-	if found {
-		val = r.val // r's raw never changes: a change is a new record
-		found = v.holds(key)
-	}
-	v.mu.Unlock()
-	if !found {
-		return t, false
-	}
-	if t, ok := val.(T); ok {
-		return t, true
-	}
-	return decodeRaw[T](v, r)
-}
-
 // List returns the raw records under prefix with their mod revisions, as
 // Store.List does, for a reader that compares revisions in a transaction.
 func (v *View) List(prefix string) []KV {
