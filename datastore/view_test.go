@@ -118,8 +118,7 @@ func TestStoreCountsItsRequests(t *testing.T) {
 // and a subscriber that comes too late is refused.
 func TestViewThinKeepsOtherHostsKeysOnly(t *testing.T) {
 	st := etcdtest.NewStore(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	put := func(node, id, ip string) {
 		t.Helper()
 		e := datastore.WorkloadEndpoint{Node: node, EndpointID: id, NetworkID: "n1", IPv4: ip, Interface: "cali" + id[:11]}
@@ -129,27 +128,18 @@ func TestViewThinKeepsOtherHostsKeysOnly(t *testing.T) {
 	}
 	put("node1", "a1111111111111111111111111111111", "10.0.0.1")
 	put("node10", "b2222222222222222222222222222222", "10.0.0.2") // "node1" is a prefix of its name
-	v := st.NewView()
+	v := etcdtest.NewView(t, st)
+	etcdtest.CaughtUp(t, st, v)
 	var mu sync.Mutex
 	values := map[string]string{}
-	v.Subscribe(datastore.EndpointsDir, func(ch datastore.Change) {
+	v.Subscribe(datastore.EndpointsDir, func(ch datastore.Change) { // handed what the view holds first
 		mu.Lock()
 		values[ch.Key] = string(ch.Value)
 		mu.Unlock()
 	})
-	done := make(chan struct{})
-	go func() { v.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := v.Wait(wctx, 0); err != nil {
-		t.Fatal(err)
-	}
 	v.Thin(datastore.EndpointsDir, datastore.EndpointsOf("node1"))
 	put("node2", "c3333333333333333333333333333333", "10.0.0.3")
-	if err := v.CatchUp(wctx); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.CaughtUp(t, st, v)
 	if keys := v.Keys(datastore.EndpointsDir); len(keys) != 3 {
 		t.Fatalf("keys %q; want all three endpoints", keys)
 	}
