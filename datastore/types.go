@@ -258,19 +258,14 @@ const DefaultGoGC = 40
 // daemon: its own settings, else the cluster's, else the defaults.
 func GoRuntime(node string, configs []FelixConfiguration) (gcPercent, limitMB int) {
 	gcPercent, limitMB = DefaultGoGC, -1
-	for _, name := range []string{"default", "node." + node} {
-		for _, c := range configs {
-			if c.Name != name {
-				continue
-			}
-			if c.GoGCThreshold != nil {
-				gcPercent = *c.GoGCThreshold
-			}
-			if c.GoMemoryLimitMB != nil {
-				limitMB = *c.GoMemoryLimitMB
-			}
+	eachFor(node, configs, func(c FelixConfiguration) {
+		if c.GoGCThreshold != nil {
+			gcPercent = *c.GoGCThreshold
 		}
-	}
+		if c.GoMemoryLimitMB != nil {
+			limitMB = *c.GoMemoryLimitMB
+		}
+	})
 	return gcPercent, limitMB
 }
 
@@ -278,17 +273,24 @@ func GoRuntime(node string, configs []FelixConfiguration) (gcPercent, limitMB in
 // cluster's, else off.
 func WireGuardFor(node string, configs []FelixConfiguration) bool {
 	on := false
-	for _, c := range configs {
-		if c.Name == "default" && c.WireguardEnabled != nil {
+	eachFor(node, configs, func(c FelixConfiguration) {
+		if c.WireguardEnabled != nil {
 			on = *c.WireguardEnabled
 		}
-	}
-	for _, c := range configs {
-		if c.Name == "node."+node && c.WireguardEnabled != nil {
-			on = *c.WireguardEnabled
-		}
-	}
+	})
 	return on
+}
+
+// eachFor visits the configs that apply to node, the cluster's before the
+// node's own, so that a field the latter sets wins.
+func eachFor(node string, configs []FelixConfiguration, fn func(FelixConfiguration)) {
+	for _, name := range []string{"default", "node." + node} {
+		for _, c := range configs {
+			if c.Name == name {
+				fn(c)
+			}
+		}
+	}
 }
 
 // DefaultHoldTime is BGP's customary hold time.
