@@ -17,7 +17,8 @@ import (
 // address. Another node cannot take a block or a container's address over,
 // and a path that would send the traffic anywhere but its owner is never
 // taken. One statement per node and family, each with a prefix set of the
-// node's grants kept entry by entry (a claim changes one entry); the
+// node's grants (blocks side by side merged: ownerEntries), kept entry by
+// entry (a claim changes an entry or a few); the
 // statements are rebuilt, as a new generation, only when the nodes or their
 // addresses change.
 
@@ -80,7 +81,7 @@ func (s *Speaker) syncOwners(ctx context.Context, nodes []datastore.Node, all bo
 				return fmt.Errorf("BGP owner set of %s: %w", h.name, err)
 			}
 		}
-		s.ownHave[h.name] = map[netip.Prefix]bool{}
+		s.ownHave[h.name] = map[ownerEntry]bool{}
 		dirty[h.name] = true
 	}
 	var changed []string
@@ -116,41 +117,49 @@ func (s *Speaker) syncOwners(ctx context.Context, nodes []datastore.Node, all bo
 	return nil
 }
 
-func ownerSet(node string, v6 bool, ps []netip.Prefix) *api.DefinedSet {
+func ownerSet(node string, v6 bool, es []ownerEntry) *api.DefinedSet {
 	ds := &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: ownerSetName(node, v6)}
-	if ps == nil { // each set keeps an entry no route has: an empty set matches all
-		ps = []netip.Prefix{noPrefix4}
+	if es == nil { // each set keeps an entry no route has: an empty set matches all
+		p := noPrefix4
 		if v6 {
-			ps = []netip.Prefix{noPrefix6}
+			p = noPrefix6
 		}
+		es = []ownerEntry{{p, uint8(p.Bits())}}
 	}
-	for _, p := range ps {
-		bits := uint32(p.Bits())
-		ds.Prefixes = append(ds.Prefixes, &api.Prefix{IpPrefix: p.String(), MaskLengthMin: bits, MaskLengthMax: bits})
+	for _, e := range es {
+		ds.Prefixes = append(ds.Prefixes, &api.Prefix{IpPrefix: e.P.String(), MaskLengthMin: uint32(e.Len), MaskLengthMax: uint32(e.Len)})
 	}
 	return ds
 }
 
-// writeOwnerSet moves one node's sets from have to want; it returns how
-// many entries changed.
-func (s *Speaker) writeOwnerSet(ctx context.Context, node string, have map[netip.Prefix]bool, want []netip.Prefix) (int, error) {
-	wanted := map[netip.Prefix]bool{}
-	var add, del [2][]netip.Prefix
-	fam := func(p netip.Prefix) int {
-		if p.Addr().Is6() {
-			return 1
-		}
-		return 0
-	}
+// writeOwnerSet moves one node's sets from have to the entries granting
+// want; it returns how many entries changed.
+func (s *Speaker) writeOwnerSet(ctx context.Context, node string, have map[ownerEntry]bool, want []netip.Prefix) (int, error) {
+	var fams [2][]netip.Prefix
 	for _, p := range want {
-		wanted[p] = true
-		if !have[p] {
-			add[fam(p)] = append(add[fam(p)], p)
+		if p.Addr().Is6() {
+			fams[1] = append(fams[1], p)
+		} else {
+			fams[0] = append(fams[0], p)
 		}
 	}
-	for p := range have {
-		if !wanted[p] {
-			del[fam(p)] = append(del[fam(p)], p)
+	wanted := map[ownerEntry]bool{}
+	var add, del [2][]ownerEntry
+	for f := range 2 {
+		for _, e := range ownerEntries(fams[f]) {
+			wanted[e] = true
+			if !have[e] {
+				add[f] = append(add[f], e)
+			}
+		}
+	}
+	for e := range have {
+		if !wanted[e] {
+			f := 0
+			if e.P.Addr().Is6() {
+				f = 1
+			}
+			del[f] = append(del[f], e)
 		}
 	}
 	n := 0
@@ -159,16 +168,16 @@ func (s *Speaker) writeOwnerSet(ctx context.Context, node string, have map[netip
 			if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: ownerSet(node, f == 1, add[f])}); err != nil {
 				return n, fmt.Errorf("BGP owner set of %s: %w", node, err)
 			}
-			for _, p := range add[f] {
-				have[p] = true
+			for _, e := range add[f] {
+				have[e] = true
 			}
 		}
 		if len(del[f]) > 0 {
 			if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: ownerSet(node, f == 1, del[f])}); err != nil {
 				return n, fmt.Errorf("BGP owner set of %s: %w", node, err)
 			}
-			for _, p := range del[f] {
-				delete(have, p)
+			for _, e := range del[f] {
+				delete(have, e)
 			}
 		}
 		n += len(add[f]) + len(del[f])

@@ -89,7 +89,7 @@ type Speaker struct {
 	// node; ownPolicy (generation ownGen, built from ownSig) is the owner
 	// policy in the import chain.
 	own       *owners
-	ownHave   map[string]map[netip.Prefix]bool
+	ownHave   map[string]map[ownerEntry]bool
 	ownGen    int
 	ownSig    string
 	ownPolicy string
@@ -118,7 +118,7 @@ func New(view *datastore.View, cfg Config, routes Routes, log *slog.Logger) *Spe
 	return &Speaker{view: view, cfg: cfg, routes: routes, log: log,
 		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
 		refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
-		installs: make(chan install, 4096), own: newOwners(log), ownHave: map[string]map[netip.Prefix]bool{}}
+		installs: make(chan install, 4096), own: newOwners(log), ownHave: map[string]map[ownerEntry]bool{}}
 }
 
 // Start brings the BGP server up; Run then keeps it current.

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,8 +80,9 @@ func TestSecurityHostileBGPPeer(t *testing.T) {
 // A rogue node: Debian's gobgpd registered as a node (a Node record and a
 // live liveness key, so the hosts mesh with it) announces node00's block,
 // node01's container's /32 and a pool block nobody claimed. None of it is
-// installed and pings across hosts go on; once IPAM gives it a block, that
-// block arrives through it.
+// installed and pings across hosts go on; once IPAM gives it two blocks
+// side by side, those blocks arrive through it, and not their /25, a /27
+// or a /32 inside them.
 func TestSecurityRogueNode(t *testing.T) {
 	const fault = "bgp"
 	l := lab.New(t, lab.Options{Hosts: 2})
@@ -128,23 +131,58 @@ func TestSecurityRogueNode(t *testing.T) {
 	}
 	lost := <-done
 	report(t, fault, "pings lost across hosts while the rogue node announces", fmt.Sprintf("%d of 40", lost), lost == 0)
-	// IPAM gives it the unclaimed block: now it may announce it.
-	b := datastore.Block{CIDR: last.String(), Pool: pools[0].Name, Affinity: "rogue", Allocations: make([]string, 1<<(32-26))}
-	if err := st.Commit(ctx, datastore.Op{Key: datastore.BlockKey(b.CIDR), Value: &b},
-		datastore.Op{Key: datastore.AffinityKey("rogue", b.CIDR), Value: &datastore.Affinity{Node: "rogue", Block: b.CIDR}}); err != nil {
+	// IPAM gives it the unclaimed block and the one beside it: now it may
+	// announce both, and nothing else of their /25 (its owner set merges
+	// the two blocks into one entry accepting their /26s only).
+	sib := netip.PrefixFrom(netip.PrefixFrom(last.Addr(), 25).Masked().Addr(), 26)
+	if _, err := st.Get(ctx, datastore.BlockKey(sib.String()), &datastore.Block{}); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("block %s beside %s is taken (%v): the test needs both free", sib, last, err)
+	}
+	var ops []datastore.Op
+	for _, p := range []netip.Prefix{last, sib} {
+		b := datastore.Block{CIDR: p.String(), Pool: pools[0].Name, Affinity: "rogue", Allocations: make([]string, 1<<(32-26))}
+		ops = append(ops, datastore.Op{Key: datastore.BlockKey(b.CIDR), Value: &b},
+			datastore.Op{Key: datastore.AffinityKey("rogue", b.CIDR), Value: &datastore.Affinity{Node: "rogue", Block: b.CIDR}})
+	}
+	defer func() { // leave nothing of it for the lab's teardown to trip on
+		for _, p := range []netip.Prefix{last, sib} {
+			st.Delete(ctx, datastore.BlockKey(p.String()))
+			st.Delete(ctx, datastore.AffinityKey("rogue", p.String()))
+		}
+	}()
+	if err := st.Commit(ctx, ops...); err != nil {
 		t.Fatal(err)
+	}
+	wider := []string{netip.PrefixFrom(last.Addr(), 25).Masked().String(), netip.PrefixFrom(last.Addr(), 27).String(),
+		netip.PrefixFrom(sib.Addr().Next(), 32).String()}
+	for _, p := range append([]string{sib.String()}, wider...) {
+		if out, err := gobgp("global", "rib", "add", p, "nexthop", "10.99.0.1"); err != nil {
+			t.Fatalf("announce %s: %v %s", p, err, out)
+		}
 	}
 	var r string
 	granted := false
 	for i := 0; i < 20 && !granted; i++ {
-		r, _ = n1.Exec("ip", "route", "show", last.String())
-		granted = strings.Contains(r, "via 10.99.0.1")
+		r, _ = n1.Exec("ip", "route", "show", "proto", "77")
+		granted = strings.Contains(r, last.String()+" via 10.99.0.1") && strings.Contains(r, sib.String()+" via 10.99.0.1")
 		time.Sleep(500 * time.Millisecond)
 	}
-	report(t, fault, "the block IPAM then gives the rogue node arrives through it", fmt.Sprintf("node01: %q", r), granted)
-	// Leave nothing of it for the lab's teardown to trip on.
-	st.Delete(ctx, datastore.BlockKey(b.CIDR))
-	st.Delete(ctx, datastore.AffinityKey("rogue", b.CIDR))
+	report(t, fault, "the two blocks IPAM then gives the rogue node arrive through it", fmt.Sprintf("node01: %q", r), granted)
+	time.Sleep(2 * time.Second) // the wider and narrower paths came with them
+	for _, h := range []*lab.Host{n0, n1} {
+		var got []string
+		for _, rt := range routesVia(h, "10.99.0.1") {
+			f := strings.Fields(rt)
+			if len(f) > 0 && !strings.Contains(f[0], "/") {
+				f[0] += "/32" // the kernel shows a host route bare
+			}
+			if len(f) > 0 && slices.Contains(wider, f[0]) {
+				got = append(got, rt)
+			}
+		}
+		report(t, fault, h.Name+": the rogue node's paths around its two blocks ("+strings.Join(wider, ", ")+")",
+			fmt.Sprintf("%d installed %v", len(got), got), len(got) == 0)
+	}
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
