@@ -151,6 +151,10 @@ func (s *Speaker) Start(ctx context.Context) error {
 		s.srv.Stop()
 		return err
 	}
+	// Grants before any session is judged (one judged before them would
+	// refuse every node), and before the daemon thins the view's IPAM
+	// records of other hosts: the owners take what they need as they come.
+	s.view.Subscribe(datastore.Prefix+"ipam/", s.own.handle)
 	s.started = true
 	go s.runInstaller(ctx)
 	filter := &api.WatchEventRequest_Table_Filter{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}
@@ -168,8 +172,6 @@ func (s *Speaker) Start(ctx context.Context) error {
 // the daemon restarts.
 func (s *Speaker) Run(ctx context.Context) {
 	kick := make(chan struct{}, 1)
-	// Grants first: a session judged before them would refuse every node.
-	s.view.Subscribe(datastore.Prefix+"ipam/", s.own.handle)
 	select {
 	case <-ctx.Done():
 		return

@@ -1,6 +1,8 @@
 package datastore
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"time"
@@ -204,6 +206,15 @@ type Block struct {
 	Pool        string   `json:"pool"`
 	Affinity    string   `json:"affinity,omitempty"` // node name, "" when none
 	Allocations []string `json:"allocations"`
+}
+
+// BlockOf tells the stored blocks whose affinity names node, from their
+// bytes, as a view keeps them (View.ThinUnless); a block encoded otherwise
+// than tabby encodes it is judged another's.
+func BlockOf(node string) func(value []byte) bool {
+	name, _ := json.Marshal(node)
+	marker := append([]byte(`"affinity":`), name...)
+	return func(value []byte) bool { return bytes.Contains(value, marker) }
 }
 
 // Affinity records that a node owns a block; its presence is the claim.

@@ -30,13 +30,21 @@ type View struct {
 }
 
 // thinArea is a part of the keys whose values the view does not keep (see
-// Thin).
-type thinArea struct{ prefix, except string }
+// Thin and ThinUnless): those under prefix, but for the keys under except
+// (Thin) or the values keep takes (ThinUnless).
+type thinArea struct {
+	prefix, except string
+	keep           func(value []byte) bool
+}
 
-// holds reports whether the view keeps the values of key; v.mu held.
-func (v *View) holds(key string) bool {
+// holds reports whether the view keeps the value of key, that value; v.mu
+// held.
+func (v *View) holds(key string, value []byte) bool {
 	for _, a := range v.thin {
-		if strings.HasPrefix(key, a.prefix) && !strings.HasPrefix(key, a.except) {
+		if !strings.HasPrefix(key, a.prefix) {
+			continue
+		}
+		if a.keep != nil && !a.keep(value) || a.keep == nil && !strings.HasPrefix(key, a.except) {
 			return false
 		}
 	}
@@ -48,7 +56,7 @@ func (v *View) holds(key string) bool {
 func (v *View) holdsAll(prefix string) bool {
 	for _, a := range v.thin {
 		overlaps := strings.HasPrefix(prefix, a.prefix) || strings.HasPrefix(a.prefix, prefix)
-		if overlaps && !strings.HasPrefix(prefix, a.except) {
+		if overlaps && (a.keep != nil || !strings.HasPrefix(prefix, a.except)) {
 			return false
 		}
 	}
@@ -66,13 +74,24 @@ var ErrNotHeld = errors.New("the cluster view keeps only the keys of these recor
 // twice. Subscribers of prefix must come first: a later one would miss the
 // values, and Subscribe panics. Reads of such records find none, and
 // ViewListUnchecked says ErrNotHeld.
-func (v *View) Thin(prefix, except string) {
+func (v *View) Thin(prefix, except string) { v.addThin(thinArea{prefix: prefix, except: except}) }
+
+// ThinUnless is Thin for records whose key does not say whose they are (an
+// IPAM block names its node inside): under prefix, the view keeps the
+// values keep takes, judged at each change. keep may err either way at no
+// cost but memory or an etcd read: a reader of a record the view does not
+// hold reads etcd.
+func (v *View) ThinUnless(prefix string, keep func(value []byte) bool) {
+	v.addThin(thinArea{prefix: prefix, keep: keep})
+}
+
+func (v *View) addThin(a thinArea) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.thin = append(v.thin, thinArea{prefix: prefix, except: except})
+	v.thin = append(v.thin, a)
 	var drop []*viewRec
-	v.ascend(prefix, func(r *viewRec) {
-		if !v.holds(r.key) {
+	v.ascend(a.prefix, func(r *viewRec) {
+		if r.raw != nil && !v.holds(r.key, r.raw) {
 			drop = append(drop, r)
 		}
 	})
@@ -85,7 +104,7 @@ func (v *View) Thin(prefix, except string) {
 
 type viewRec struct {
 	key string
-	raw []byte
+	raw []byte // nil: the view keeps only the key (Thin); never nil else
 	rev int64
 	val any // the decoded, checked value, once someone has read it
 }
@@ -218,8 +237,12 @@ func (v *View) apply(ch Change) {
 	switch {
 	case ch.Deleted:
 		v.recs.Delete(&viewRec{key: ch.Key})
-	case v.holds(ch.Key):
-		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, raw: ch.Value, rev: ch.Rev})
+	case v.holds(ch.Key, ch.Value):
+		raw := ch.Value
+		if raw == nil {
+			raw = []byte{} // held, and empty (not a record of tabby's: skipped on reading)
+		}
+		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, raw: raw, rev: ch.Rev})
 	default:
 		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, rev: ch.Rev})
 	}
@@ -248,7 +271,7 @@ func (v *View) advance(rev int64) {
 // decode returns r's value as T, decoding and checking it on first use;
 // a bad record is skipped with one warning per revision.
 func decode[T any](v *View, r *viewRec) (T, bool) {
-	if r.raw == nil && !v.holds(r.key) {
+	if r.raw == nil {
 		var t T
 		return t, false
 	}
@@ -309,15 +332,36 @@ func ViewGet[T any](v *View, key string) (t T, rev int64, ok bool) {
 	return t, r.rev, ok
 }
 
-// Raw returns the record at key as etcd holds it, with its mod revision.
-func (v *View) Raw(key string) (KV, bool) {
+// Raw returns the record at key as etcd holds it, with its mod revision;
+// ErrNotFound when there is none, ErrNotHeld when the view keeps only its
+// key (read it from etcd).
+func (v *View) Raw(key string) (KV, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r, ok := v.recs.Get(&viewRec{key: key})
-	if !ok || !v.holds(key) {
-		return KV{}, false
+	switch {
+	case !ok:
+		return KV{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+	case r.raw == nil:
+		return KV{}, fmt.Errorf("%s: %w", key, ErrNotHeld)
 	}
-	return KV{Key: r.key, Value: r.raw, Rev: r.rev}, true
+	return KV{Key: r.key, Value: r.raw, Rev: r.rev}, nil
+}
+
+// Fetch is Raw, reading etcd for a record the view keeps only the key of.
+func (v *View) Fetch(ctx context.Context, key string) (KV, error) {
+	kv, err := v.Raw(key)
+	if !errors.Is(err, ErrNotHeld) {
+		return kv, err
+	}
+	resp, err := v.store.read(ctx, key)
+	if err != nil {
+		return KV{}, err
+	}
+	if len(resp.Kvs) == 0 {
+		return KV{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return KV{Key: key, Value: resp.Kvs[0].Value, Rev: resp.Kvs[0].ModRevision}, nil
 }
 
 // ViewListUnchecked is ListAsUnchecked from the view: every record under
@@ -349,7 +393,7 @@ func (v *View) List(prefix string) []KV {
 	defer v.mu.Unlock()
 	var out []KV
 	v.ascend(prefix, func(r *viewRec) {
-		if v.holds(r.key) {
+		if r.raw != nil {
 			out = append(out, KV{Key: r.key, Value: r.raw, Rev: r.rev})
 		}
 	})

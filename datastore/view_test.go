@@ -1,6 +1,7 @@
 package datastore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -147,8 +148,8 @@ func TestViewThinKeepsOtherHostsKeysOnly(t *testing.T) {
 		t.Fatalf("view lists %+v; want only node1's own endpoint", got)
 	}
 	for _, key := range []string{datastore.EndpointKey("node10", "b2222222222222222222222222222222"), datastore.EndpointKey("node2", "c3333333333333333333333333333333")} {
-		if _, ok := v.Raw(key); ok {
-			t.Fatalf("the view still holds the value of %s", key)
+		if _, err := v.Raw(key); !errors.Is(err, datastore.ErrNotHeld) {
+			t.Fatalf("Raw(%s): %v; want ErrNotHeld", key, err)
 		}
 		if _, _, ok := datastore.ViewGet[datastore.WorkloadEndpoint](v, key); ok {
 			t.Fatalf("ViewGet hands out %s", key)
@@ -172,4 +173,61 @@ func TestViewThinKeepsOtherHostsKeysOnly(t *testing.T) {
 		}
 	}()
 	v.Subscribe(datastore.EndpointsOf("node2"), func(datastore.Change) {})
+}
+
+// IPAM blocks name their node inside: the view keeps the values of this
+// host's blocks only, judged at each change, and Fetch reads the others'
+// from etcd.
+func TestViewThinUnlessKeepsOwnBlocks(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	ctx := context.Background()
+	put := func(cidr, node string) {
+		t.Helper()
+		b := datastore.Block{CIDR: cidr, Pool: "p", Affinity: node, Allocations: make([]string, 64)}
+		if err := st.Put(ctx, datastore.BlockKey(cidr), &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mine, theirs, later := "10.0.0.0/26", "10.0.0.64/26", "10.0.0.128/26"
+	put(mine, "node1")
+	put(theirs, "node2")
+	v := etcdtest.NewView(t, st)
+	etcdtest.CaughtUp(t, st, v)
+	v.ThinUnless(datastore.BlocksDir, datastore.BlockOf("node1"))
+	put(later, "node2")
+	etcdtest.CaughtUp(t, st, v)
+	held := func(cidr string) bool {
+		_, err := v.Raw(datastore.BlockKey(cidr))
+		if err != nil && !errors.Is(err, datastore.ErrNotHeld) {
+			t.Fatalf("Raw(%s): %v", cidr, err)
+		}
+		return err == nil
+	}
+	if !held(mine) || held(theirs) || held(later) {
+		t.Fatalf("held: mine %v, theirs %v, later %v; want only mine", held(mine), held(theirs), held(later))
+	}
+	if keys := v.Keys(datastore.BlocksDir); len(keys) != 3 {
+		t.Fatalf("keys %q; want all three blocks", keys)
+	}
+	kv, err := v.Fetch(ctx, datastore.BlockKey(theirs))
+	if err != nil || !bytes.Contains(kv.Value, []byte(`"node2"`)) || kv.Rev == 0 {
+		t.Fatalf("Fetch of another host's block: %+v, %v", kv, err)
+	}
+	if _, err := v.Fetch(ctx, datastore.BlockKey("10.0.0.192/26")); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("Fetch of no block: %v; want ErrNotFound", err)
+	}
+	// The block becomes node1's: its value is held from that change on; and
+	// node1's block that goes to node2 is let go.
+	put(later, "node1")
+	put(mine, "node2")
+	etcdtest.CaughtUp(t, st, v)
+	if !held(later) || held(mine) {
+		t.Fatalf("after the moves held: later %v, mine %v; want later only", held(later), held(mine))
+	}
+	if b, _, ok := datastore.ViewGet[datastore.Block](v, datastore.BlockKey(later)); !ok || b.Affinity != "node1" {
+		t.Fatalf("ViewGet of the block that became node1's: %+v, %v", b, ok)
+	}
+	if _, err := datastore.ViewListUnchecked[datastore.Block](v, datastore.BlocksDir); !errors.Is(err, datastore.ErrNotHeld) {
+		t.Fatalf("listing the blocks: %v; want ErrNotHeld", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -38,11 +39,28 @@ func blockOf(t *testing.T, st *datastore.Store, cidr string) datastore.Block {
 	return b
 }
 
+// From "thin view": each allocator reads a view that keeps the values of
+// its own node's blocks and affinities only, as a daemon's view does; the
+// borrow reads the other node's block from etcd.
 func TestAllocatorAffinityThenNewBlockThenBorrow(t *testing.T) {
+	for _, from := range []string{"etcd", "thin view"} {
+		t.Run(from, func(t *testing.T) { testAffinityThenNewBlockThenBorrow(t, from) })
+	}
+}
+
+func testAffinityThenNewBlockThenBorrow(t *testing.T, from string) {
 	st := newStore(t)
 	ctx := context.Background()
 	addPool(t, st, "small", "10.1.0.0/29", 30) // two blocks of four
 	a, b := NewAllocator(st, "nodeA"), NewAllocator(st, "nodeB")
+	if from == "thin view" {
+		for node, al := range map[string]*Allocator{"nodeA": a, "nodeB": b} {
+			v := etcdtest.NewView(t, st)
+			v.Thin(datastore.AffinitiesDir, datastore.AffinitiesOf(node))
+			v.ThinUnless(datastore.BlocksDir, datastore.BlockOf(node))
+			al.UseView(v)
+		}
+	}
 
 	ipA, err := a.AutoAssign(ctx, netip.Prefix{}, "hA")
 	if err != nil {
@@ -83,6 +101,15 @@ func TestAllocatorAffinityThenNewBlockThenBorrow(t *testing.T) {
 	}
 	if got := blockOf(t, st, blockA).Affinity; got != "nodeA" {
 		t.Fatalf("borrowing moved the block's affinity to %q", got)
+	}
+	if err := b.ReleaseHandle(ctx, "hB4"); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(blockOf(t, st, blockA).Allocations, "hB4") {
+		t.Fatalf("releasing the borrowed %s left it assigned in %s", borrowed, blockA)
+	}
+	if again, err := b.AutoAssign(ctx, netip.Prefix{}, "hB4"); err != nil || again != borrowed {
+		t.Fatalf("borrowing again: %v, %v; want %s", again, err, borrowed)
 	}
 	for i := 0; i < 2; i++ {
 		if _, err := a.AutoAssign(ctx, netip.Prefix{}, "more"); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -61,7 +62,7 @@ func ReadState(ctx context.Context, st *datastore.Store) (State, error) {
 // sweep then costs the node's share of the cluster, not the cluster. Read
 // in ReadState's order: handles, blocks, then endpoints, so an address
 // assigned during the read is not judged.
-func NodeStateFrom(v *datastore.View, node string) (State, error) {
+func NodeStateFrom(ctx context.Context, v *datastore.View, node string) (State, error) {
 	var s State
 	nodeJSON, _ := json.Marshal(node)
 	marker := append([]byte(`"node":`), nodeJSON...)
@@ -82,9 +83,11 @@ func NodeStateFrom(v *datastore.View, node string) (State, error) {
 		}
 	}
 	for _, cidr := range slices.Sorted(maps.Keys(blocks)) {
-		kv, ok := v.Raw(datastore.BlockKey(cidr))
-		if !ok {
+		kv, err := v.Fetch(ctx, datastore.BlockKey(cidr)) // a borrowed address's block is another host's
+		if errors.Is(err, datastore.ErrNotFound) {
 			continue
+		} else if err != nil {
+			return s, err
 		}
 		var b datastore.Block
 		if err := jsonDecode(kv.Value, &b); err != nil {

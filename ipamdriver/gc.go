@@ -41,7 +41,7 @@ func (c *Collector) Sweep(ctx context.Context) ([]Finding, error) {
 		// Everything etcd has, as a listing would: an endpoint recorded a
 		// moment ago saves its address.
 		if err = c.alloc.view.CatchUp(ctx); err == nil {
-			s, err = NodeStateFrom(c.alloc.view, c.alloc.node)
+			s, err = NodeStateFrom(ctx, c.alloc.view, c.alloc.node)
 		}
 	} else {
 		s, err = ReadState(ctx, c.alloc.store)

@@ -3,7 +3,6 @@ package ipamdriver
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/tabbynet/tabby/datastore"
 )
@@ -73,11 +72,11 @@ func get[T any](ctx context.Context, a *Allocator, key string) (T, int64, error)
 	if err := a.fresh(ctx); err != nil {
 		return t, 0, err
 	}
-	kv, ok := a.view.Raw(key)
-	if !ok {
-		return t, 0, fmt.Errorf("%s: %w", key, datastore.ErrNotFound)
+	kv, err := a.view.Fetch(ctx, key) // another host's block: from etcd
+	if err != nil {
+		return t, 0, err
 	}
-	t, err := datastore.Decode[T](key, kv.Value)
+	t, err = datastore.Decode[T](key, kv.Value)
 	return t, kv.Rev, err
 }
 
