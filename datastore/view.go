@@ -91,7 +91,7 @@ func (v *View) addThin(a thinArea) {
 	v.thin = append(v.thin, a)
 	var drop []*viewRec
 	v.ascend(a.prefix, func(r *viewRec) {
-		if r.raw != nil && !v.holds(r.key, r.raw) {
+		if r.value != nil && !v.holds(r.key, r.raw) {
 			drop = append(drop, r)
 		}
 	})
@@ -102,11 +102,25 @@ func (v *View) addThin(a thinArea) {
 	}
 }
 
+// viewRec is one key's record; most of a large cluster's are other hosts'
+// records, of which the view keeps the key only, so the value hangs apart.
 type viewRec struct {
 	key string
-	raw []byte // nil: the view keeps only the key (Thin); never nil else
 	rev int64
+	*value // nil: the view keeps only the key (Thin)
+}
+
+type value struct {
+	raw []byte
 	val any // the decoded, checked value, once someone has read it
+}
+
+// bytes is the record's value, nil when the view keeps only its key.
+func (r *viewRec) bytes() []byte {
+	if r.value == nil {
+		return nil
+	}
+	return r.raw
 }
 
 type viewSub struct {
@@ -194,7 +208,7 @@ func (v *View) subscribe(prefix string, fn func(Change), values bool) {
 	if values && !v.holdsAll(prefix) {
 		panic("datastore: Subscribe to " + prefix + " after Thin: the subscriber would miss the values")
 	}
-	v.ascend(prefix, func(r *viewRec) { fn(Change{Key: r.key, Value: r.raw, Rev: r.rev}) })
+	v.ascend(prefix, func(r *viewRec) { fn(Change{Key: r.key, Value: r.bytes(), Rev: r.rev}) })
 	v.subs = append(v.subs, viewSub{prefix: prefix, fn: fn})
 }
 
@@ -238,11 +252,7 @@ func (v *View) apply(ch Change) {
 	case ch.Deleted:
 		v.recs.Delete(&viewRec{key: ch.Key})
 	case v.holds(ch.Key, ch.Value):
-		raw := ch.Value
-		if raw == nil {
-			raw = []byte{} // held, and empty (not a record of tabby's: skipped on reading)
-		}
-		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, raw: raw, rev: ch.Rev})
+		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, rev: ch.Rev, value: &value{raw: ch.Value}})
 	default:
 		v.recs.ReplaceOrInsert(&viewRec{key: ch.Key, rev: ch.Rev})
 	}
@@ -271,7 +281,7 @@ func (v *View) advance(rev int64) {
 // decode returns r's value as T, decoding and checking it on first use;
 // a bad record is skipped with one warning per revision.
 func decode[T any](v *View, r *viewRec) (T, bool) {
-	if r.raw == nil {
+	if r.value == nil {
 		var t T
 		return t, false
 	}
@@ -342,7 +352,7 @@ func (v *View) Raw(key string) (KV, error) {
 	switch {
 	case !ok:
 		return KV{}, fmt.Errorf("%s: %w", key, ErrNotFound)
-	case r.raw == nil:
+	case r.value == nil:
 		return KV{}, fmt.Errorf("%s: %w", key, ErrNotHeld)
 	}
 	return KV{Key: r.key, Value: r.raw, Rev: r.rev}, nil
@@ -393,7 +403,7 @@ func (v *View) List(prefix string) []KV {
 	defer v.mu.Unlock()
 	var out []KV
 	v.ascend(prefix, func(r *viewRec) {
-		if r.raw != nil {
+		if r.value != nil {
 			out = append(out, KV{Key: r.key, Value: r.raw, Rev: r.rev})
 		}
 	})
