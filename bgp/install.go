@@ -134,9 +134,6 @@ func (s *Speaker) applyBatch(batch []install) {
 		if err := s.routes.Learn(dst, gw); err != nil {
 			s.log.Warn("install learned routes failed", "routes", len(dst), "err", err)
 		}
-		for i := range dst {
-			s.learned[dst[i]] = gw[i]
-		}
 		dst, gw = dst[:0], gw[:0]
 	}
 	for _, in := range batch {
@@ -165,14 +162,11 @@ func (s *Speaker) applyBatch(batch []install) {
 			dst, gw = append(dst, in.prefix), append(gw, in.nh)
 			continue
 		}
-		// Withdrawn, or our own path: no route via anyone for it.
+		// Withdrawn, or our own path: no route via anyone for it (the
+		// table, which keeps what BGP claims, lets go of a claim it has).
 		flush()
-		if _, ok := s.learned[in.prefix]; ok {
-			if err := s.routes.Unlearn(in.prefix); err != nil {
-				s.log.Warn("remove learned route failed", "prefix", in.prefix.String(), "err", err)
-			}
-			delete(s.learned, in.prefix)
-			s.log.Debug("route removed", "prefix", in.prefix.String())
+		if err := s.routes.Unlearn(in.prefix); err != nil {
+			s.log.Warn("remove learned route failed", "prefix", in.prefix.String(), "err", err)
 		}
 	}
 	flush()

@@ -32,6 +32,7 @@ func (f *fakeRoutes) Unlearn(d ...netip.Prefix) error {
 	return nil
 }
 func (f *fakeRoutes) LearnedSynced() error { return nil }
+func (f *fakeRoutes) Learned() int         { return len(f.table) }
 
 func newTestSpeaker() (*Speaker, *fakeRoutes) {
 	r := &fakeRoutes{table: map[netip.Prefix]netip.Addr{}}

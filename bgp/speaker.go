@@ -26,6 +26,8 @@ import (
 type Routes interface {
 	Learn(dst []netip.Prefix, gw []netip.Addr) error
 	Unlearn(dst ...netip.Prefix) error
+	// Learned counts the destinations BGP claims.
+	Learned() int
 	// LearnedSynced: every learned route is claimed, so one a previous run
 	// learned that no peer announced again may go.
 	LearnedSynced() error
@@ -62,7 +64,6 @@ type Speaker struct {
 	mu      sync.Mutex
 	peers   map[netip.Addr]PeerSpec
 	adv     map[netip.Prefix][]byte // path UUIDs of what we advertise
-	learned map[netip.Prefix]netip.Addr
 	asn     uint32
 	started bool
 	// installs carries best-path changes from GoBGP's callback to the
@@ -116,7 +117,7 @@ func New(view *datastore.View, cfg Config, routes Routes, log *slog.Logger) *Spe
 		cfg.RestartTime = 120
 	}
 	return &Speaker{view: view, cfg: cfg, routes: routes, log: log,
-		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{}, learned: map[netip.Prefix]netip.Addr{},
+		peers: map[netip.Addr]PeerSpec{}, adv: map[netip.Prefix][]byte{},
 		refused: map[netip.Prefix]install{}, missingSince: map[string]time.Time{}, recheck: make(chan struct{}, 1),
 		installs: make(chan install, 4096), own: newOwners(log), ownHave: map[string]map[ownerEntry]bool{}}
 }
@@ -482,8 +483,4 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 
 // LearnedRoutes counts the routes learned from peers and claimed in the
 // table (the metrics); a tunnel may carry some of them instead.
-func (s *Speaker) LearnedRoutes() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.learned)
-}
+func (s *Speaker) LearnedRoutes() int { return s.routes.Learned() }

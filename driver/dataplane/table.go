@@ -81,6 +81,8 @@ type Table struct {
 	gen uint64
 	// others are the routes of other protocols, once Follow runs.
 	others others
+	// claimed counts the destinations each kind claims.
+	claimed [nKinds]int
 }
 
 func newTable(dp *Dataplane) *Table {
@@ -128,6 +130,9 @@ func (t *Table) Unset(kind Kind, dsts ...netip.Prefix) error {
 	defer t.mu.Unlock()
 	var ops []op
 	for _, d := range dsts {
+		if c := t.claims[d.Masked()]; c == nil || c.by[kind] == nil {
+			continue // nothing to let go of (BGP withdraws what it may never have claimed)
+		}
 		ops = t.change(ops, d.Masked(), func(c *claims) { c.by[kind] = nil })
 	}
 	return t.dp.writeRoutes(ops)
@@ -187,7 +192,16 @@ func (t *Table) change(ops []op, dst netip.Prefix, edit func(*claims)) []op {
 		t.claims[dst] = c
 	}
 	before, had := c.winner()
+	was := c.by
 	edit(c)
+	for k := range c.by {
+		switch {
+		case was[k] == nil && c.by[k] != nil:
+			t.claimed[k]++
+		case was[k] != nil && c.by[k] == nil:
+			t.claimed[k]--
+		}
+	}
 	t.gen++
 	c.gen = t.gen
 	after, has := c.winner()
@@ -214,6 +228,7 @@ func (t *Table) forgetLink(index int) error {
 		for k, r := range c.by {
 			if r != nil && r.Link == index {
 				c.by[k] = nil
+				t.claimed[k]--
 			}
 		}
 		if w, ok := c.winner(); !ok {
@@ -373,6 +388,13 @@ func (t *Table) Learn(dst []netip.Prefix, gw []netip.Addr) error {
 
 // Unlearn drops BGP's claims on dst (bgp.Routes).
 func (t *Table) Unlearn(dst ...netip.Prefix) error { return t.Unset(KindLearned, dst...) }
+
+// Learned counts the destinations BGP claims (bgp.Routes).
+func (t *Table) Learned() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.claimed[KindLearned]
+}
 
 // LearnedSynced says BGP has claimed all it learned since it started: a
 // route a previous run learned that no peer announced again goes.

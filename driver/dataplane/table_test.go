@@ -42,6 +42,9 @@ func TestTableMergesClaimsByKind(t *testing.T) {
 	if r := routes77(t, ns); r != "10.244.9.0/26 via 192.168.9.0 dev tun9 onlink" {
 		t.Fatalf("the tunnel must take the block from BGP: %q", r)
 	}
+	if n := tb.Learned(); n != 1 { // BGP's claim stands under the tunnel's
+		t.Fatalf("Learned() = %d under a tunnel, want 1", n)
+	}
 	// BGP learning it again (a peer's refresh) does not take it back.
 	if err := tb.Learn([]netip.Prefix{block}, []netip.Addr{gw}); err != nil {
 		t.Fatal(err)
@@ -74,6 +77,9 @@ func TestTableMergesClaimsByKind(t *testing.T) {
 	if err := tb.Unlearn(block); err != nil {
 		t.Fatalf("unlearning what is gone must succeed: %v", err)
 	}
+	if n := tb.Learned(); n != 0 {
+		t.Fatalf("Learned() = %d once BGP let go, want 0", n)
+	}
 }
 
 // An endpoint's route goes with its interface; what else claims that
@@ -99,6 +105,9 @@ func TestTableLetsGoOfADeletedLink(t *testing.T) {
 	}
 	if r := routes77(t, ns); r != "10.244.9.5 via 10.2.0.2 dev uplink" {
 		t.Fatalf("after the endpoint went, the learned route: %q", r)
+	}
+	if n := d.Table().Learned(); n != 1 {
+		t.Fatalf("Learned() = %d after the endpoint's link went, want 1", n)
 	}
 	if n, err := d.Table().Repair(); err != nil || n != 0 {
 		t.Fatalf("nothing to repair after a deleted link: %d, %v", n, err)
@@ -193,6 +202,9 @@ func TestTableUnderConcurrentClaims(t *testing.T) {
 	tb.mu.Unlock()
 	if got != want {
 		t.Fatalf("claims = %d, want %d", got, want)
+	}
+	if n := tb.Learned(); n != want {
+		t.Fatalf("Learned() = %d, want %d", n, want)
 	}
 	if via, _ := d.ListVia(); len(via) != 100 {
 		t.Fatalf("kernel routes = %d, want 100", len(via))
