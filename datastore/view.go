@@ -105,8 +105,8 @@ func (v *View) addThin(a thinArea) {
 // viewRec is one key's record; most of a large cluster's are other hosts'
 // records, of which the view keeps the key only, so the value hangs apart.
 type viewRec struct {
-	key string
-	rev int64
+	key    string
+	rev    int64
 	*value // nil: the view keeps only the key (Thin)
 }
 
