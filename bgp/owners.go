@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,14 +16,18 @@ import (
 // which prefix: a block only by the node its affinity names, an address
 // outside its holder's blocks (borrowed) only by the node its handle names.
 // It follows one cache of the ipam/ keys, so a block's change costs the
-// work of that block; it marks the nodes whose prefixes changed dirty.
+// work of that block; it marks the nodes whose prefixes changed dirty. Of
+// a block's addresses it keeps only the odd ones: borrowed, or whose handle
+// it has not seen yet (a listing has the blocks before the handles); the
+// rest, nearly all of a cluster's, are their block's node's already.
 type owners struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
 	blocks   map[string]ownedBlock              // block key → what it grants
 	handles  map[string]string                  // handle ID → node
-	byHandle map[string]map[netip.Addr]string   // handle ID → its addresses → their block key
+	names    map[string]string                  // node names, held once
+	byHandle map[string][]addrIn                // handle ID → its odd addresses
 	grants   map[string]map[netip.Prefix]string // node → prefixes it may announce → the block key granting it
 	dirty    map[string]bool
 	changed  chan struct{}
@@ -31,12 +36,18 @@ type owners struct {
 type ownedBlock struct {
 	cidr     netip.Prefix
 	affinity string
-	addrs    map[netip.Addr]string // address → handle ID
+	odd      map[netip.Addr]string // address → handle ID, for the odd addresses only
+}
+
+// addrIn is an address and the key of its block.
+type addrIn struct {
+	addr  netip.Addr
+	block string
 }
 
 func newOwners(log *slog.Logger) *owners {
-	return &owners{log: log, blocks: map[string]ownedBlock{}, handles: map[string]string{},
-		byHandle: map[string]map[netip.Addr]string{}, grants: map[string]map[netip.Prefix]string{},
+	return &owners{log: log, blocks: map[string]ownedBlock{}, handles: map[string]string{}, names: map[string]string{},
+		byHandle: map[string][]addrIn{}, grants: map[string]map[netip.Prefix]string{},
 		dirty: map[string]bool{}, changed: make(chan struct{}, 1)}
 }
 
@@ -63,10 +74,11 @@ func (o *owners) handle(ch datastore.Change) {
 func (o *owners) setBlock(ch datastore.Change) {
 	old, had := o.blocks[ch.Key]
 	var b ownedBlock
+	var taken []allocation
 	ok := false
 	if !ch.Deleted {
 		var err error
-		if b, err = parseBlock(ch.Key, ch.Value); err != nil {
+		if b, taken, err = parseBlock(ch.Key, ch.Value); err != nil {
 			o.log.Warn("IPAM block ignored: no node may announce it", "key", ch.Key, "err", err)
 		} else {
 			ok = true
@@ -75,22 +87,23 @@ func (o *owners) setBlock(ch datastore.Change) {
 	before, after := map[grantKey]bool{}, map[grantKey]bool{}
 	if had {
 		before = o.blockGrants(old)
-		for a, h := range old.addrs {
-			delete(o.byHandle[h], a)
-			if len(o.byHandle[h]) == 0 {
-				delete(o.byHandle, h)
-			}
+		for a, h := range old.odd {
+			o.unlink(h, a)
 		}
 		delete(o.blocks, ch.Key)
 	}
 	if ok {
-		o.blocks[ch.Key] = b
-		for a, h := range b.addrs {
-			if o.byHandle[h] == nil {
-				o.byHandle[h] = map[netip.Addr]string{}
+		b.affinity = o.name(b.affinity)
+		for _, t := range taken {
+			if n := o.handles[t.handle]; n == "" || n != b.affinity {
+				if b.odd == nil {
+					b.odd = map[netip.Addr]string{}
+				}
+				b.odd[t.addr] = t.handle
+				o.byHandle[t.handle] = append(o.byHandle[t.handle], addrIn{t.addr, ch.Key})
 			}
-			o.byHandle[h][a] = ch.Key
 		}
+		o.blocks[ch.Key] = b
 		after = o.blockGrants(b)
 	}
 	// Only what differs marks a node dirty: an address taken in a node's
@@ -107,6 +120,28 @@ func (o *owners) setBlock(ch datastore.Change) {
 	}
 }
 
+// unlink forgets that handle h holds the odd address a.
+func (o *owners) unlink(h string, a netip.Addr) {
+	as := slices.DeleteFunc(o.byHandle[h], func(x addrIn) bool { return x.addr == a })
+	if len(as) == 0 {
+		delete(o.byHandle, h)
+	} else {
+		o.byHandle[h] = as
+	}
+}
+
+// name is n, held once however many records name it.
+func (o *owners) name(n string) string {
+	if n == "" {
+		return ""
+	}
+	if held, ok := o.names[n]; ok {
+		return held
+	}
+	o.names[n] = n
+	return n
+}
+
 type grantKey struct {
 	node   string
 	prefix netip.Prefix
@@ -119,7 +154,7 @@ func (o *owners) blockGrants(b ownedBlock) map[grantKey]bool {
 	if b.affinity != "" {
 		out[grantKey{b.affinity, b.cidr}] = true
 	}
-	for a, h := range b.addrs {
+	for a, h := range b.odd {
 		if n := o.handles[h]; n != "" && n != b.affinity {
 			out[grantKey{n, netip.PrefixFrom(a, a.BitLen())}] = true
 		}
@@ -135,7 +170,7 @@ func (o *owners) setHandle(ch datastore.Change) {
 		if err := json.Unmarshal(ch.Value, &h); err != nil || !datastore.ValidName(h.Node) {
 			o.log.Warn("IPAM handle ignored: its addresses go unannounced", "key", ch.Key, "err", err, "node", h.Node)
 		} else {
-			node = h.Node
+			node = o.name(h.Node)
 		}
 	}
 	old := o.handles[id]
@@ -147,14 +182,27 @@ func (o *owners) setHandle(ch datastore.Change) {
 	} else {
 		o.handles[id] = node
 	}
-	for a, key := range o.byHandle[id] {
-		aff := o.blocks[key].affinity
-		p := netip.PrefixFrom(a, a.BitLen())
-		if old != "" && old != aff {
+	// Its odd addresses: granted to the new node if borrowed, no longer odd
+	// if in its node's own block. A handle that moves off its block's node
+	// (tabby never does so) is granted its addresses at the block's next
+	// change: until then it may announce less, never more.
+	for _, x := range slices.Clone(o.byHandle[id]) {
+		b := o.blocks[x.block]
+		p := netip.PrefixFrom(x.addr, x.addr.BitLen())
+		if old != "" && old != b.affinity {
 			o.ungrant(old, p)
 		}
-		if node != "" && node != aff {
-			o.grant(node, p, key)
+		switch {
+		case node == "":
+		case node != b.affinity:
+			o.grant(node, p, x.block)
+		default:
+			delete(b.odd, x.addr)
+			if len(b.odd) == 0 {
+				b.odd = nil // an emptied map keeps its room
+				o.blocks[x.block] = b
+			}
+			o.unlink(id, x.addr)
 		}
 	}
 }
@@ -202,37 +250,38 @@ func (o *owners) of(node string) []netip.Prefix {
 	return out
 }
 
+// allocation is a taken address of a block and its handle.
+type allocation struct {
+	addr   netip.Addr
+	handle string
+}
+
 // parseBlock checks a stored block before it grants anything: its CIDR is
 // the one its key names, it has one slot per address, and its node names
-// are names.
-func parseBlock(key string, value []byte) (ownedBlock, error) {
+// are names. It returns the block and its taken addresses.
+func parseBlock(key string, value []byte) (ownedBlock, []allocation, error) {
 	var b datastore.Block
 	if err := json.Unmarshal(value, &b); err != nil {
-		return ownedBlock{}, err
+		return ownedBlock{}, nil, err
 	}
 	p, err := netip.ParsePrefix(b.CIDR)
 	if err != nil || p != p.Masked() || datastore.BlockKey(p.String()) != key {
-		return ownedBlock{}, fmt.Errorf("cidr %q does not match its key", b.CIDR)
+		return ownedBlock{}, nil, fmt.Errorf("cidr %q does not match its key", b.CIDR)
 	}
 	host := p.Addr().BitLen() - p.Bits()
 	if host > 16 || len(b.Allocations) != 1<<host {
-		return ownedBlock{}, fmt.Errorf("block %s has %d slots", b.CIDR, len(b.Allocations))
+		return ownedBlock{}, nil, fmt.Errorf("block %s has %d slots", b.CIDR, len(b.Allocations))
 	}
 	if b.Affinity != "" && !datastore.ValidName(b.Affinity) {
-		return ownedBlock{}, fmt.Errorf("affinity %q is not a node name", b.Affinity)
+		return ownedBlock{}, nil, fmt.Errorf("affinity %q is not a node name", b.Affinity)
 	}
-	// addrs stays nil for a block with no address taken (most of a large
-	// cluster's blocks seen from elsewhere): nil reads as empty.
-	ob := ownedBlock{cidr: p, affinity: b.Affinity}
+	var taken []allocation
 	a := p.Addr()
 	for _, h := range b.Allocations {
 		if h != "" {
-			if ob.addrs == nil {
-				ob.addrs = map[netip.Addr]string{}
-			}
-			ob.addrs[a] = h
+			taken = append(taken, allocation{a, h})
 		}
 		a = a.Next()
 	}
-	return ob, nil
+	return ownedBlock{cidr: p, affinity: b.Affinity}, taken, nil
 }

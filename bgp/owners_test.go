@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -63,5 +64,62 @@ func TestOwnersCheckWhatTheyRead(t *testing.T) {
 	o.handle(datastore.Change{Key: datastore.HandleKey("h3"), Deleted: true})
 	if got := o.of("b"); len(got) != 0 {
 		t.Fatalf("after its handle went, node b keeps %v", got)
+	}
+}
+
+// A listing has the blocks before the handles: an address is odd until its
+// handle says whose it is; then a borrowed one is granted to its holder and
+// one of the block's own node is forgotten, so the owners keep next to
+// nothing per address of a large cluster.
+func TestOwnersBlocksBeforeTheirHandles(t *testing.T) {
+	o := newOwners(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	blk := datastore.Block{CIDR: "10.1.0.0/26", Affinity: "a", Allocations: make([]string, 64)}
+	for i := range 40 {
+		blk.Allocations[i] = fmt.Sprintf("own%d", i)
+	}
+	blk.Allocations[50] = "lent"
+	o.handle(datastore.Change{Key: datastore.BlockKey(blk.CIDR), Value: blockJSON(t, blk)})
+	if len(o.byHandle) != 41 {
+		t.Fatalf("%d odd handles before any handle is read, want 41", len(o.byHandle))
+	}
+	put := func(id, node string) {
+		hv, _ := json.Marshal(datastore.Handle{ID: id, Node: node, Blocks: map[string]int{blk.CIDR: 1}})
+		o.handle(datastore.Change{Key: datastore.HandleKey(id), Value: hv})
+	}
+	for i := range 40 {
+		put(fmt.Sprintf("own%d", i), "a")
+	}
+	put("lent", "b")
+	if got := o.of("b"); !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("10.1.0.50/32")}) {
+		t.Fatalf("node b's grants %v, want 10.1.0.50/32", got)
+	}
+	if len(o.byHandle) != 1 || len(o.blocks[datastore.BlockKey(blk.CIDR)].odd) != 1 {
+		t.Fatalf("kept %d odd handles and %d odd addresses, want only the borrowed one", len(o.byHandle), len(o.blocks[datastore.BlockKey(blk.CIDR)].odd))
+	}
+	// Its handle goes and comes back (a restore): the grant follows it.
+	o.handle(datastore.Change{Key: datastore.HandleKey("lent"), Deleted: true})
+	if got := o.of("b"); len(got) != 0 {
+		t.Fatalf("after its handle went, node b keeps %v", got)
+	}
+	put("lent", "b")
+	if got := o.of("b"); len(got) != 1 {
+		t.Fatalf("the handle back, node b has %v", got)
+	}
+	// The block frees it: nothing of it is left.
+	blk.Allocations[50] = ""
+	o.handle(datastore.Change{Key: datastore.BlockKey(blk.CIDR), Value: blockJSON(t, blk)})
+	if got := o.of("b"); len(got) != 0 || len(o.byHandle) != 0 {
+		t.Fatalf("after the release node b keeps %v, %d odd handles", got, len(o.byHandle))
+	}
+	// A handle read before its address is taken: the block's change grants it.
+	put("later", "c")
+	blk.Allocations[60] = "later"
+	o.handle(datastore.Change{Key: datastore.BlockKey(blk.CIDR), Value: blockJSON(t, blk)})
+	if got := o.of("c"); !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("10.1.0.60/32")}) {
+		t.Fatalf("node c's grants %v, want 10.1.0.60/32", got)
+	}
+	o.handle(datastore.Change{Key: datastore.BlockKey(blk.CIDR), Deleted: true})
+	if len(o.of("a")) != 0 || len(o.of("c")) != 0 || len(o.byHandle) != 0 {
+		t.Fatalf("after the block went: a %v, c %v, %d odd handles", o.of("a"), o.of("c"), len(o.byHandle))
 	}
 }
