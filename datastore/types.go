@@ -211,9 +211,15 @@ type Block struct {
 // BlockOf tells the stored blocks whose affinity names node, from their
 // bytes, as a view keeps them (View.ThinUnless); a block encoded otherwise
 // than tabby encodes it is judged another's.
-func BlockOf(node string) func(value []byte) bool {
+func BlockOf(node string) func(value []byte) bool { return contains("affinity", node) }
+
+// HandleOf tells the stored handles that name node, from their bytes, as
+// BlockOf tells blocks.
+func HandleOf(node string) func(value []byte) bool { return contains("node", node) }
+
+func contains(field, node string) func(value []byte) bool {
 	name, _ := json.Marshal(node)
-	marker := append([]byte(`"affinity":`), name...)
+	marker := append([]byte(`"`+field+`":`), name...)
 	return func(value []byte) bool { return bytes.Contains(value, marker) }
 }
 

@@ -40,8 +40,8 @@ func blockOf(t *testing.T, st *datastore.Store, cidr string) datastore.Block {
 }
 
 // From "thin view": each allocator reads a view that keeps the values of
-// its own node's blocks and affinities only, as a daemon's view does; the
-// borrow reads the other node's block from etcd.
+// its own node's blocks, affinities and handles only, as a daemon's view
+// does; the borrow reads the other node's block from etcd.
 func TestAllocatorAffinityThenNewBlockThenBorrow(t *testing.T) {
 	for _, from := range []string{"etcd", "thin view"} {
 		t.Run(from, func(t *testing.T) { testAffinityThenNewBlockThenBorrow(t, from) })
@@ -58,6 +58,7 @@ func testAffinityThenNewBlockThenBorrow(t *testing.T, from string) {
 			v := etcdtest.NewView(t, st)
 			v.Thin(datastore.AffinitiesDir, datastore.AffinitiesOf(node))
 			v.ThinUnless(datastore.BlocksDir, datastore.BlockOf(node))
+			v.ThinUnless(datastore.HandlesDir, datastore.HandleOf(node))
 			al.UseView(v)
 		}
 	}

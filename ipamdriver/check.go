@@ -1,9 +1,7 @@
 package ipamdriver
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -64,13 +62,12 @@ func ReadState(ctx context.Context, st *datastore.Store) (State, error) {
 // assigned during the read is not judged.
 func NodeStateFrom(ctx context.Context, v *datastore.View, node string) (State, error) {
 	var s State
-	nodeJSON, _ := json.Marshal(node)
-	marker := append([]byte(`"node":`), nodeJSON...)
+	mine := datastore.HandleOf(node)
 	own := map[string]bool{}
 	blocks := map[string]bool{}
 	for _, kv := range v.List(datastore.HandlesDir) {
 		// Most handles are other nodes': skip them without decoding.
-		if !strings.HasPrefix(kv.Key, datastore.HandleKey(dockerHandlePrefix)) || !bytes.Contains(kv.Value, marker) {
+		if !strings.HasPrefix(kv.Key, datastore.HandleKey(dockerHandlePrefix)) || !mine(kv.Value) {
 			continue
 		}
 		var h datastore.Handle

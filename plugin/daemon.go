@@ -187,11 +187,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.startDNS(bg, view, host)
 	// The policy and DNS indexes have taken what they need of every
 	// endpoint and follow their changes, as BGP's owners do of IPAM's
-	// blocks: of other hosts' endpoints, blocks and affinities the view
-	// keeps the keys only (most of a large cluster's records).
+	// blocks and handles: of other hosts' endpoints, blocks, affinities and
+	// handles the view keeps the keys only (most of a large cluster's
+	// records).
 	view.Thin(datastore.EndpointsDir, datastore.EndpointsOf(cfg.NodeName))
 	view.Thin(datastore.AffinitiesDir, datastore.AffinitiesOf(cfg.NodeName))
 	view.ThinUnless(datastore.BlocksDir, datastore.BlockOf(cfg.NodeName))
+	view.ThinUnless(datastore.HandlesDir, datastore.HandleOf(cfg.NodeName))
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
 	select {
