@@ -130,21 +130,39 @@ func waitQuiet(b *testing.B, idle float64, atLeast, atMost time.Duration) {
 }
 
 // plantEndpoints writes n valid endpoint records of hosts that do not
-// exist (100 per transaction), as a big cluster has them.
+// exist, 100 per host, with what IPAM holds for them as a big cluster has
+// it: each host's two /26 blocks (10.200+.H.0/24) and affinities, and one
+// handle per address.
 func plantEndpoints(b *testing.B, st *datastore.Store, n int) {
 	b.Helper()
-	for i := 0; i < n; i += 100 {
-		var ops []datastore.Op
-		for k := i; k < min(i+100, n); k++ {
-			node, id := fmt.Sprintf("ghost%03d", k/100), fmt.Sprintf("%032x", k+1)
+	for g := 0; g*100 < n; g++ {
+		node, per := fmt.Sprintf("ghost%03d", g), min(100, n-g*100)
+		var eps, handles, ipam []datastore.Op
+		var blocks [2]datastore.Block
+		for i := range blocks {
+			blocks[i] = datastore.Block{CIDR: fmt.Sprintf("10.%d.%d.%d/26", 200+g/256, g%256, i*64), Pool: "ghosts", Affinity: node,
+				Allocations: make([]string, 64)}
+		}
+		for i := 0; i < per; i++ {
+			k := g*100 + i
+			id, handle := fmt.Sprintf("%032x", k+1), fmt.Sprintf("docker-%016x", k+1)
 			e := datastore.WorkloadEndpoint{Node: node, EndpointID: id, NetworkID: fmt.Sprintf("%064x", 7),
-				Interface: "cali" + id[:11], IPv4: fmt.Sprintf("10.%d.%d.%d", 200+k/65536, (k/256)%256, k%256),
+				Interface: "cali" + id[:11], IPv4: fmt.Sprintf("10.%d.%d.%d", 200+g/256, g%256, i),
 				MAC: "ee:ee:ee:ee:ee:ee", Profiles: []string{"busy"}, Labels: map[string]string{"tabby.network": "busy", "app": "planted"},
 				Workload: fmt.Sprintf("planted-%d", k)}
-			ops = append(ops, datastore.Op{Key: datastore.EndpointKey(node, id), Value: &e, Rev: datastore.Any})
+			eps = append(eps, datastore.Op{Key: datastore.EndpointKey(node, id), Value: &e, Rev: datastore.Any})
+			blocks[i/64].Allocations[i%64] = handle
+			h := datastore.Handle{ID: handle, Node: node, Blocks: map[string]int{blocks[i/64].CIDR: 1}}
+			handles = append(handles, datastore.Op{Key: datastore.HandleKey(handle), Value: &h, Rev: datastore.Any})
 		}
-		if err := st.Commit(context.Background(), ops...); err != nil {
-			b.Fatal(err)
+		for i := range blocks {
+			ipam = append(ipam, datastore.Op{Key: datastore.BlockKey(blocks[i].CIDR), Value: &blocks[i], Rev: datastore.Any},
+				datastore.Op{Key: datastore.AffinityKey(node, blocks[i].CIDR), Value: &datastore.Affinity{Node: node, Block: blocks[i].CIDR}, Rev: datastore.Any})
+		}
+		for _, ops := range [][]datastore.Op{ipam, handles, eps} { // etcd takes 128 operations to a transaction
+			if err := st.Commit(context.Background(), ops...); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
