@@ -174,11 +174,18 @@ func TestPolicyOnRealSpeakers(t *testing.T) {
 	l.announce(0, "", "192.168.5.0/26", "10.99.0.0/24")
 	l.announce(-1, "", "192.168.9.0/26")
 	l.expect("a node's own block, not its 10.99.0.0/24", "192.168.5.0/26<127.0.0.11", "192.168.9.0/26<local")
-	peerGot := ""
-	l.others[0].ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}},
-		func(d *api.Destination) { peerGot += d.Prefix + " " })
-	if !strings.Contains(peerGot, "192.168.9.0/26") {
-		t.Fatalf("the node did not get our block: %q", peerGot)
+	// Our path reaches the node in its own time: it was announced, not
+	// necessarily sent, when our RIB had the node's.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		peerGot := ""
+		l.others[0].ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}},
+			func(d *api.Destination) { peerGot += d.Prefix + " " })
+		if strings.Contains(peerGot, "192.168.9.0/26") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not get our block: %q", peerGot)
+		}
 	}
 	// The same peer as an external one without a filter: nothing.
 	spec := PeerSpec{Address: netip.MustParseAddr("127.0.0.11"), Type: TypeGlobal}
@@ -316,14 +323,40 @@ func TestFilterSignatureIsStable(t *testing.T) {
 }
 
 // stopServer removes the peers before stopping: GoBGP's StopBgp rewrites
-// neighbor state that an established session's reader still reads (a data
-// race inside GoBGP 3.37 that -race reports).
+// the global settings that an established session's reader reads on each
+// UPDATE (a data race inside GoBGP 3.37 that -race reports). Only once the
+// server has let go of a deleted peer's session, which it says with the
+// peer's last state event, has that reader stopped for certain.
 func stopServer(srv *server.BgpServer) {
-	ctx := context.Background()
-	var addrs []string
-	_ = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) { addrs = append(addrs, p.GetConf().GetNeighborAddress()) })
-	for _, a := range addrs {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idle := make(chan string, 64)
+	_ = srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
+		// A deleted peer's last event has no type (GoBGP 3.37).
+		if e := r.GetPeer(); e.GetPeer().GetState().GetSessionState() == api.PeerState_IDLE {
+			select {
+			case idle <- e.GetPeer().GetConf().GetNeighborAddress():
+			default:
+			}
+		}
+	})
+	up := map[string]bool{}
+	_ = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		up[p.GetConf().GetNeighborAddress()] = p.GetState().GetSessionState() == api.PeerState_ESTABLISHED
+	})
+	for a, established := range up {
 		_ = srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: a})
+		if !established {
+			delete(up, a)
+		}
+	}
+	for len(up) > 0 {
+		select {
+		case a := <-idle:
+			delete(up, a)
+		case <-ctx.Done():
+			up = nil
+		}
 	}
 	srv.Stop()
 }
