@@ -82,12 +82,16 @@ func (p *Proxy) Cut() {
 	p.mu.Lock()
 	conns := p.conns
 	p.conns = nil
-	p.held = [2]bool{}
-	p.cond.Broadcast()
 	p.mu.Unlock()
+	// Close before letting held writers go: woken first, they would hand
+	// the clients what the cut must drop.
 	for _, c := range conns {
 		c.Close()
 	}
+	p.mu.Lock()
+	p.held = [2]bool{}
+	p.cond.Broadcast()
+	p.mu.Unlock()
 }
 
 func (p *Proxy) hold(requests, replies bool) {
