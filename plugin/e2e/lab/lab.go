@@ -551,9 +551,19 @@ func (h *Host) waitFor(what string, d time.Duration, ok func() bool) {
 // Docker runs the docker CLI against this host's daemon.
 func (h *Host) Docker(args ...string) (string, error) { return h.DockerIn("", args...) }
 
+// DockerWithin is Docker given up on after d instead of two minutes: for
+// runs queued behind hundreds of others, where only a hang is a failure.
+func (h *Host) DockerWithin(d time.Duration, args ...string) (string, error) {
+	return h.docker(d, "", args...)
+}
+
 // DockerIn is Docker with a file as standard input.
 func (h *Host) DockerIn(stdin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return h.docker(2*time.Minute, stdin, args...)
+}
+
+func (h *Host) docker(d time.Duration, stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", append([]string{"-H", "unix://" + h.DockerSock}, args...)...)
 	if stdin != "" {
