@@ -88,37 +88,75 @@ func (c *Cache) pause(ctx context.Context) {
 	}
 }
 
-// relist reads the whole prefix at one revision and hands the handler what
-// changed since the last listing or watch event.
+// listPage is how many keys one Range of a listing asks for. A large
+// cluster's prefix in one response is tens of MB, held twice (the raw
+// message and its decoding) while the handler takes it in: a daemon
+// restarted into it would need several times its working memory.
+const listPage = 500
+
+// relist reads the whole prefix at one revision, a page at a time, and
+// hands the handler what changed since the last listing or watch event.
 func (c *Cache) relist(ctx context.Context) (int64, error) {
-	lctx, cancel := context.WithTimeout(ctx, c.store.timeout)
-	defer cancel()
-	resp, err := c.store.cli.Get(lctx, c.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, c.store.wrap(err)
+	// A first listing has nothing to delete, so it keeps no record of
+	// what it saw.
+	var seen map[string]bool
+	if c.revs.Len() > 0 {
+		seen = map[string]bool{}
+	}
+	end := clientv3.GetPrefixRangeEnd(c.prefix)
+	from, rev := c.prefix, int64(0)
+	for {
+		resp, err := c.page(ctx, from, end, rev)
+		if err != nil {
+			return 0, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision // the later pages are read at it
+		}
+		for _, kv := range resp.Kvs {
+			k := string(kv.Key)
+			if seen != nil {
+				seen[k] = true
+			}
+			if r, ok := c.revs.Rev(k); ok && r == kv.ModRevision {
+				continue
+			}
+			c.revs.Set(k, kv.ModRevision)
+			c.handle(Change{Key: k, Value: kv.Value, Rev: kv.ModRevision})
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	c.lists.Add(1)
-	rev := resp.Header.Revision
-	seen := make(map[string]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		k := string(kv.Key)
-		seen[k] = true
-		if r, ok := c.revs.Rev(k); ok && r == kv.ModRevision {
-			continue
-		}
-		c.revs.Set(k, kv.ModRevision)
-		c.handle(Change{Key: k, Value: kv.Value, Rev: kv.ModRevision})
-	}
-	for _, k := range c.revs.Keys() {
-		if !seen[k] {
-			c.revs.Forget(k)
-			c.handle(Change{Key: k, Deleted: true, Rev: rev})
+	if seen != nil {
+		for _, k := range c.revs.Keys() {
+			if !seen[k] {
+				c.revs.Forget(k)
+				c.handle(Change{Key: k, Deleted: true, Rev: rev})
+			}
 		}
 	}
 	if c.progress != nil {
 		c.progress(rev)
 	}
 	return rev, nil
+}
+
+// page reads up to listPage keys in [from, end) at rev (0: the newest).
+func (c *Cache) page(ctx context.Context, from, end string, rev int64) (*clientv3.GetResponse, error) {
+	lctx, cancel := context.WithTimeout(ctx, c.store.timeout)
+	defer cancel()
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := c.store.cli.Get(lctx, from, opts...)
+	if err != nil {
+		return nil, c.store.wrap(err)
+	}
+	return resp, nil
 }
 
 // watch applies events after rev until the watch ends, and returns the
@@ -173,6 +211,7 @@ type keyRevs interface {
 	Set(key string, rev int64)
 	Forget(key string)
 	Keys() []string
+	Len() int
 }
 
 // mapRevs is a cache's own index.
@@ -181,6 +220,7 @@ type mapRevs map[string]int64
 func (m mapRevs) Rev(key string) (int64, bool) { r, ok := m[key]; return r, ok }
 func (m mapRevs) Set(key string, rev int64)    { m[key] = rev }
 func (m mapRevs) Forget(key string)            { delete(m, key) }
+func (m mapRevs) Len() int                     { return len(m) }
 func (m mapRevs) Keys() []string {
 	out := make([]string, 0, len(m))
 	for k := range m {

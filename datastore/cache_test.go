@@ -112,3 +112,85 @@ func TestCacheListsWatchesAndRelists(t *testing.T) {
 	put("e", 1)
 	expect("the watch goes on", `e={"step":1}`)
 }
+
+// A listing larger than a page is read in pages at the revision of the
+// first: what is written or deleted while it goes on comes once, from the
+// watch after it, never as part of the listing.
+func TestCacheListsInPagesAtOneRevision(t *testing.T) {
+	st := etcdtest.NewStore(t)
+	reader := etcdtest.NewStore(t) // the cache's own, whose Range calls are the listing's
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := datastore.Prefix + "pagetest/"
+	const n = 1203 // two whole pages and part of a third
+	key := func(i int) string { return fmt.Sprintf("%sk%04d", dir, i) }
+	for i := 0; i < n; i += 100 {
+		var ops []datastore.Op
+		for j := i; j < min(i+100, n); j++ {
+			ops = append(ops, datastore.Op{Key: key(j), Value: &rec{Step: 1}, Rev: datastore.Any})
+		}
+		if err := st.Commit(ctx, ops...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	var c *datastore.Cache
+	c = reader.NewCache(dir, func(ch datastore.Change) {
+		if ch.Key == key(0) && ch.Value != nil && string(ch.Value) == `{"step":1}` {
+			// Called from the listing: change keys of its later pages now.
+			if err := st.Put(ctx, key(1100), &rec{Step: 2}); err != nil {
+				t.Error(err)
+			}
+			if err := st.Delete(ctx, key(1200)); err != nil {
+				t.Error(err)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		v := "-"
+		if !ch.Deleted {
+			v = string(ch.Value)
+		}
+		seen[ch.Key] = append(seen[ch.Key], v)
+	})
+	ranges := reader.Requests()["Range"]
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-c.Synced():
+	case <-time.After(20 * time.Second):
+		t.Fatal("never synced")
+	}
+	mu.Lock()
+	listed := len(seen)
+	first1100 := slices.Clone(seen[key(1100)])
+	mu.Unlock()
+	if listed != n {
+		t.Fatalf("the listing handed over %d keys, want all %d", listed, n)
+	}
+	if r := reader.Requests()["Range"] - ranges; r != 3 {
+		t.Fatalf("the listing of %d keys took %d Range calls, want 3: it is read in pages of 500", n, r)
+	}
+	if !slices.Equal(first1100, []string{`{"step":1}`}) {
+		t.Fatalf("the listing gave %s %q: a later page was read at a newer revision", key(1100), first1100)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got1100, got1200 := slices.Clone(seen[key(1100)]), slices.Clone(seen[key(1200)])
+		mu.Unlock()
+		if slices.Equal(got1100, []string{`{"step":1}`, `{"step":2}`}) && slices.Equal(got1200, []string{`{"step":1}`, "-"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the listing the handler saw %s %q and %s %q, want each change once after the listed value",
+				key(1100), got1100, key(1200), got1200)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c.Lists() != 1 {
+		t.Fatalf("listed %d times, want 1", c.Lists())
+	}
+}

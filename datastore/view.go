@@ -158,6 +158,12 @@ func (viewRevs) Forget(string)     {} // apply removes it
 
 func (r viewRevs) Keys() []string { return r.v.Keys("") }
 
+func (r viewRevs) Len() int {
+	r.v.mu.Lock()
+	defer r.v.mu.Unlock()
+	return r.v.recs.Len()
+}
+
 // Run keeps the view current until ctx ends.
 func (v *View) Run(ctx context.Context) { v.cache.Run(ctx) }
 
