@@ -115,4 +115,26 @@ func BenchmarkDaemonMemory(b *testing.B) {
 	b.ReportMetric(anon, "loaded-anon-MB")
 	b.ReportMetric(now-anon, "loaded-binary-pages-MB")
 	b.ReportMetric(peak/idlePeak, "ratio-loaded-vs-idle")
+
+	// A daemon restarted into the loaded cluster lists it whole and learns
+	// every route again at once: its peak is a user's figure too.
+	n0.StopTabby()
+	n0.StartTabby()
+	deadline = time.Now().Add(5 * time.Minute)
+	for {
+		out, _ := fetch(n0, "http://127.0.0.1:9091/metrics")
+		m := regexp.MustCompile(`(?m)^tabby_routes_installed (\S+)$`).FindStringSubmatch(out)
+		if m != nil {
+			if n, _ := strconv.ParseFloat(m[1], 64); n >= memRoutes {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("restarted node00 did not learn %d routes again: %v", memRoutes, m)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	restartPeak, _ := memMB(b, n0.TabbyPID())
+	b.ReportMetric(restartPeak, "restarted-peak-MB(target<80)")
 }
