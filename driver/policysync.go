@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tabbynet/tabby/datastore"
@@ -49,15 +50,23 @@ func newPolicyState() *policyState {
 // endpointChanged and structureChanged are the view's subscribers: they
 // only take note (the view's goroutine must not block).
 func (p *policyState) endpointChanged(ch datastore.Change) {
-	var now *datastore.WorkloadEndpoint
-	if !ch.Deleted {
-		if e, err := datastore.Decode[datastore.WorkloadEndpoint](ch.Key, ch.Value); err == nil {
-			now = &e
-		}
-	}
+	now := decodeEndpoint(ch)
 	p.mu.Lock()
 	p.dirty[ch.Key] = now
 	p.mu.Unlock()
+}
+
+// decodeEndpoint is the changed endpoint as it is now; nil: gone or not
+// valid.
+func decodeEndpoint(ch datastore.Change) *datastore.WorkloadEndpoint {
+	if ch.Deleted {
+		return nil
+	}
+	e, err := datastore.Decode[datastore.WorkloadEndpoint](ch.Key, ch.Value)
+	if err != nil {
+		return nil
+	}
+	return &e
 }
 
 func (p *policyState) structureChanged(datastore.Change) {
@@ -79,8 +88,20 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	p.run.Lock()
 	defer p.run.Unlock()
 	if !p.primed {
-		// Subscribing hands over every endpoint the view holds, as changes.
-		d.view.Subscribe(datastore.EndpointsDir, p.endpointChanged)
+		// Subscribing hands over every endpoint the view holds, as changes,
+		// here, while run is held: they go into the index at once. Noted in
+		// dirty, a large cluster's endpoints would all be held decoded
+		// until the first run took them (most of a restarted daemon's
+		// peak memory).
+		var replayed atomic.Bool
+		d.view.Subscribe(datastore.EndpointsDir, func(ch datastore.Change) {
+			if replayed.Load() {
+				p.endpointChanged(ch)
+				return
+			}
+			d.takeEndpoint(ch.Key, decodeEndpoint(ch))
+		})
+		replayed.Store(true)
 		for _, dir := range []string{datastore.ProfilesDir, datastore.PoliciesDir, datastore.NodesDir} {
 			d.view.Subscribe(dir, p.structureChanged)
 		}
@@ -117,20 +138,27 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 // whether the rule set's structure may have changed (an endpoint of this
 // host, or one published everywhere).
 func (d *Driver) takeEndpoints(changed map[string]*datastore.WorkloadEndpoint) (structural bool) {
-	p, mine := d.pol, datastore.EndpointsOf(d.node)
 	for key, e := range changed {
-		_, wasRemote := p.remote[key]
-		delete(p.remote, key)
-		structural = structural || wasRemote || strings.HasPrefix(key, mine)
-		if e == nil {
-			p.members.Delete(key)
-			continue
-		}
-		p.members.Put(key, policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()})
-		if e.Node != d.node && e.PublishEverywhere && len(e.Ports) > 0 {
-			p.remote[key] = policy.Endpoint{Addrs: e.Addrs(), Ports: e.Ports}
-			structural = true
-		}
+		structural = d.takeEndpoint(key, e) || structural
+	}
+	return structural
+}
+
+// takeEndpoint is takeEndpoints for one endpoint (nil: gone). Callers
+// hold d.pol.run.
+func (d *Driver) takeEndpoint(key string, e *datastore.WorkloadEndpoint) (structural bool) {
+	p := d.pol
+	_, wasRemote := p.remote[key]
+	delete(p.remote, key)
+	structural = wasRemote || strings.HasPrefix(key, datastore.EndpointsOf(d.node))
+	if e == nil {
+		p.members.Delete(key)
+		return structural
+	}
+	p.members.Put(key, policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()})
+	if e.Node != d.node && e.PublishEverywhere && len(e.Ports) > 0 {
+		p.remote[key] = policy.Endpoint{Addrs: e.Addrs(), Ports: e.Ports}
+		structural = true
 	}
 	return structural
 }
