@@ -155,7 +155,11 @@ func (s *Speaker) Start(ctx context.Context) error {
 	// Grants before any session is judged (one judged before them would
 	// refuse every node), and before the daemon thins the view's IPAM
 	// records of other hosts: the owners take what they need as they come.
-	s.view.Subscribe(datastore.Prefix+"ipam/", s.own.handle)
+	// Handles first: the blocks handed over then find their addresses'
+	// holders known, so the owners never hold a whole cluster's addresses
+	// as odd until the handles come (affinities grant nothing).
+	s.view.Subscribe(datastore.HandlesDir, s.own.handle)
+	s.view.Subscribe(datastore.BlocksDir, s.own.handle)
 	s.started = true
 	go s.runInstaller(ctx)
 	filter := &api.WatchEventRequest_Table_Filter{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}

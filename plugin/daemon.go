@@ -120,6 +120,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeBGP()
+	d.startDNS(bg, view, host)
+	// The policy and DNS indexes have taken what they need of every
+	// endpoint and follow their changes, as BGP's owners do of IPAM's
+	// blocks and handles: of other hosts' endpoints, blocks, affinities and
+	// handles the view keeps the keys only (most of a large cluster's
+	// records), from here on, before the plugin serves: held longer, the
+	// values are most of a restarted daemon's peak memory.
+	view.Thin(datastore.EndpointsDir, datastore.EndpointsOf(cfg.NodeName))
+	view.Thin(datastore.AffinitiesDir, datastore.AffinitiesOf(cfg.NodeName))
+	view.ThinUnless(datastore.BlocksDir, datastore.BlockOf(cfg.NodeName))
+	view.ThinUnless(datastore.HandlesDir, datastore.HandleOf(cfg.NodeName))
 	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		return fmt.Errorf("--docker-host %s: %w", cfg.DockerHost, err)
@@ -184,16 +195,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 			dockersync.SweepEndpoints(bg, docker, view, drv, cfg.NodeName, grace, sweepInterval(grace), d.log)
 		})
 	}
-	d.startDNS(bg, view, host)
-	// The policy and DNS indexes have taken what they need of every
-	// endpoint and follow their changes, as BGP's owners do of IPAM's
-	// blocks and handles: of other hosts' endpoints, blocks, affinities and
-	// handles the view keeps the keys only (most of a large cluster's
-	// records).
-	view.Thin(datastore.EndpointsDir, datastore.EndpointsOf(cfg.NodeName))
-	view.Thin(datastore.AffinitiesDir, datastore.AffinitiesOf(cfg.NodeName))
-	view.ThinUnless(datastore.BlocksDir, datastore.BlockOf(cfg.NodeName))
-	view.ThinUnless(datastore.HandlesDir, datastore.HandleOf(cfg.NodeName))
 	d.log.Info("tabby daemon serving", "socket", cfg.Socket, "node", cfg.NodeName)
 
 	select {
