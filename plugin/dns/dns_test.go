@@ -47,6 +47,12 @@ func TestLookupSharesNetworksOnly(t *testing.T) {
 			}
 		}
 	}
+	// containerD, of another host, is not one who asks here.
+	if got, _ := ix.Lookup(netip.MustParseAddr("10.0.1.4"), "containerD"); len(got) != 0 {
+		t.Errorf("an asker of another host got %v", got)
+	}
+	eps[2].Node = "node00"
+	ix = NewIndex(eps, func(e datastore.WorkloadEndpoint) string { return e.Labels["n"] }, "node00")
 	if got, _ := ix.Lookup(netip.MustParseAddr("10.0.1.4"), "containerD"); len(got) != 1 {
 		t.Errorf("containerD finds itself: %v", got)
 	}
@@ -100,7 +106,7 @@ func TestIndexFollowsChanges(t *testing.T) {
 	if ix.Local(a) {
 		t.Fatal("a removed local endpoint still counts as this host's container")
 	}
-	if len(ix.byKey) != 1 || len(ix.nets) != 1 || len(ix.byName) != 2 {
-		t.Fatalf("entries left behind: %d endpoints, %d addresses, %d names", len(ix.byKey), len(ix.nets), len(ix.byName))
+	if len(ix.byKey) != 1 || len(ix.byAddr) != 0 || len(ix.byName) != 2 {
+		t.Fatalf("entries left behind: %d endpoints, %d local addresses, %d names", len(ix.byKey), len(ix.byAddr), len(ix.byName))
 	}
 }

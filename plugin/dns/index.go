@@ -3,22 +3,16 @@ package dns
 import (
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/tabbynet/tabby/datastore"
 )
 
-// record is one name of one endpoint as DNS sees it.
-type record struct {
-	name, network string
-	addrs         []netip.Addr
-}
-
 // entry is what one endpoint contributes to the index.
 type entry struct {
-	recs  []record // its name and aliases
+	names []string // its name and aliases, lower case
 	addrs []netip.Addr
 	net   string
 	local bool
@@ -28,21 +22,28 @@ type entry struct {
 // Delete) so that a change costs work in proportion to itself. Pure, so
 // the rules (shared networks, NAME.NETWORK) are tested without sockets.
 // Safe for concurrent use.
+//
+// A name or an address is nearly always one endpoint's, so each maps to a
+// short sorted list of endpoint keys, not a map of its own: at 20,000
+// endpoints two small maps each were about 28 MB, most of a loaded
+// daemon's heap.
 type Index struct {
 	networkOf func(datastore.WorkloadEndpoint) string
 	node      string
 	mu        sync.RWMutex
-	byKey     map[string]entry
-	byName    map[string]map[string]record // lower-case name -> endpoint key -> record
-	nets      map[netip.Addr]map[string]string
-	local     map[netip.Addr]int // how many of node's endpoints have the address
+	byKey     map[string]*entry   // by pointer: a map of large values keeps room for twice as many
+	byName    map[string][]string // lower-case name -> keys of the endpoints it names
+	// byAddr holds node's endpoints only: only they ask, and the
+	// networks of the asker are what it needs.
+	byAddr   map[netip.Addr][]string // address -> keys of node's endpoints holding it
+	networks map[string]string       // network names, held once
 }
 
 // NewIndex indexes endpoints; networkOf gives an endpoint's network name,
 // node is this host's (whose containers may ask).
 func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string, node string) *Index {
-	ix := &Index{networkOf: networkOf, node: node, byKey: map[string]entry{}, byName: map[string]map[string]record{},
-		nets: map[netip.Addr]map[string]string{}, local: map[netip.Addr]int{}}
+	ix := &Index{networkOf: networkOf, node: node, byKey: map[string]*entry{}, byName: map[string][]string{},
+		byAddr: map[netip.Addr][]string{}, networks: map[string]string{}}
 	for i, e := range eps {
 		ix.Set(fmt.Sprintf("%08d", i), e)
 	}
@@ -51,37 +52,55 @@ func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.Workloa
 
 // Set indexes the endpoint stored at key, in place of what key held.
 func (ix *Index) Set(key string, e datastore.WorkloadEndpoint) {
-	en := entry{addrs: e.Addrs(), net: strings.ToLower(ix.networkOf(e)), local: e.Node == ix.node}
-	name := strings.ToLower(e.Workload)
-	if name != "" {
-		en.recs = append(en.recs, record{name: name, network: en.net, addrs: en.addrs})
+	en := &entry{addrs: e.Addrs(), net: strings.ToLower(ix.networkOf(e)), local: e.Node == ix.node}
+	if name := strings.ToLower(e.Workload); name != "" {
+		en.names = append(en.names, name)
 	}
-	// An alias (a Compose service) names every replica that has it: one
-	// record each, on whichever host.
+	// An alias (a Compose service) names every replica that has it, on
+	// whichever host.
 	for _, a := range e.Aliases {
-		if a = strings.ToLower(a); a != "" && a != name {
-			en.recs = append(en.recs, record{name: a, network: en.net, addrs: en.addrs})
+		if a = strings.ToLower(a); a != "" && !slices.Contains(en.names, a) {
+			en.names = append(en.names, a)
 		}
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.remove(key)
+	if n, ok := ix.networks[en.net]; ok {
+		en.net = n
+	} else {
+		ix.networks[en.net] = en.net
+	}
 	ix.byKey[key] = en
-	for _, r := range en.recs {
-		if ix.byName[r.name] == nil {
-			ix.byName[r.name] = map[string]record{}
-		}
-		ix.byName[r.name][key] = r
+	for _, n := range en.names {
+		ix.byName[n] = insertKey(ix.byName[n], key)
 	}
 	for _, a := range en.addrs {
-		if ix.nets[a] == nil {
-			ix.nets[a] = map[string]string{}
-		}
-		ix.nets[a][key] = en.net
 		if en.local {
-			ix.local[a]++
+			ix.byAddr[a] = insertKey(ix.byAddr[a], key)
 		}
 	}
+}
+
+// insertKey adds key to the sorted keys (answers come in a stable order).
+func insertKey(keys []string, key string) []string {
+	i, found := slices.BinarySearch(keys, key)
+	if found {
+		return keys
+	}
+	return slices.Insert(keys, i, key)
+}
+
+// removeKey drops key from the sorted keys; nil once none is left.
+func removeKey(keys []string, key string) []string {
+	i, found := slices.BinarySearch(keys, key)
+	if !found {
+		return keys
+	}
+	if len(keys) == 1 {
+		return nil
+	}
+	return slices.Delete(keys, i, i+1)
 }
 
 // Delete drops what key contributed; an unknown key is fine.
@@ -97,33 +116,33 @@ func (ix *Index) remove(key string) {
 		return
 	}
 	delete(ix.byKey, key)
-	for _, r := range en.recs {
-		if delete(ix.byName[r.name], key); len(ix.byName[r.name]) == 0 {
-			delete(ix.byName, r.name)
+	for _, n := range en.names {
+		if ix.byName[n] = removeKey(ix.byName[n], key); ix.byName[n] == nil {
+			delete(ix.byName, n)
 		}
 	}
 	for _, a := range en.addrs {
-		if delete(ix.nets[a], key); len(ix.nets[a]) == 0 {
-			delete(ix.nets, a)
+		if !en.local {
+			continue
 		}
-		if en.local {
-			if ix.local[a]--; ix.local[a] <= 0 {
-				delete(ix.local, a)
-			}
+		if ix.byAddr[a] = removeKey(ix.byAddr[a], key); ix.byAddr[a] == nil {
+			delete(ix.byAddr, a)
 		}
 	}
+	// The network's name stays held: a cluster has few, and it may be an
+	// entry's still.
 }
 
 // Local reports whether asker is a container of this host.
 func (ix *Index) Local(asker netip.Addr) bool {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return ix.local[asker.Unmap()] > 0
+	return len(ix.byAddr[asker.Unmap()]) > 0
 }
 
-// Lookup resolves qname (NAME or NAME.NETWORK) for the container at asker.
-// cluster reports whether qname names a workload at all; addrs are the
-// addresses in networks asker shares with it.
+// Lookup resolves qname (NAME or NAME.NETWORK) for the container at asker,
+// one of node's (Local). cluster reports whether qname names a workload at
+// all; addrs are the addresses in networks asker shares with it.
 func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, cluster bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -134,28 +153,23 @@ func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, clu
 			name, network = q[:i], q[i+1:]
 		}
 	}
-	recs, ok := ix.byName[name]
+	keys, ok := ix.byName[name]
 	if !ok {
 		return nil, false
 	}
-	shared := map[string]bool{}
-	for _, n := range ix.nets[asker.Unmap()] {
-		shared[n] = true
+	var shared []string // the asker's networks: one or a few
+	for _, k := range ix.byAddr[asker.Unmap()] {
+		shared = append(shared, ix.byKey[k].net)
 	}
-	keys := make([]string, 0, len(recs))
-	for k := range recs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // answers in a stable order
 	matched := false
 	for _, k := range keys {
-		r := recs[k]
-		if network != "" && r.network != network {
+		en := ix.byKey[k]
+		if network != "" && en.net != network {
 			continue
 		}
 		matched = true
-		if shared[r.network] {
-			addrs = append(addrs, r.addrs...)
+		if slices.Contains(shared, en.net) {
+			addrs = append(addrs, en.addrs...)
 		}
 	}
 	return addrs, matched
