@@ -36,7 +36,11 @@ type policyState struct {
 	// dirty are the endpoints changed since the last run, as they are now
 	// (nil: gone or not valid): the view keeps only the keys of other
 	// hosts' endpoints, so their values are taken here as they change.
-	dirty   map[string]*datastore.WorkloadEndpoint
+	dirty map[string]*noted
+	// labels holds each distinct label set of dirty's endpoints once (the
+	// replicas of a service): a burst of thousands between two runs would
+	// otherwise hold a decoded map each. Emptied with dirty.
+	labels  map[string]map[string]string
 	rebuild bool // something besides other hosts' set members changed
 	members *policy.Members
 	// remote are other hosts' endpoints published on every host.
@@ -44,21 +48,39 @@ type policyState struct {
 }
 
 func newPolicyState() *policyState {
-	return &policyState{dirty: map[string]*datastore.WorkloadEndpoint{}, rebuild: true, members: policy.NewMembers(), remote: map[string]policy.Endpoint{}}
+	return &policyState{dirty: map[string]*noted{}, labels: map[string]map[string]string{}, rebuild: true,
+		members: policy.NewMembers(), remote: map[string]policy.Endpoint{}}
 }
 
 // endpointChanged and structureChanged are the view's subscribers: they
 // only take note (the view's goroutine must not block).
 func (p *policyState) endpointChanged(ch datastore.Change) {
-	now := decodeEndpoint(ch)
+	now := note(ch)
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now != nil {
+		k := labelsKey(now.labels)
+		if held, ok := p.labels[k]; ok {
+			now.labels = held
+		} else {
+			p.labels[k] = now.labels
+		}
+	}
 	p.dirty[ch.Key] = now
-	p.mu.Unlock()
 }
 
-// decodeEndpoint is the changed endpoint as it is now; nil: gone or not
-// valid.
-func decodeEndpoint(ch datastore.Change) *datastore.WorkloadEndpoint {
+// noted is what the policy index takes of a changed endpoint.
+type noted struct {
+	node       string
+	labels     map[string]string
+	profiles   []string
+	addrs      []netip.Addr
+	everywhere bool
+	ports      []datastore.PortMapping
+}
+
+// note is the changed endpoint as it is now; nil: gone or not valid.
+func note(ch datastore.Change) *noted {
 	if ch.Deleted {
 		return nil
 	}
@@ -66,7 +88,19 @@ func decodeEndpoint(ch datastore.Change) *datastore.WorkloadEndpoint {
 	if err != nil {
 		return nil
 	}
-	return &e
+	return &noted{node: e.Node, labels: e.Labels, profiles: e.Profiles, addrs: e.Addrs(), everywhere: e.PublishEverywhere, ports: e.Ports}
+}
+
+// labelsKey is one string per distinct label set.
+func labelsKey(labels map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 func (p *policyState) structureChanged(datastore.Change) {
@@ -99,7 +133,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 				p.endpointChanged(ch)
 				return
 			}
-			d.takeEndpoint(ch.Key, decodeEndpoint(ch))
+			d.takeEndpoint(ch.Key, note(ch))
 		})
 		replayed.Store(true)
 		for _, dir := range []string{datastore.ProfilesDir, datastore.PoliciesDir, datastore.NodesDir} {
@@ -109,7 +143,8 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 	}
 	p.mu.Lock()
 	dirty, rebuild := p.dirty, p.rebuild
-	p.dirty, p.rebuild = map[string]*datastore.WorkloadEndpoint{}, false
+	p.dirty, p.rebuild = map[string]*noted{}, false
+	clear(p.labels)
 	p.mu.Unlock()
 	if d.takeEndpoints(dirty) || len(dirty) == 0 {
 		rebuild = true // a local change, or a resync
@@ -137,7 +172,7 @@ func (d *Driver) SyncPolicy(ctx context.Context, a PolicyApplier) error {
 // takeEndpoints moves changed endpoint records into the index and reports
 // whether the rule set's structure may have changed (an endpoint of this
 // host, or one published everywhere).
-func (d *Driver) takeEndpoints(changed map[string]*datastore.WorkloadEndpoint) (structural bool) {
+func (d *Driver) takeEndpoints(changed map[string]*noted) (structural bool) {
 	for key, e := range changed {
 		structural = d.takeEndpoint(key, e) || structural
 	}
@@ -146,7 +181,7 @@ func (d *Driver) takeEndpoints(changed map[string]*datastore.WorkloadEndpoint) (
 
 // takeEndpoint is takeEndpoints for one endpoint (nil: gone). Callers
 // hold d.pol.run.
-func (d *Driver) takeEndpoint(key string, e *datastore.WorkloadEndpoint) (structural bool) {
+func (d *Driver) takeEndpoint(key string, e *noted) (structural bool) {
 	p := d.pol
 	_, wasRemote := p.remote[key]
 	delete(p.remote, key)
@@ -155,9 +190,9 @@ func (d *Driver) takeEndpoint(key string, e *datastore.WorkloadEndpoint) (struct
 		p.members.Delete(key)
 		return structural
 	}
-	p.members.Put(key, policy.Endpoint{Labels: e.Labels, Profiles: e.Profiles, Addrs: e.Addrs()})
-	if e.Node != d.node && e.PublishEverywhere && len(e.Ports) > 0 {
-		p.remote[key] = policy.Endpoint{Addrs: e.Addrs(), Ports: e.Ports}
+	p.members.Put(key, policy.Endpoint{Labels: e.labels, Profiles: e.profiles, Addrs: e.addrs})
+	if e.node != d.node && e.everywhere && len(e.ports) > 0 {
+		p.remote[key] = policy.Endpoint{Addrs: e.addrs, Ports: e.ports}
 		structural = true
 	}
 	return structural
