@@ -63,7 +63,7 @@ const (
 // of tabby's binary (shared with every tabby process, and clean) are shown
 // apart from the daemon's own memory.
 func BenchmarkDaemonMemory(b *testing.B) {
-	l := lab.New(b, lab.Options{Hosts: 2, Env: []string{"TABBY_LOG_LEVEL=info"}})
+	l := lab.New(b, lab.Options{Hosts: 2, DNS: true, Env: []string{"TABBY_LOG_LEVEL=info"}})
 	n0, n1 := l.Hosts[0], l.Hosts[1]
 	if out, err := n0.Docker("network", "create", "--driver", "tabby", "--ipam-driver", "tabby", "memnet"); err != nil {
 		b.Fatalf("%v %s", err, out)
