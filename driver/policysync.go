@@ -59,7 +59,7 @@ func (p *policyState) endpointChanged(ch datastore.Change) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if now != nil {
-		k := labelsKey(now.labels)
+		k := policy.LabelsKey(now.labels)
 		if held, ok := p.labels[k]; ok {
 			now.labels = held
 		} else {
@@ -89,18 +89,6 @@ func note(ch datastore.Change) *noted {
 		return nil
 	}
 	return &noted{node: e.Node, labels: e.Labels, profiles: e.Profiles, addrs: e.Addrs(), everywhere: e.PublishEverywhere, ports: e.Ports}
-}
-
-// labelsKey is one string per distinct label set.
-func labelsKey(labels map[string]string) string {
-	var b strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(labels[k])
-		b.WriteByte(0)
-	}
-	return b.String()
 }
 
 func (p *policyState) structureChanged(datastore.Change) {

@@ -50,6 +50,13 @@ func attrsKey(labels map[string]string, profiles []string) string {
 		b.WriteByte(0)
 	}
 	b.WriteByte(1)
+	b.WriteString(LabelsKey(labels))
+	return b.String()
+}
+
+// LabelsKey is one string per distinct label set.
+func LabelsKey(labels map[string]string) string {
+	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		b.WriteString(k)
 		b.WriteByte(0)
