@@ -24,17 +24,18 @@ type owners struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	blocks   map[string]ownedBlock              // block key → what it grants
-	handles  map[string]string                  // handle ID → node
-	names    map[string]string                  // node names, held once
-	byHandle map[string][]addrIn                // handle ID → its odd addresses
-	grants   map[string]map[netip.Prefix]string // node → prefixes it may announce → the block key granting it
+	blocks   map[string]ownedBlock                // block key → what it grants
+	handles  map[string]string                    // handle ID → node
+	names    map[string]string                    // node names, held once
+	byHandle map[string][]addrIn                  // handle ID → its odd addresses
+	grants   map[string]map[netip.Prefix]struct{} // node → prefixes it may announce
 	dirty    map[string]bool
 	changed  chan struct{}
 }
 
+// ownedBlock is what the owners keep of a block; its CIDR is its key's
+// (blockCIDR), checked when it came.
 type ownedBlock struct {
-	cidr     netip.Prefix
 	affinity string
 	odd      map[netip.Addr]string // address → handle ID, for the odd addresses only
 }
@@ -47,7 +48,7 @@ type addrIn struct {
 
 func newOwners(log *slog.Logger) *owners {
 	return &owners{log: log, blocks: map[string]ownedBlock{}, handles: map[string]string{}, names: map[string]string{},
-		byHandle: map[string][]addrIn{}, grants: map[string]map[netip.Prefix]string{},
+		byHandle: map[string][]addrIn{}, grants: map[string]map[netip.Prefix]struct{}{},
 		dirty: map[string]bool{}, changed: make(chan struct{}, 1)}
 }
 
@@ -86,7 +87,7 @@ func (o *owners) setBlock(ch datastore.Change) {
 	}
 	before, after := map[grantKey]bool{}, map[grantKey]bool{}
 	if had {
-		before = o.blockGrants(old)
+		before = o.blockGrants(ch.Key, old)
 		for a, h := range old.odd {
 			o.unlink(h, a)
 		}
@@ -104,7 +105,7 @@ func (o *owners) setBlock(ch datastore.Change) {
 			}
 		}
 		o.blocks[ch.Key] = b
-		after = o.blockGrants(b)
+		after = o.blockGrants(ch.Key, b)
 	}
 	// Only what differs marks a node dirty: an address taken in a node's
 	// own block changes no grant.
@@ -115,7 +116,7 @@ func (o *owners) setBlock(ch datastore.Change) {
 	}
 	for g := range after {
 		if !before[g] {
-			o.grant(g.node, g.prefix, ch.Key)
+			o.grant(g.node, g.prefix)
 		}
 	}
 }
@@ -149,10 +150,10 @@ type grantKey struct {
 
 // blockGrants is what one block grants: itself to its affinity, each
 // address held by another node's handle to that node.
-func (o *owners) blockGrants(b ownedBlock) map[grantKey]bool {
+func (o *owners) blockGrants(key string, b ownedBlock) map[grantKey]bool {
 	out := map[grantKey]bool{}
 	if b.affinity != "" {
-		out[grantKey{b.affinity, b.cidr}] = true
+		out[grantKey{b.affinity, blockCIDR(key)}] = true
 	}
 	for a, h := range b.odd {
 		if n := o.handles[h]; n != "" && n != b.affinity {
@@ -195,7 +196,7 @@ func (o *owners) setHandle(ch datastore.Change) {
 		switch {
 		case node == "":
 		case node != b.affinity:
-			o.grant(node, p, x.block)
+			o.grant(node, p)
 		default:
 			delete(b.odd, x.addr)
 			if len(b.odd) == 0 {
@@ -207,11 +208,11 @@ func (o *owners) setHandle(ch datastore.Change) {
 	}
 }
 
-func (o *owners) grant(node string, p netip.Prefix, key string) {
+func (o *owners) grant(node string, p netip.Prefix) {
 	if o.grants[node] == nil {
-		o.grants[node] = map[netip.Prefix]string{}
+		o.grants[node] = map[netip.Prefix]struct{}{}
 	}
-	o.grants[node][p] = key
+	o.grants[node][p] = struct{}{}
 	o.dirty[node] = true
 }
 
@@ -283,5 +284,11 @@ func parseBlock(key string, value []byte) (ownedBlock, []allocation, error) {
 		}
 		a = a.Next()
 	}
-	return ownedBlock{cidr: p, affinity: b.Affinity}, taken, nil
+	return ownedBlock{affinity: b.Affinity}, taken, nil
+}
+
+// blockCIDR is the CIDR a block's key names; parseBlock has checked it.
+func blockCIDR(key string) netip.Prefix {
+	p, _ := netip.ParsePrefix(datastore.KeyToCIDR(strings.TrimPrefix(key, datastore.BlocksDir)))
+	return p
 }
