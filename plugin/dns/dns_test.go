@@ -106,7 +106,8 @@ func TestIndexFollowsChanges(t *testing.T) {
 	if ix.Local(a) {
 		t.Fatal("a removed local endpoint still counts as this host's container")
 	}
-	if len(ix.byKey) != 1 || len(ix.byAddr) != 0 || len(ix.byName) != 2 {
-		t.Fatalf("entries left behind: %d endpoints, %d local addresses, %d names", len(ix.byKey), len(ix.byAddr), len(ix.byName))
+	if len(ix.byKey) != 1 || len(ix.byAddr) != 0 || len(ix.byName) != 2 || len(ix.shared) != 0 {
+		t.Fatalf("entries left behind: %d endpoints, %d local addresses, %d names, %d shared names",
+			len(ix.byKey), len(ix.byAddr), len(ix.byName), len(ix.shared))
 	}
 }

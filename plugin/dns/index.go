@@ -23,16 +23,17 @@ type entry struct {
 // the rules (shared networks, NAME.NETWORK) are tested without sockets.
 // Safe for concurrent use.
 //
-// A name or an address is nearly always one endpoint's, so each maps to a
-// short sorted list of endpoint keys, not a map of its own: at 20,000
-// endpoints two small maps each were about 28 MB, most of a loaded
-// daemon's heap.
+// A name is nearly always one endpoint's, so it maps to that endpoint's
+// key, and only a name several share to a sorted list of keys: at 20,000
+// endpoints a small map for each name and each address was about 28 MB,
+// most of a loaded daemon's heap.
 type Index struct {
 	networkOf func(datastore.WorkloadEndpoint) string
 	node      string
 	mu        sync.RWMutex
 	byKey     map[string]*entry   // by pointer: a map of large values keeps room for twice as many
-	byName    map[string][]string // lower-case name -> keys of the endpoints it names
+	byName    map[string]string   // lower-case name -> the key of the one endpoint it names
+	shared    map[string][]string // a name of several endpoints (replicas' alias) -> their keys
 	// byAddr holds node's endpoints only: only they ask, and the
 	// networks of the asker are what it needs.
 	byAddr   map[netip.Addr][]string // address -> keys of node's endpoints holding it
@@ -42,7 +43,7 @@ type Index struct {
 // NewIndex indexes endpoints; networkOf gives an endpoint's network name,
 // node is this host's (whose containers may ask).
 func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string, node string) *Index {
-	ix := &Index{networkOf: networkOf, node: node, byKey: map[string]*entry{}, byName: map[string][]string{},
+	ix := &Index{networkOf: networkOf, node: node, byKey: map[string]*entry{}, byName: map[string]string{}, shared: map[string][]string{},
 		byAddr: map[netip.Addr][]string{}, networks: map[string]string{}}
 	for i, e := range eps {
 		ix.Set(fmt.Sprintf("%08d", i), e)
@@ -73,13 +74,52 @@ func (ix *Index) Set(key string, e datastore.WorkloadEndpoint) {
 	}
 	ix.byKey[key] = en
 	for _, n := range en.names {
-		ix.byName[n] = insertKey(ix.byName[n], key)
+		ix.addName(n, key)
 	}
 	for _, a := range en.addrs {
 		if en.local {
 			ix.byAddr[a] = insertKey(ix.byAddr[a], key)
 		}
 	}
+}
+
+func (ix *Index) addName(n, key string) {
+	if keys, ok := ix.shared[n]; ok {
+		ix.shared[n] = insertKey(keys, key)
+		return
+	}
+	if one, ok := ix.byName[n]; ok {
+		if one != key {
+			delete(ix.byName, n)
+			ix.shared[n] = insertKey([]string{one}, key)
+		}
+		return
+	}
+	ix.byName[n] = key
+}
+
+func (ix *Index) dropName(n, key string) {
+	if keys, ok := ix.shared[n]; ok {
+		if keys = removeKey(keys, key); len(keys) == 1 {
+			delete(ix.shared, n)
+			ix.byName[n] = keys[0]
+		} else {
+			ix.shared[n] = keys
+		}
+		return
+	}
+	if ix.byName[n] == key {
+		delete(ix.byName, n)
+	}
+}
+
+// named returns the keys of the endpoints n names, sorted.
+func (ix *Index) named(n string) ([]string, bool) {
+	if keys, ok := ix.shared[n]; ok {
+		return keys, true
+	}
+	one, ok := ix.byName[n]
+	return []string{one}, ok
 }
 
 // insertKey adds key to the sorted keys (answers come in a stable order).
@@ -117,9 +157,7 @@ func (ix *Index) remove(key string) {
 	}
 	delete(ix.byKey, key)
 	for _, n := range en.names {
-		if ix.byName[n] = removeKey(ix.byName[n], key); ix.byName[n] == nil {
-			delete(ix.byName, n)
-		}
+		ix.dropName(n, key)
 	}
 	for _, a := range en.addrs {
 		if !en.local {
@@ -148,12 +186,12 @@ func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, clu
 	defer ix.mu.RUnlock()
 	q := strings.TrimSuffix(strings.ToLower(qname), ".")
 	name, network := q, ""
-	if _, ok := ix.byName[name]; !ok {
+	if _, ok := ix.named(name); !ok {
 		if i := strings.IndexByte(q, '.'); i > 0 {
 			name, network = q[:i], q[i+1:]
 		}
 	}
-	keys, ok := ix.byName[name]
+	keys, ok := ix.named(name)
 	if !ok {
 		return nil, false
 	}
