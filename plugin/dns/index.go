@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unique"
 
 	"github.com/tabbynet/tabby/datastore"
 )
@@ -14,7 +15,7 @@ import (
 type entry struct {
 	names []string // its name and aliases, lower case
 	addrs []netip.Addr
-	net   string
+	net   unique.Handle[string] // its network, lower case: one copy per network however many endpoints
 	local bool
 }
 
@@ -36,15 +37,14 @@ type Index struct {
 	shared    map[string][]string // a name of several endpoints (replicas' alias) -> their keys
 	// byAddr holds node's endpoints only: only they ask, and the
 	// networks of the asker are what it needs.
-	byAddr   map[netip.Addr][]string // address -> keys of node's endpoints holding it
-	networks map[string]string       // network names, held once
+	byAddr map[netip.Addr][]string // address -> keys of node's endpoints holding it
 }
 
 // NewIndex indexes endpoints; networkOf gives an endpoint's network name,
 // node is this host's (whose containers may ask).
 func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.WorkloadEndpoint) string, node string) *Index {
 	ix := &Index{networkOf: networkOf, node: node, byKey: map[string]*entry{}, byName: map[string]string{}, shared: map[string][]string{},
-		byAddr: map[netip.Addr][]string{}, networks: map[string]string{}}
+		byAddr: map[netip.Addr][]string{}}
 	for i, e := range eps {
 		ix.Set(fmt.Sprintf("%08d", i), e)
 	}
@@ -53,7 +53,7 @@ func NewIndex(eps []datastore.WorkloadEndpoint, networkOf func(datastore.Workloa
 
 // Set indexes the endpoint stored at key, in place of what key held.
 func (ix *Index) Set(key string, e datastore.WorkloadEndpoint) {
-	en := &entry{addrs: e.Addrs(), net: strings.ToLower(ix.networkOf(e)), local: e.Node == ix.node}
+	en := &entry{addrs: e.Addrs(), net: unique.Make(strings.ToLower(ix.networkOf(e))), local: e.Node == ix.node}
 	if name := strings.ToLower(e.Workload); name != "" {
 		en.names = append(en.names, name)
 	}
@@ -67,11 +67,6 @@ func (ix *Index) Set(key string, e datastore.WorkloadEndpoint) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.remove(key)
-	if n, ok := ix.networks[en.net]; ok {
-		en.net = n
-	} else {
-		ix.networks[en.net] = en.net
-	}
 	ix.byKey[key] = en
 	for _, n := range en.names {
 		ix.addName(n, key)
@@ -167,8 +162,6 @@ func (ix *Index) remove(key string) {
 			delete(ix.byAddr, a)
 		}
 	}
-	// The network's name stays held: a cluster has few, and it may be an
-	// entry's still.
 }
 
 // Local reports whether asker is a container of this host.
@@ -195,14 +188,14 @@ func (ix *Index) Lookup(asker netip.Addr, qname string) (addrs []netip.Addr, clu
 	if !ok {
 		return nil, false
 	}
-	var shared []string // the asker's networks: one or a few
+	var shared []unique.Handle[string] // the asker's networks: one or a few
 	for _, k := range ix.byAddr[asker.Unmap()] {
 		shared = append(shared, ix.byKey[k].net)
 	}
 	matched := false
 	for _, k := range keys {
 		en := ix.byKey[k]
-		if network != "" && en.net != network {
+		if network != "" && en.net.Value() != network {
 			continue
 		}
 		matched = true
