@@ -90,7 +90,7 @@ var _ network.Driver = (*Driver)(nil)
 
 // New returns the driver of node, programming the kernel through dp.
 func New(store *datastore.Store, view *datastore.View, local *hostlocal.Store, node string, dp *dataplane.Dataplane, log *slog.Logger) *Driver {
-	return &Driver{store: store, view: view, local: local, localKick: make(chan struct{}, 1), node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log), pol: newPolicyState(),
+	return &Driver{store: store, view: view, local: local, localKick: make(chan struct{}, 1), node: node, dp: dp, log: log, timeout: 30 * time.Second, ports: ports.New(log), pol: newPolicyState(node),
 		sandboxPaths: func(key string) []string { return []string{key} }}
 }
 

@@ -43,12 +43,13 @@ type policyState struct {
 	labels  map[string]map[string]string
 	rebuild bool // something besides other hosts' set members changed
 	members *policy.Members
+	mine    string // the key prefix of this host's endpoints
 	// remote are other hosts' endpoints published on every host.
 	remote map[string]policy.Endpoint
 }
 
-func newPolicyState() *policyState {
-	return &policyState{dirty: map[string]*noted{}, labels: map[string]map[string]string{}, rebuild: true,
+func newPolicyState(node string) *policyState {
+	return &policyState{mine: datastore.EndpointsOf(node), dirty: map[string]*noted{}, labels: map[string]map[string]string{}, rebuild: true,
 		members: policy.NewMembers(), remote: map[string]policy.Endpoint{}}
 }
 
@@ -173,7 +174,7 @@ func (d *Driver) takeEndpoint(key string, e *noted) (structural bool) {
 	p := d.pol
 	_, wasRemote := p.remote[key]
 	delete(p.remote, key)
-	structural = wasRemote || strings.HasPrefix(key, datastore.EndpointsOf(d.node))
+	structural = wasRemote || strings.HasPrefix(key, p.mine)
 	if e == nil {
 		p.members.Delete(key)
 		return structural
