@@ -2,13 +2,15 @@ package datastore
 
 import (
 	"context"
-	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // Change is one difference a Cache saw under its prefix: a key written
@@ -41,7 +43,13 @@ type Cache struct {
 	// progress, when set, hears every revision the cache has caught up to,
 	// including those of changes outside its prefix (progress notices).
 	progress func(rev int64)
-	lists    atomic.Int64
+	// taken is the newest revision the watch applied and its keys taken
+	// so far (Run's goroutine only).
+	taken struct {
+		rev  int64
+		keys map[string]bool
+	}
+	lists atomic.Int64
 }
 
 // NewCache makes a cache of prefix whose changes go to handle, called from
@@ -162,36 +170,58 @@ func (c *Cache) page(ctx context.Context, from, end string, rev int64) (*clientv
 // watch applies events after rev until the watch ends, and returns the
 // last revision applied and whether the watch ended because etcd compacted
 // past it.
+//
+// It reads etcd's watch stream itself rather than through clientv3.Watch,
+// which reads every response as soon as it arrives and queues it, decoded,
+// until taken: a daemon busy with a burst (20,000 endpoints planted at
+// once) held several MB of such responses. Read here only when the last
+// one is handled, the stream's flow control holds the backlog in etcd,
+// which sends it in fragments of at most its request size limit.
 func (c *Cache) watch(ctx context.Context, rev int64) (int64, bool) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range c.store.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify()) {
-		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
-			return rev, true
-		}
-		if resp.Err() != nil {
+	stream, err := pb.NewWatchClient(c.store.cli.ActiveConnection()).Watch(wctx,
+		grpc.WaitForReady(true), grpc.MaxCallRecvMsgSize(math.MaxInt32))
+	if err != nil {
+		return rev, false
+	}
+	create := &pb.WatchCreateRequest{Key: []byte(c.prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(c.prefix)),
+		StartRevision: rev + 1, ProgressNotify: true, Fragment: true}
+	if err := stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: create}}); err != nil {
+		return rev, false
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
 			return rev, false
 		}
-		for _, ev := range resp.Events {
-			k := string(ev.Kv.Key)
-			if ev.Type == clientv3.EventTypeDelete {
-				if _, ok := c.revs.Rev(k); ok {
-					c.revs.Forget(k)
-					c.handle(Change{Key: k, Deleted: true, Rev: ev.Kv.ModRevision})
-				}
-				continue
-			}
-			c.revs.Set(k, ev.Kv.ModRevision)
-			c.handle(Change{Key: k, Value: ev.Kv.Value, Rev: ev.Kv.ModRevision})
+		if resp.CompactRevision != 0 {
+			return rev, true
 		}
-		// A response's header may name a revision whose events are still
-		// to come (etcd sends a long backlog in parts); only the last event
-		// applied, or a progress notice, says how far the cache has come.
+		if resp.Canceled {
+			return rev, false // a lost leader, or etcd shutting down: watch again
+		}
+		if resp.Created {
+			continue
+		}
+		var last int64
+		for i, ev := range resp.Events {
+			// A large backlog comes in one response; each event is let go
+			// once handled.
+			resp.Events[i] = nil
+			last = ev.Kv.ModRevision
+			c.apply(ev)
+		}
+		// A fragment may end inside a revision: the cache has come as far
+		// as the last event only when the response is whole. A watch that
+		// ends after a fragment resumes before it.
 		next := rev
-		if n := len(resp.Events); n > 0 {
-			next = resp.Events[n-1].Kv.ModRevision
-		} else if resp.IsProgressNotify() {
-			next = resp.Header.Revision
+		switch {
+		case resp.Fragment:
+		case last != 0:
+			next = last
+		case len(resp.Events) == 0 && resp.Header != nil:
+			next = resp.Header.Revision // a progress notice
 		}
 		if next > rev {
 			rev = next
@@ -200,7 +230,35 @@ func (c *Cache) watch(ctx context.Context, rev int64) (int64, bool) {
 			}
 		}
 	}
-	return rev, false
+}
+
+// apply hands the handler one watch event it has not seen yet. A watch
+// resumed after a fragment replays what the fragment held: events of
+// revisions already taken, and of the last one some keys.
+func (c *Cache) apply(ev *mvccpb.Event) {
+	k, r := string(ev.Kv.Key), ev.Kv.ModRevision
+	switch {
+	case r < c.taken.rev:
+		return
+	case r > c.taken.rev:
+		c.taken.rev = r
+		clear(c.taken.keys)
+	case c.taken.keys[k]:
+		return
+	}
+	if c.taken.keys == nil {
+		c.taken.keys = map[string]bool{}
+	}
+	c.taken.keys[k] = true
+	if ev.Type == mvccpb.DELETE {
+		if _, ok := c.revs.Rev(k); ok {
+			c.revs.Forget(k)
+			c.handle(Change{Key: k, Deleted: true, Rev: r})
+		}
+		return
+	}
+	c.revs.Set(k, r)
+	c.handle(Change{Key: k, Value: ev.Kv.Value, Rev: r})
 }
 
 // keyRevs is what a Cache knows of its keys' mod revisions, used from the
