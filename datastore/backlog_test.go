@@ -48,14 +48,7 @@ func TestCacheLeavesTheBacklogInEtcd(t *testing.T) {
 			events[ch.Key] = append(events[ch.Key], "+")
 		}
 	})
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-c.Synced():
-	case <-time.After(10 * time.Second):
-		t.Fatal("never synced")
-	}
+	runCache(t, c, 10*time.Second)
 	if err := direct.Put(ctx, dir+"first", &padded{}); err != nil {
 		t.Fatal(err)
 	}

@@ -55,8 +55,10 @@ type Cache struct {
 // NewCache makes a cache of prefix whose changes go to handle, called from
 // Run's goroutine only.
 func (s *Store) NewCache(prefix string, handle func(Change)) *Cache {
-	return &Cache{store: s, prefix: prefix, handle: handle, revs: mapRevs{},
+	c := &Cache{store: s, prefix: prefix, handle: handle, revs: mapRevs{},
 		synced: make(chan struct{}), retries: time.Second}
+	c.taken.keys = map[string]bool{}
+	return c
 }
 
 // Synced is closed once the first listing has gone to the handler.
@@ -245,9 +247,6 @@ func (c *Cache) apply(ev *mvccpb.Event) {
 		clear(c.taken.keys)
 	case c.taken.keys[k]:
 		return
-	}
-	if c.taken.keys == nil {
-		c.taken.keys = map[string]bool{}
 	}
 	c.taken.keys[k] = true
 	if ev.Type == mvccpb.DELETE {

@@ -47,9 +47,6 @@ func TestCacheListsWatchesAndRelists(t *testing.T) {
 			seen = append(seen, fmt.Sprintf("%s=%s", ch.Key[len(dir):], ch.Value))
 		}
 	})
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
 	expect := func(what string, want ...string) {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
@@ -71,11 +68,7 @@ func TestCacheListsWatchesAndRelists(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	select {
-	case <-c.Synced():
-	case <-time.After(10 * time.Second):
-		t.Fatal("never synced")
-	}
+	runCache(t, c, 10*time.Second)
 	expect("first listing", `a={"step":1}`, `b={"step":1}`)
 	put("c", 1)
 	del("a")
@@ -155,14 +148,7 @@ func TestCacheListsInPagesAtOneRevision(t *testing.T) {
 		seen[ch.Key] = append(seen[ch.Key], v)
 	})
 	ranges := reader.Requests()["Range"]
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-c.Synced():
-	case <-time.After(20 * time.Second):
-		t.Fatal("never synced")
-	}
+	runCache(t, c, 20*time.Second)
 	mu.Lock()
 	listed := len(seen)
 	first1100 := slices.Clone(seen[key(1100)])
@@ -192,5 +178,20 @@ func TestCacheListsInPagesAtOneRevision(t *testing.T) {
 	}
 	if c.Lists() != 1 {
 		t.Fatalf("listed %d times, want 1", c.Lists())
+	}
+}
+
+// runCache runs c until the test ends and waits, at most within, for its
+// first listing to reach the handler.
+func runCache(t *testing.T, c *datastore.Cache, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-c.Synced():
+	case <-time.After(within):
+		t.Fatal("never synced")
 	}
 }
